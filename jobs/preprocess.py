@@ -1,0 +1,259 @@
+"""Build an artifact bundle from raw catalog + listening history with Ray Data.
+
+    python -m jobs.preprocess --catalog "d/Music Info.csv" \
+        --interactions "d/User Listening History.csv" --out b
+
+Inputs are local paths or ``s3://`` URIs (a file or a directory of files), CSV or Parquet.
+The listening history is split into byte ranges (CSV) or row groups (Parquet) that Ray
+Data workers parse, validate and encode in parallel and in bounded memory; the driver
+streams the small encoded rows into the user x track matrix. Every rejected row is
+counted by reason, printed and written to the manifest. Runs unchanged under
+``ray job submit`` (it joins the cluster named by ``RAY_ADDRESS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs import catalog as catalog_rules
+from jobs import csvio
+from jobs.interactions import REQUIRED, Accumulator, TrackLookup, encode
+from serve_app import bundle, features, storage
+from serve_app.users import HASH_NAME, hash_probe
+
+DEFAULT_CHUNK_BYTES = 32 << 20
+DEFAULT_MAX_PLAYCOUNT = 100_000
+
+
+def log(message: str) -> None:
+    print(f"[preprocess] {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _read_range(uri: str, start: int, end: int, size: int) -> bytes:
+    """The lines that start inside ``[start, end)``: a line belongs to the range it starts in."""
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_file(path) as fh:
+        begin = max(start - 1, 0)
+        buf = fh.read_at(end - begin, begin)
+        if start > 0:
+            cut = buf.find(b"\n")
+            if cut < 0 or cut + 1 == len(buf):
+                return b""  # the range lies inside a line that an earlier range owns
+            buf = buf[cut + 1:]
+        pos = end
+        while pos < size and not buf.endswith(b"\n"):
+            more = fh.read_at(min(1 << 16, size - pos), pos)
+            cut = more.find(b"\n")
+            buf += more if cut < 0 else more[:cut + 1]
+            pos += len(more)
+    return buf
+
+
+def plan_csv_ranges(files: list[str], chunk_bytes: int) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Byte ranges of every CSV file, and each file's header columns (checked for the required ones)."""
+    ranges, headers = [], {}
+    for uri in files:
+        fs, path = storage.filesystem(uri)
+        size = fs.get_file_info(path).size
+        with fs.open_input_file(path) as fh:
+            first = fh.read_at(min(size, 1 << 16), 0).split(b"\n", 1)[0]
+        columns = csvio.header_columns(first)
+        missing = [c for c in REQUIRED if c not in columns]
+        if missing:
+            raise ValueError(f"interactions {uri}: header {columns} lacks required column(s) {missing}")
+        headers[uri] = columns
+        ranges += [{"uri": uri, "start": s, "end": min(s + chunk_bytes, size), "size": size}
+                   for s in range(0, max(size, 1), chunk_bytes)]
+    return ranges, headers
+
+
+def _encode_csv_ranges(batch: dict[str, np.ndarray], headers: dict[str, list[str]], lookup: TrackLookup,
+                       max_playcount: float) -> pa.Table:
+    """Ray Data UDF: read, parse and encode each byte range in the batch."""
+    out = []
+    for uri, start, end, size in zip(batch["uri"], batch["start"], batch["end"], batch["size"]):
+        parsed = csvio.parse(_read_range(str(uri), int(start), int(end), int(size)), headers[str(uri)],
+                             skip_header=int(start) == 0, quoting=False)
+        out.append(encode(parsed.table, lookup, max_playcount, parsed.malformed_lines))
+    return pa.concat_tables(out)
+
+
+def _encode_parquet(batch: pa.Table, lookup: TrackLookup, max_playcount: float) -> pa.Table:
+    return encode(batch, lookup, max_playcount)
+
+
+def interactions_dataset(uri: str, lookup: TrackLookup, max_playcount: float, chunk_bytes: int):
+    """A Ray Dataset of encoded interaction rows (``jobs.interactions.ENCODED_SCHEMA``)."""
+    import ray.data
+
+    files = storage.list_files(uri)
+    kwargs = {"lookup": lookup, "max_playcount": max_playcount}
+    if all(f.endswith(".parquet") for f in files):
+        for f in files:
+            fs, path = storage.filesystem(f)
+            names = pq.read_schema(fs.open_input_file(path)).names
+            missing = [c for c in REQUIRED if c not in names]
+            if missing:
+                raise ValueError(f"interactions {f}: columns {names} lack required column(s) {missing}")
+        paths = [storage.filesystem(f)[1] for f in files]
+        ds = ray.data.read_parquet(paths, filesystem=storage.filesystem(files[0])[0], columns=list(REQUIRED))
+        return ds.map_batches(_encode_parquet, batch_format="pyarrow", batch_size=1 << 20, fn_kwargs=kwargs)
+    ranges, headers = plan_csv_ranges(files, chunk_bytes)
+    items = ray.data.from_items(ranges, override_num_blocks=len(ranges))
+    return items.map_batches(_encode_csv_ranges, batch_size=1, batch_format="numpy",
+                             fn_kwargs={"headers": headers, **kwargs})
+
+
+def _stream(ds, every_s: float = 5.0) -> Iterator[dict[str, np.ndarray]]:
+    """Encoded blocks as numpy dicts, with a progress line every ``every_s`` seconds."""
+    t0 = last = time.monotonic()
+    rows = 0
+    for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        rows += len(block["reason"])
+        now = time.monotonic()
+        if now - last >= every_s:
+            log(f"interactions: {rows:,} rows read ({rows / (now - t0):,.0f} rows/s)")
+            last = now
+        yield block
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _code_version() -> str:
+    revision = os.environ.get("SEGUE_REVISION")
+    if not revision:
+        try:
+            revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                      cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            revision = ""
+    return f"{metadata.version('segue')}+{revision or 'unknown'}"
+
+
+def _write_files(root: Path, songs: pd.DataFrame, aliases: pd.DataFrame, transform: dict, vectors,
+                 user_items, user_keys: np.ndarray) -> None:
+    (root / "content").mkdir(parents=True)
+    (root / "collab").mkdir()
+    songs.to_parquet(root / "catalog.parquet", index=False)
+    aliases.to_parquet(root / "catalog_aliases.parquet", index=False)
+    bundle.save_npz(root / "content" / "vectors.npz", **bundle.csr_arrays(vectors))
+    (root / "content" / "transform.json").write_text(json.dumps(transform))
+    bundle.save_npz(root / "collab" / "user_items.npz", **bundle.csr_arrays(user_items))
+    np.save(root / "collab" / "user_hash.npy", user_keys, allow_pickle=False)
+
+
+def ensure_ray() -> bool:
+    """Join the cluster in ``RAY_ADDRESS`` or start a local Ray; True when started here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], logging_level="warning")
+    else:
+        ray.init(address="local", include_dashboard=False, logging_level="warning")
+    return True
+
+
+def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount: float = DEFAULT_MAX_PLAYCOUNT,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES, overwrite: bool = False) -> dict[str, Any]:
+    """Build and publish the bundle; returns its manifest."""
+    import ray
+    import ray.data
+
+    t0 = time.monotonic()
+    started = ensure_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    try:
+        cat = catalog_rules.load(catalog_uri)
+        log(f"catalog: {cat.rows_read:,} rows read, {len(cat.songs):,} songs kept, rejected {cat.rejected or 0}, "
+            f"{cat.merged_duplicate_songs} duplicate songs merged")
+        ids, rows = catalog_rules.track_lookup_arrays(cat)
+        lookup = TrackLookup(pa.array(ids, pa.string()), rows)
+        acc = Accumulator(len(cat.songs))
+        for block in _stream(interactions_dataset(interactions_uri, lookup, max_playcount, chunk_bytes)):
+            acc.add(block)
+        order = acc.popularity_order()
+        user_items, user_keys, merged_pairs = acc.build(order)
+        kept = user_items.nnz + merged_pairs
+        log(f"interactions: {acc.rows_read:,} rows read, {kept:,} kept, rejected {acc.rejected_counts() or 0}, "
+            f"{merged_pairs:,} duplicate (user, track) rows summed")
+
+        songs = cat.songs.iloc[order].reset_index(drop=True)
+        songs["plays"] = np.asarray(user_items.sum(axis=0)).ravel().astype(np.int64)
+        songs["listeners"] = np.bincount(user_items.indices, minlength=len(songs)).astype(np.int32)
+        track_of = pd.Series(np.arange(len(songs), dtype=np.int32), index=songs["track_id"].astype(str))
+        aliases = cat.aliases.assign(track=track_of.reindex(cat.aliases["track_id"].astype(str)).to_numpy(np.int32))
+        transform = features.fit(songs)
+        vectors = features.transform(transform, songs)
+
+        staging = bundle.staging_dir(out_uri)
+        _write_files(staging, songs, aliases, transform, vectors, user_items, user_keys)
+        manifest = bundle.write_manifest(staging, {
+            "code_version": _code_version(),
+            "inputs": {"catalog": [storage.fingerprint(u) for u in storage.list_files(catalog_uri)],
+                       "interactions": [storage.fingerprint(u) for u in storage.list_files(interactions_uri)]},
+            "params": {"max_playcount": max_playcount, "content_block_weights": transform["block_weights"],
+                       "track_order": "plays descending"},
+            "users": {"hash": HASH_NAME, "hash_probe": hash_probe()},
+            "counts": {
+                "catalog": {"rows_read": cat.rows_read, "songs": len(songs), "rejected": cat.rejected,
+                            "merged_duplicate_songs": cat.merged_duplicate_songs,
+                            "invalid_numeric_cells": cat.invalid_numeric_cells, "rejected_examples": cat.examples},
+                "interactions": {"rows_read": acc.rows_read, "rows_kept": kept, "rejected": acc.rejected_counts(),
+                                 "duplicate_rows_summed": merged_pairs, "users": user_items.shape[0],
+                                 "pairs": user_items.nnz, "tracks_played": int((songs["listeners"] > 0).sum()),
+                                 "cold_tracks": int((songs["listeners"] == 0).sum())},
+            },
+            "shapes": {"content": list(vectors.shape), "user_items": list(user_items.shape)},
+        })
+        bundle.publish(staging, out_uri, overwrite=overwrite)
+        size = sum(f["bytes"] for f in manifest["files"].values())
+        log(f"bundle {manifest['version']} -> {out_uri}: {len(manifest['files'])} files, {size / 1e6:.1f} MB, "
+            f"{time.monotonic() - t0:.1f} s")
+        return manifest
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.preprocess", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--catalog", required=True, help="Music Info CSV/Parquet: path, directory or s3:// URI")
+    parser.add_argument("--interactions", required=True, help="listening history CSV/Parquet (track_id,user_id,playcount)")
+    parser.add_argument("--out", required=True, help="bundle directory or s3://bucket/prefix")
+    parser.add_argument("--max-playcount", type=float, default=DEFAULT_MAX_PLAYCOUNT,
+                        help="rows with a larger playcount are rejected as implausible (default %(default)s)")
+    parser.add_argument("--chunk-mb", type=int, default=DEFAULT_CHUNK_BYTES >> 20,
+                        help="CSV bytes per Ray Data task (default %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing local bundle")
+    args = parser.parse_args(argv)
+    try:
+        manifest = run(args.catalog, args.interactions, args.out, max_playcount=args.max_playcount,
+                       chunk_bytes=args.chunk_mb << 20, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError, bundle.BundleError) as exc:
+        log(f"error: {exc}")
+        return 2
+    print(json.dumps({"version": manifest["version"], "counts": manifest["counts"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Local paths and ``s3://`` URIs behind one small API.
+
+Inputs are read through ``pyarrow.fs`` (random access, used by Ray Data workers); the
+artifact store (bundles) goes through boto3 so uploads carry server-side encryption.
+The S3 endpoint comes from ``AWS_ENDPOINT_URL`` when set (a local test server, MinIO, …).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+S3_PREFIX = "s3://"
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith(S3_PREFIX)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    bucket, _, key = uri[len(S3_PREFIX):].partition("/")
+    if not bucket:
+        raise ValueError(f"not an s3 URI with a bucket: {uri!r}")
+    return bucket, key.strip("/")
+
+
+def local_path(uri: str) -> Path:
+    return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it, for reading inputs."""
+    if is_s3(uri):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        kwargs: dict = {"region": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+        bucket, key = split_s3(uri)
+        return pafs.S3FileSystem(**kwargs), f"{bucket}/{key}"
+    return pafs.LocalFileSystem(), str(local_path(uri).resolve())
+
+
+def list_files(uri: str) -> list[str]:
+    """The file itself, or the files inside a directory/prefix (sorted, hidden files skipped)."""
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"input not found: {uri}")
+    if info.type == pafs.FileType.File:
+        return [uri]
+    selector = pafs.FileSelector(path, recursive=True)
+    names = sorted(
+        i.path for i in fs.get_file_info(selector)
+        if i.type == pafs.FileType.File and not Path(i.path).name.startswith((".", "_"))
+    )
+    prefix = S3_PREFIX if is_s3(uri) else ""
+    return [prefix + n for n in names]
+
+
+def fingerprint(uri: str) -> dict:
+    """Cheap identity of an input file: URI, size and modification time (no full read)."""
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    mtime = info.mtime.isoformat() if info.mtime is not None else None
+    return {"uri": uri, "bytes": info.size, "mtime": mtime}
+
+
+def s3_client():
+    """A boto3 S3 client; honours ``AWS_ENDPOINT_URL`` like the AWS CLI does."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def upload_dir(local_dir: Path, uri: str, last: str = "manifest.json") -> None:
+    """Copy a directory to ``s3://bucket/prefix`` with SSE; ``last`` is uploaded after the rest
+    so a reader that finds it finds a complete bundle."""
+    client = s3_client()
+    bucket, prefix = split_s3(uri)
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+    for path in sorted(files, key=lambda p: p.name == last):
+        key = f"{prefix}/{path.relative_to(local_dir).as_posix()}".lstrip("/")
+        client.upload_file(str(path), bucket, key, ExtraArgs={"ServerSideEncryption": "AES256"})
+
+
+def download_dir(uri: str, local_dir: Path) -> None:
+    """Copy every object under ``s3://bucket/prefix/`` into ``local_dir`` (replacing it)."""
+    client = s3_client()
+    bucket, prefix = split_s3(uri)
+    if local_dir.exists():
+        shutil.rmtree(local_dir)
+    local_dir.mkdir(parents=True)
+    paginator = client.get_paginator("list_objects_v2")
+    found = False
+    for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(prefix):].lstrip("/")
+            if not rel or rel.endswith("/"):
+                continue
+            target = local_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, obj["Key"], str(target))
+            found = True
+    if not found:
+        raise FileNotFoundError(f"no objects under {uri}")
