@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+
+from serve_app import storage
 
 BOM = b"\xef\xbb\xbf"
 
@@ -65,3 +68,42 @@ def parse(data: bytes, column_names: list[str], skip_header: bool, quoting: bool
         result.malformed_lines, result.examples = 0, []
         result.table = read(data.decode("utf-8", errors="replace").encode("utf-8"))
     return result
+
+
+def read_range(uri: str, start: int, end: int, size: int) -> bytes:
+    """The lines that start inside ``[start, end)`` of a file: a line belongs to the range it starts in."""
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_file(path) as fh:
+        begin = max(start - 1, 0)
+        buf = fh.read_at(end - begin, begin)
+        if start > 0:
+            cut = buf.find(b"\n")
+            if cut < 0 or cut + 1 == len(buf):
+                return b""  # the range lies inside a line that an earlier range owns
+            buf = buf[cut + 1:]
+        pos = end
+        while pos < size and not buf.endswith(b"\n"):
+            more = fh.read_at(min(1 << 16, size - pos), pos)
+            cut = more.find(b"\n")
+            buf += more if cut < 0 else more[:cut + 1]
+            pos += len(more)
+    return buf
+
+
+def plan_ranges(files: list[str], chunk_bytes: int, required: Sequence[str]
+                ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+    """Byte ranges of every CSV file, and each file's header columns (checked for ``required``)."""
+    ranges, headers = [], {}
+    for uri in files:
+        fs, path = storage.filesystem(uri)
+        size = fs.get_file_info(path).size
+        with fs.open_input_file(path) as fh:
+            first = fh.read_at(min(size, 1 << 16), 0).split(b"\n", 1)[0]
+        columns = header_columns(first)
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise ValueError(f"{uri}: header {columns} lacks required column(s) {missing}")
+        headers[uri] = columns
+        ranges += [{"uri": uri, "start": s, "end": min(s + chunk_bytes, size), "size": size}
+                   for s in range(0, max(size, 1), chunk_bytes)]
+    return ranges, headers

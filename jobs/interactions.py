@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from jobs import csvio
 from serve_app.users import user_hash
 
 REQUIRED = ("track_id", "user_id", "playcount")
@@ -117,6 +118,17 @@ def encode(table: pa.Table, lookup: TrackLookup, max_playcount: float,
             "playcount": np.zeros(malformed_lines, np.uint32),
             "reason": np.full(malformed_lines, CODE["malformed_row"], np.uint8)}, schema=ENCODED_SCHEMA)])
     return out
+
+
+def encode_csv_ranges(batch: dict[str, np.ndarray], headers: dict[str, list[str]], lookup: TrackLookup,
+                      max_playcount: float) -> pa.Table:
+    """Ray Data UDF: read, parse and encode each CSV byte range in ``batch`` (see ``csvio.plan_ranges``)."""
+    out = []
+    for uri, start, end, size in zip(batch["uri"], batch["start"], batch["end"], batch["size"]):
+        parsed = csvio.parse(csvio.read_range(str(uri), int(start), int(end), int(size)), headers[str(uri)],
+                             skip_header=int(start) == 0, quoting=False)
+        out.append(encode(parsed.table, lookup, max_playcount, parsed.malformed_lines))
+    return pa.concat_tables(out)
 
 
 @dataclass

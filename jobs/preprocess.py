@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from jobs import catalog as catalog_rules
 from jobs import csvio
-from jobs.interactions import REQUIRED, Accumulator, TrackLookup, encode
+from jobs.interactions import REQUIRED, Accumulator, TrackLookup, encode, encode_csv_ranges
 from serve_app import bundle, features, storage
 from serve_app.users import HASH_NAME, hash_probe
 
@@ -41,61 +41,6 @@ DEFAULT_MAX_PLAYCOUNT = 100_000
 
 def log(message: str) -> None:
     print(f"[preprocess] {message}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- reading
-
-def _read_range(uri: str, start: int, end: int, size: int) -> bytes:
-    """The lines that start inside ``[start, end)``: a line belongs to the range it starts in."""
-    fs, path = storage.filesystem(uri)
-    with fs.open_input_file(path) as fh:
-        begin = max(start - 1, 0)
-        buf = fh.read_at(end - begin, begin)
-        if start > 0:
-            cut = buf.find(b"\n")
-            if cut < 0 or cut + 1 == len(buf):
-                return b""  # the range lies inside a line that an earlier range owns
-            buf = buf[cut + 1:]
-        pos = end
-        while pos < size and not buf.endswith(b"\n"):
-            more = fh.read_at(min(1 << 16, size - pos), pos)
-            cut = more.find(b"\n")
-            buf += more if cut < 0 else more[:cut + 1]
-            pos += len(more)
-    return buf
-
-
-def plan_csv_ranges(files: list[str], chunk_bytes: int) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
-    """Byte ranges of every CSV file, and each file's header columns (checked for the required ones)."""
-    ranges, headers = [], {}
-    for uri in files:
-        fs, path = storage.filesystem(uri)
-        size = fs.get_file_info(path).size
-        with fs.open_input_file(path) as fh:
-            first = fh.read_at(min(size, 1 << 16), 0).split(b"\n", 1)[0]
-        columns = csvio.header_columns(first)
-        missing = [c for c in REQUIRED if c not in columns]
-        if missing:
-            raise ValueError(f"interactions {uri}: header {columns} lacks required column(s) {missing}")
-        headers[uri] = columns
-        ranges += [{"uri": uri, "start": s, "end": min(s + chunk_bytes, size), "size": size}
-                   for s in range(0, max(size, 1), chunk_bytes)]
-    return ranges, headers
-
-
-def _encode_csv_ranges(batch: dict[str, np.ndarray], headers: dict[str, list[str]], lookup: TrackLookup,
-                       max_playcount: float) -> pa.Table:
-    """Ray Data UDF: read, parse and encode each byte range in the batch."""
-    out = []
-    for uri, start, end, size in zip(batch["uri"], batch["start"], batch["end"], batch["size"]):
-        parsed = csvio.parse(_read_range(str(uri), int(start), int(end), int(size)), headers[str(uri)],
-                             skip_header=int(start) == 0, quoting=False)
-        out.append(encode(parsed.table, lookup, max_playcount, parsed.malformed_lines))
-    return pa.concat_tables(out)
-
-
-def _encode_parquet(batch: pa.Table, lookup: TrackLookup, max_playcount: float) -> pa.Table:
-    return encode(batch, lookup, max_playcount)
 
 
 def interactions_dataset(uri: str, lookup: TrackLookup, max_playcount: float, chunk_bytes: int):
@@ -113,10 +58,10 @@ def interactions_dataset(uri: str, lookup: TrackLookup, max_playcount: float, ch
                 raise ValueError(f"interactions {f}: columns {names} lack required column(s) {missing}")
         paths = [storage.filesystem(f)[1] for f in files]
         ds = ray.data.read_parquet(paths, filesystem=storage.filesystem(files[0])[0], columns=list(REQUIRED))
-        return ds.map_batches(_encode_parquet, batch_format="pyarrow", batch_size=1 << 20, fn_kwargs=kwargs)
-    ranges, headers = plan_csv_ranges(files, chunk_bytes)
+        return ds.map_batches(encode, batch_format="pyarrow", batch_size=1 << 20, fn_kwargs=kwargs)
+    ranges, headers = csvio.plan_ranges(files, chunk_bytes, REQUIRED)
     items = ray.data.from_items(ranges, override_num_blocks=len(ranges))
-    return items.map_batches(_encode_csv_ranges, batch_size=1, batch_format="numpy",
+    return items.map_batches(encode_csv_ranges, batch_size=1, batch_format="numpy",
                              fn_kwargs={"headers": headers, **kwargs})
 
 
@@ -132,8 +77,6 @@ def _stream(ds, every_s: float = 5.0) -> Iterator[dict[str, np.ndarray]]:
             last = now
         yield block
 
-
-# ----------------------------------------------------------------------------- writing
 
 def _code_version() -> str:
     revision = os.environ.get("SEGUE_REVISION")

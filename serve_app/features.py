@@ -14,6 +14,7 @@ carries it without pickles and a song outside the catalog is scored from its att
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
@@ -80,7 +81,9 @@ def fit(catalog: pd.DataFrame, min_df: int = 2) -> dict[str, Any]:
         idf = vectorizer.idf_.astype(float).tolist()
     except ValueError:  # no tag appears often enough: the tags block is empty
         vocabulary, idf = [], []
-    scaler = StandardScaler().fit(_numeric(catalog, AUDIO_COLUMNS))
+    with warnings.catch_warnings():  # an audio column that is empty everywhere is allowed
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scaler = StandardScaler().fit(_numeric(catalog, AUDIO_COLUMNS))
     mean = np.nan_to_num(scaler.mean_, nan=0.0)
     scale = np.nan_to_num(scaler.scale_, nan=1.0)
     categories = {c: sorted({v for v in vals if v}) for c, vals in _categorical_values(catalog).items()}

@@ -1,0 +1,48 @@
+"""Shared fixtures: one Ray session for the whole run, the shared real data, demo data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SEGUE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray started once for the session and shut down at the end (never `ray stop`)."""
+    import ray
+
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "music_info_sample.csv").is_file():
+        pytest.skip(f"real data not present at {SHARED_DATA} (../shared is absent)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """A small deterministic demo data set (1,500 songs / 60,000 plays)."""
+    from jobs import demo_data
+
+    out = tmp_path_factory.mktemp("demo")
+    demo_data.generate(out, songs=1500, plays=60_000, seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(demo_data, ray_session, tmp_path_factory) -> Path:
+    from jobs import preprocess
+
+    out = tmp_path_factory.mktemp("bundles") / "demo"
+    preprocess.run(str(demo_data / "Music Info.csv"), str(demo_data / "User Listening History.csv"), str(out))
+    return out
