@@ -28,7 +28,7 @@ bundle: $(DEMO_BUNDLE)/manifest.json
 
 run: install bundle
 	@echo "Demo bundle ready in $(DEMO_BUNDLE) (version: $$($(PY) -c 'import json;print(json.load(open("$(DEMO_BUNDLE)/manifest.json"))["version"])'))."
-	@echo "The Serve graph and UI are not built yet (see docs/ROADMAP.md); make run will start them once they land."
+	@echo "The Serve graph and UI are not built yet (see Status in README.md); make run will start them once they land."
 
 test: install
 	$(PY) -m pytest -q
