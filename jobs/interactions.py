@@ -128,6 +128,8 @@ def encode_csv_ranges(batch: dict[str, np.ndarray], headers: dict[str, list[str]
         parsed = csvio.parse(csvio.read_range(str(uri), int(start), int(end), int(size)), headers[str(uri)],
                              skip_header=int(start) == 0, quoting=False)
         out.append(encode(parsed.table, lookup, max_playcount, parsed.malformed_lines))
+        del parsed
+    pa.default_memory_pool().release_unused()  # idle workers otherwise keep the parse buffers
     return pa.concat_tables(out)
 
 

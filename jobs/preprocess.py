@@ -35,7 +35,7 @@ from jobs.interactions import REQUIRED, Accumulator, TrackLookup, encode, encode
 from serve_app import bundle, features, storage
 from serve_app.users import HASH_NAME, hash_probe
 
-DEFAULT_CHUNK_BYTES = 32 << 20
+DEFAULT_CHUNK_BYTES = 16 << 20
 DEFAULT_MAX_PLAYCOUNT = 100_000
 
 
@@ -57,7 +57,7 @@ def interactions_dataset(uri: str, lookup: TrackLookup, max_playcount: float, ch
             if missing:
                 raise ValueError(f"interactions {f}: columns {names} lack required column(s) {missing}")
         paths = [storage.filesystem(f)[1] for f in files]
-        ds = ray.data.read_parquet(paths, filesystem=storage.filesystem(files[0])[0], columns=list(REQUIRED))
+        ds = ray.data.read_parquet(paths, filesystem=storage.filesystem(files[0])[0]).select_columns(list(REQUIRED))
         return ds.map_batches(encode, batch_format="pyarrow", batch_size=1 << 20, fn_kwargs=kwargs)
     ranges, headers = csvio.plan_ranges(files, chunk_bytes, REQUIRED)
     items = ray.data.from_items(ranges, override_num_blocks=len(ranges))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import pytest
 
@@ -14,25 +12,9 @@ BUCKET = "segue-test"
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    """A moto S3 server on 127.0.0.1 (random port), env pointing boto3/pyarrow/Ray workers at it."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+def s3_endpoint(s3_server):
     storage.s3_client().create_bucket(Bucket=BUCKET)
-    yield env["AWS_ENDPOINT_URL"]
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    server.stop()
+    return s3_server
 
 
 def test_parquet_inputs_on_s3_to_s3_bundle(s3_endpoint, ray_session, demo_data, demo_bundle, tmp_path):
