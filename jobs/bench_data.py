@@ -36,7 +36,7 @@ from serve_app import features
 from serve_app.text import song_key
 
 SONGS = 30_000
-MAX_PLAYCOUNT = 100_000  # the preprocess job's default: larger playcounts are rejected
+MAX_PLAYCOUNT = 1_000_000  # the preprocess job's default: larger playcounts are rejected
 SAMPLE_S = 0.2
 GB = 1e9
 MB = 1e6

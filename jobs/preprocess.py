@@ -36,7 +36,7 @@ from serve_app import bundle, features, storage
 from serve_app.users import HASH_NAME, hash_probe
 
 DEFAULT_CHUNK_BYTES = 16 << 20
-DEFAULT_MAX_PLAYCOUNT = 100_000
+DEFAULT_MAX_PLAYCOUNT = 1_000_000
 
 
 def log(message: str) -> None:
