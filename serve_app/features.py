@@ -99,6 +99,11 @@ def fit(catalog: pd.DataFrame, min_df: int = 2) -> dict[str, Any]:
     }
 
 
+def _unit_rows(block):
+    """L2-normalise rows; a block with no columns (nothing known for it) stays empty."""
+    return normalize(block) if block.shape[1] else block
+
+
 def n_features(transform: dict[str, Any]) -> int:
     return len(transform["vocabulary"]) + len(transform["audio_columns"]) + sum(
         len(v) for v in transform["categories"].values())
@@ -111,12 +116,12 @@ def transform(params: dict[str, Any], songs: pd.DataFrame) -> sp.csr_matrix:
     vocab = params["vocabulary"]
     if vocab:
         counts = CountVectorizer(analyzer=_identity, vocabulary=vocab, binary=True).transform(_documents(songs))
-        tags = normalize(counts.astype(np.float32) @ sp.diags(np.asarray(params["idf"], dtype=np.float32)))
+        tags = _unit_rows(counts.astype(np.float32) @ sp.diags(np.asarray(params["idf"], dtype=np.float32)))
     else:
         tags = sp.csr_matrix((n, 0), dtype=np.float32)
     audio = (_numeric(songs, params["audio_columns"]) - np.asarray(params["audio_mean"])) / np.asarray(
         params["audio_scale"])
-    audio = normalize(np.nan_to_num(np.clip(audio, -5, 5), nan=0.0))
+    audio = _unit_rows(np.nan_to_num(np.clip(audio, -5, 5), nan=0.0))
     values = _categorical_values(songs)
     blocks = []
     for col in CATEGORICAL_COLUMNS:
@@ -125,12 +130,12 @@ def transform(params: dict[str, Any], songs: pd.DataFrame) -> sp.csr_matrix:
         codes = np.array([index.get(v, -1) for v in values[col]], dtype=np.int64)
         rows = np.flatnonzero(codes >= 0)
         blocks.append(sp.csr_matrix((np.ones(len(rows), np.float32), (rows, codes[rows])), shape=(n, len(cats))))
-    categorical = normalize(sp.hstack(blocks, format="csr")) if blocks else sp.csr_matrix((n, 0))
+    categorical = _unit_rows(sp.hstack(blocks, format="csr"))
     joined = sp.hstack([
         tags * np.sqrt(weights["tags"]),
         sp.csr_matrix(audio * np.sqrt(weights["audio"])),
         categorical * np.sqrt(weights["categorical"]),
     ], format="csr", dtype=np.float32)
-    joined = normalize(joined)
+    joined = _unit_rows(joined)
     joined.eliminate_zeros()
     return joined.astype(np.float32)
