@@ -188,6 +188,8 @@ class Bundle:
         content_transform: the fitted transform (JSON) that builds a vector for a new song.
         user_items: ``(n_users, n_tracks)`` CSR of summed playcounts, users ordered by ``user_hash``.
         user_hash: ``(n_users,)`` uint64, sorted; see :func:`serve_app.users.user_hash`.
+        content_nn: ``(n_tracks, n_tracks)`` CSR, each track's top content neighbours.
+        cf_nn: ``(n_tracks, n_tracks)`` CSR, each track's top collaborative neighbours.
     """
 
     root: Path
@@ -198,6 +200,8 @@ class Bundle:
     content_transform: dict[str, Any]
     user_items: sp.csr_matrix
     user_hash: np.ndarray
+    content_nn: sp.csr_matrix
+    cf_nn: sp.csr_matrix
 
     @property
     def version(self) -> str:
@@ -226,12 +230,15 @@ def load(uri: str, cache_dir: Path | None = None) -> Bundle:
         transform = json.loads((root / "content" / "transform.json").read_text())
         user_items = csr_from_arrays(load_npz(root / "collab" / "user_items.npz"))
         user_hash = np.load(root / "collab" / "user_hash.npy", allow_pickle=False)
+        content_nn = csr_from_arrays(load_npz(root / "content" / "item_neighbors.npz"))
+        cf_nn = csr_from_arrays(load_npz(root / "collab" / "item_neighbors.npz"))
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(getattr(exc, "filename", None) or "bundle", f"unreadable: {exc}") from None
     probe = manifest.get("users", {}).get("hash_probe")
     if probe != hash_probe():
         raise BundleError(MANIFEST, f"user-id hash probe {probe!r} differs from this runtime's {hash_probe()!r}")
     n = len(catalog)
-    if content.shape[0] != n or user_items.shape[1] != n or user_items.shape[0] != len(user_hash):
+    if (content.shape[0] != n or user_items.shape[1] != n or user_items.shape[0] != len(user_hash)
+            or content_nn.shape != (n, n) or cf_nn.shape != (n, n)):
         raise BundleError(MANIFEST, "array shapes disagree with the catalog")
-    return Bundle(root, manifest, catalog, aliases, content, transform, user_items, user_hash)
+    return Bundle(root, manifest, catalog, aliases, content, transform, user_items, user_hash, content_nn, cf_nn)

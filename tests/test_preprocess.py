@@ -243,7 +243,8 @@ def test_cli_done_when(tmp_path):
     assert "rejected" in proc.stderr
     manifest = bundle.verify(b)
     assert set(manifest["files"]) == {"catalog.parquet", "catalog_aliases.parquet", "content/vectors.npz",
-                                      "content/transform.json", "collab/user_items.npz", "collab/user_hash.npy"}
+                                      "content/transform.json", "content/item_neighbors.npz",
+                                      "collab/user_items.npz", "collab/user_hash.npy", "collab/item_neighbors.npz"}
     again = subprocess.run([env_py, "-m", "jobs.preprocess", "--catalog", str(d / "Music Info.csv"),
                             "--interactions", str(d / "User Listening History.csv"), "--out", str(b)],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)

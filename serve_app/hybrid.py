@@ -1,0 +1,266 @@
+"""The hybrid recommender: ``Y = w1 * norm(CB) + w2 * norm(CF)`` over one bundle's arrays.
+
+Scores come from precomputed top-k neighbour lists (``serve_app.content``,
+``serve_app.collaborative``), so a query touches a few hundred candidates, not the
+catalog. ``norm`` is min-max over the query's candidates with the floor fixed at 0,
+the lowest score either similarity can take: ``norm(x) = x / max(x)``.
+
+Rules (DESIGN §4):
+* dynamic weights: the CF weight is multiplied by ``n / (n + evidence_shrink)``, ``n``
+  the seed's listeners (or the user's history length): 0 for a song nobody played;
+* cold songs (no plays) get a CF estimate from their warm content neighbours, damped by
+  ``cold_boost``, so they surface where their content fits;
+* diversity in [0, 1]: MMR re-ranking on content similarity plus a per-artist cap;
+* the seeds are never returned, results are unique, every result says why it is there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from serve_app import content, features
+from serve_app.bundle import Bundle
+from serve_app.neighbors import score as neighbor_scores
+
+DEFAULT_W1, DEFAULT_W2 = 0.3, 0.7
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """Tunable constants; the defaults are the ones chosen by offline evaluation (docs/QUALITY.md)."""
+
+    w1: float = DEFAULT_W1
+    w2: float = DEFAULT_W2
+    evidence_shrink: float = 5.0   # listeners at which the CF weight is halved
+    cold_boost: float = 0.5        # share of the content-propagated CF estimate a cold song gets
+    cold_neighbors: int = 20       # warm content neighbours used for that estimate
+    history_limit: int = 50        # most-played songs of a user used as seeds
+    mmr_pool: int = 100            # candidates re-ranked for diversity
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The weights a query actually used, and why they differ from the requested ones."""
+
+    w1: float
+    w2: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Item:
+    track: int
+    score: float
+    cb: float
+    cf: float
+    because: str
+
+
+@dataclass(frozen=True)
+class Result:
+    items: list[Item]
+    weights: Weights
+    kind: str
+
+
+@dataclass
+class Recommender:
+    """Hybrid recommender over arrays; ``catalog`` row ``i`` is track ``i`` (needs ``name``,
+    ``artist``, ``tags``, ``genre``, ``listeners``, ``plays``).
+
+    Attributes:
+        vectors: ``(n, f)`` float32 CSR, L2-normalised content vectors.
+        content_nn: ``(n, n)`` CSR, each row a song's top content neighbours (cosine).
+        cf_nn: ``(n, n)`` CSR, each row a song's top collaborative neighbours.
+        transform: the fitted content transform (for songs outside the catalog).
+    """
+
+    catalog: pd.DataFrame
+    vectors: sp.csr_matrix
+    content_nn: sp.csr_matrix
+    cf_nn: sp.csr_matrix
+    transform: dict
+    config: HybridConfig = field(default_factory=HybridConfig)
+
+    def __post_init__(self) -> None:
+        self.n = len(self.catalog)
+        self.listeners = self.catalog["listeners"].to_numpy(np.int64)
+        self.cold = self.listeners == 0
+        self.artists = pd.factorize(self.catalog["artist"])[0]
+        self.names = self.catalog["name"].astype(str).to_numpy()
+        self.tags = [features.song_tokens(t if isinstance(t, str) else None, None) for t in self.catalog["tags"]]
+        warm_nn = self.content_nn.multiply(sp.csr_matrix((~self.cold).astype(np.float32))).tocsr()
+        self._cold_nn = _top_per_row(warm_nn[self.cold], self.config.cold_neighbors)
+        self._cold_rows = np.flatnonzero(self.cold)
+
+    @classmethod
+    def from_bundle(cls, b: Bundle, config: HybridConfig | None = None) -> "Recommender":
+        """The recommender over a loaded, verified bundle."""
+        return cls(b.catalog, b.content, b.content_nn, b.cf_nn, b.content_transform, config or HybridConfig())
+
+    # ------------------------------------------------------------------ weights
+    def weights(self, w1: float | None, w2: float | None, evidence: float, what: str) -> Weights:
+        """Requested (or default) weights with the CF share shrunk by the query's evidence."""
+        w1 = self.config.w1 if w1 is None else w1
+        w2 = self.config.w2 if w2 is None else w2
+        factor = evidence / (evidence + self.config.evidence_shrink) if evidence > 0 else 0.0
+        if evidence <= 0:
+            reason = f"{what} has no plays: content only"
+        else:
+            reason = f"{what} has {evidence:g} listener(s): CF weight x{factor:.2f}"
+        return Weights(w1, w2 * factor, reason)
+
+    # ------------------------------------------------------------------ scoring
+    def blend(self, seeds: np.ndarray, seed_weights: np.ndarray, weights: Weights, diversity: float,
+              k: int, exclude: np.ndarray) -> list[Item]:
+        """Score the seeds' candidates, apply the cold-song estimate, rank, diversify."""
+        seed_weights = seed_weights / seed_weights.sum()
+        cf_all = neighbor_scores(self.cf_nn, seeds, seed_weights)
+        query = sp.csr_matrix(seed_weights[None, :]) @ self.vectors[seeds]
+        pool = cf_all > 0
+        pool[self.content_nn[seeds].indices] = True
+        pool[seeds] = False
+        pool[exclude] = False
+        cand = np.flatnonzero(pool)
+        if cand.size == 0:
+            return []
+        cb = np.asarray((self.vectors[cand] @ query.T).toarray()).ravel().clip(min=0)
+        cf = cf_all[cand]
+        cold = self.cold[cand]
+        if cold.any() and weights.w2 > 0:
+            rows = np.searchsorted(self._cold_rows, cand[cold])
+            cf[cold] = self.config.cold_boost * _propagate(self._cold_nn[rows], cf_all)
+        y = weights.w1 * _norm(cb) + weights.w2 * _norm(cf)
+        order = np.argsort(-y, kind="stable")[: max(k, self.config.mmr_pool if diversity > 0 else k)]
+        picked = self._diversify(cand[order], y[order], diversity, k) if diversity > 0 else np.arange(min(k, len(order)))
+        seed_tags = {t for s in seeds for t in self.tags[s]}
+        return [self._item(int(cand[order[p]]), float(y[order[p]]), float(cb[order[p]]), float(cf[order[p]]),
+                           bool(cold[order[p]]), seeds, seed_tags, weights) for p in picked]
+
+    def _diversify(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> list[int]:
+        """MMR: trade relevance for novelty against already picked songs; at most a few per artist."""
+        sims = (self.vectors[tracks] @ self.vectors[tracks].T).toarray()
+        rel = y / y[0] if y[0] > 0 else y
+        cap = max(1, int(round(3 * (1 - diversity))))
+        picked: list[int] = []
+        per_artist: dict[int, int] = {}
+        max_sim = np.zeros(len(tracks))
+        available = np.ones(len(tracks), bool)
+        while len(picked) < k and available.any():
+            mmr = np.where(available, (1 - diversity) * rel - diversity * max_sim, -np.inf)
+            best = int(np.argmax(mmr))
+            available[best] = False
+            artist = self.artists[tracks[best]]
+            if per_artist.get(artist, 0) >= cap:
+                continue
+            per_artist[artist] = per_artist.get(artist, 0) + 1
+            picked.append(best)
+            max_sim = np.maximum(max_sim, sims[best])
+        return picked
+
+    def _item(self, track: int, y: float, cb: float, cf: float, cold: bool, seeds: np.ndarray,
+              seed_tags: set[str], w: Weights) -> Item:
+        return Item(track, y, cb, cf, self.because(track, cb, cf, cold, seeds, seed_tags, w))
+
+    def because(self, track: int, cb: float, cf: float, cold: bool, seeds: np.ndarray, seed_tags: set[str],
+                w: Weights) -> str:
+        """A short reason: shared listeners, shared tags, or content likeness for a new song."""
+        seed_name = self.names[int(seeds[0])]
+        shared = [t for t in self.tags[track] if t in seed_tags][:3]
+        if cold:
+            return f"new here, sounds like {seed_name}" + (f" (tags {', '.join(shared)})" if shared else "")
+        if w.w2 * cf >= w.w1 * cb and cf > 0:
+            return f"listeners of {seed_name} also play this"
+        if shared:
+            return "shares tags " + ", ".join(shared)
+        return f"sounds like {seed_name}"
+
+    # ------------------------------------------------------------------ query kinds
+    def similar(self, seeds: Sequence[int], k: int = 10, w1: float | None = None, w2: float | None = None,
+                diversity: float = 0.0, exclude: Sequence[int] = ()) -> Result:
+        """Songs like one song or a session of songs."""
+        seeds = np.unique(np.asarray(seeds, dtype=np.int64))
+        evidence = float(self.listeners[seeds].min()) if len(seeds) == 1 else float(self.listeners[seeds].sum())
+        what = f"'{self.names[seeds[0]]}'" if len(seeds) == 1 else f"{len(seeds)} seed songs"
+        weights = self.weights(w1, w2, evidence, what)
+        items = self.blend(seeds, np.ones(len(seeds), np.float32), weights, diversity, k,
+                           np.asarray(exclude, np.int64))
+        return Result(items, weights, "song" if len(seeds) == 1 else "songs")
+
+    def for_history(self, tracks: np.ndarray, plays: np.ndarray, k: int = 10, w1: float | None = None,
+                    w2: float | None = None, diversity: float = 0.0, exclude_played: bool = True) -> Result:
+        """Personalised: the user's most-played songs as seeds, weighted by log plays."""
+        if len(tracks) == 0:
+            return self.popular(k)
+        top = np.argsort(-plays, kind="stable")[: self.config.history_limit]
+        seeds, seed_w = tracks[top].astype(np.int64), np.log1p(plays[top]).astype(np.float32)
+        weights = self.weights(w1, w2, float(len(tracks)), f"history of {len(tracks)} song(s)")
+        weights = replace(weights, reason=weights.reason.replace("listener(s)", "songs"))
+        exclude = tracks.astype(np.int64) if exclude_played else np.zeros(0, np.int64)
+        items = self.blend(seeds, seed_w, weights, diversity, k, exclude)
+        return Result(items, weights, "user")
+
+    def for_attributes(self, song: pd.DataFrame, k: int = 10, diversity: float = 0.0) -> Result:
+        """A song outside the catalog, described by its attributes: content only."""
+        cb = content.scores(self.vectors, features.transform(self.transform, song))
+        order = np.argsort(-cb, kind="stable")[: max(k, self.config.mmr_pool)]
+        order = order[cb[order] > 0]
+        weights = Weights(1.0, 0.0, "new song: content only")
+        picked = self._diversify(order, cb[order], diversity, k) if diversity > 0 and len(order) else range(
+            min(k, len(order)))
+        tags = features.song_tokens(song["tags"].iloc[0] if "tags" in song else None, None)
+        items = []
+        for p in picked:
+            t = int(order[p])
+            shared = [x for x in self.tags[t] if x in tags][:3]
+            items.append(Item(t, float(cb[t]), float(cb[t]), 0.0,
+                              "shares tags " + ", ".join(shared) if shared else "similar audio profile"))
+        return Result(items, weights, "attributes")
+
+    def popular(self, k: int = 10, tags: Sequence[str] = (), genres: Sequence[str] = ()) -> Result:
+        """A new user: the most played songs, optionally within tags or genres."""
+        mask = ~self.cold
+        if tags:
+            wanted = {"_".join(t.lower().split()) for t in tags}
+            mask &= np.array([bool(wanted & set(ts)) for ts in self.tags])
+        if genres:
+            wanted_g = {g.strip().lower() for g in genres}
+            mask &= self.catalog["genre"].fillna("").str.lower().isin(wanted_g).to_numpy()
+        top = np.flatnonzero(mask)[:k]  # the catalog is ordered by plays
+        plays = self.catalog["plays"].to_numpy()
+        items = [Item(int(t), float(plays[t] / max(plays[top[0]], 1)), 0.0, 0.0,
+                      f"popular: {int(self.listeners[t]):,} listeners") for t in top]
+        return Result(items, Weights(0.0, 0.0, "new user: most played songs"), "popular")
+
+
+def _norm(x: np.ndarray) -> np.ndarray:
+    top = float(x.max()) if x.size else 0.0
+    return x / top if top > 0 else np.zeros_like(x)
+
+
+def _top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep the ``k`` largest entries of each row of a CSR matrix."""
+    m = m.tocsr()
+    rows, cols, vals = [], [], []
+    for r in range(m.shape[0]):
+        lo, hi = m.indptr[r], m.indptr[r + 1]
+        if hi > lo:
+            keep = np.argsort(-m.data[lo:hi], kind="stable")[:k]
+            rows.append(np.full(len(keep), r))
+            cols.append(m.indices[lo:hi][keep])
+            vals.append(m.data[lo:hi][keep])
+    if not rows:
+        return sp.csr_matrix(m.shape, dtype=np.float32)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
+
+
+def _propagate(weights: sp.csr_matrix, values: np.ndarray) -> np.ndarray:
+    """Per row: similarity-weighted mean of ``values`` over the row's entries."""
+    total = np.asarray(weights.sum(axis=1)).ravel()
+    num = weights @ values
+    return np.divide(num, total, out=np.zeros_like(num, dtype=np.float64), where=total > 0).astype(np.float32)
