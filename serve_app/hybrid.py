@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from serve_app import content, features
 from serve_app.bundle import Bundle
+from serve_app.neighbors import row_entries, rows_dot
 from serve_app.neighbors import score as neighbor_scores
 
 DEFAULT_W1, DEFAULT_W2 = 0.3, 0.7
@@ -97,6 +98,7 @@ class Recommender:
         warm_nn = self.content_nn.multiply(sp.csr_matrix((~self.cold).astype(np.float32))).tocsr()
         self._cold_nn = _top_per_row(warm_nn[self.cold], self.config.cold_neighbors)
         self._cold_rows = np.flatnonzero(self.cold)
+        self._cold_nn_sum = np.asarray(self._cold_nn.sum(axis=1)).ravel().clip(min=1e-12)
 
     @classmethod
     def from_bundle(cls, b: Bundle, config: HybridConfig | None = None) -> "Recommender":
@@ -121,22 +123,24 @@ class Recommender:
         """Score the seeds' candidates, apply the cold-song estimate, rank, diversify."""
         seed_weights = seed_weights / seed_weights.sum()
         cf_all = neighbor_scores(self.cf_nn, seeds, seed_weights)
-        query = sp.csr_matrix(seed_weights[None, :]) @ self.vectors[seeds]
+        query = neighbor_scores(self.vectors, seeds, seed_weights)
         pool = cf_all > 0
-        pool[self.content_nn[seeds].indices] = True
+        pool[self.content_nn.indices[row_entries(self.content_nn, seeds)[0]]] = True
         pool[seeds] = False
         pool[exclude] = False
         cand = np.flatnonzero(pool)
         if cand.size == 0:
             return []
-        cb = np.asarray((self.vectors[cand] @ query.T).toarray()).ravel().clip(min=0)
+        # many candidates: one pass over the whole (sparse) matrix beats gathering rows
+        cb = (self.vectors @ query)[cand] if cand.size > self.n // 8 else rows_dot(self.vectors, cand, query)
+        cb = cb.clip(min=0)
         cf = cf_all[cand]
         cold = self.cold[cand]
         if cold.any() and weights.w2 > 0:
             rows = np.searchsorted(self._cold_rows, cand[cold])
-            cf[cold] = self.config.cold_boost * _propagate(self._cold_nn[rows], cf_all)
+            cf[cold] = self.config.cold_boost * rows_dot(self._cold_nn, rows, cf_all) / self._cold_nn_sum[rows]
         y = weights.w1 * _norm(cb) + weights.w2 * _norm(cf)
-        order = np.argsort(-y, kind="stable")[: max(k, self.config.mmr_pool if diversity > 0 else k)]
+        order = _top(y, max(k, self.config.mmr_pool if diversity > 0 else k))
         picked = self._diversify(cand[order], y[order], diversity, k) if diversity > 0 else np.arange(min(k, len(order)))
         seed_tags = {t for s in seeds for t in self.tags[s]}
         return [self._item(int(cand[order[p]]), float(y[order[p]]), float(cb[order[p]]), float(cf[order[p]]),
@@ -208,7 +212,7 @@ class Recommender:
     def for_attributes(self, song: pd.DataFrame, k: int = 10, diversity: float = 0.0) -> Result:
         """A song outside the catalog, described by its attributes: content only."""
         cb = content.scores(self.vectors, features.transform(self.transform, song))
-        order = np.argsort(-cb, kind="stable")[: max(k, self.config.mmr_pool)]
+        order = _top(cb, max(k, self.config.mmr_pool))
         order = order[cb[order] > 0]
         weights = Weights(1.0, 0.0, "new song: content only")
         picked = self._diversify(order, cb[order], diversity, k) if diversity > 0 and len(order) else range(
@@ -238,6 +242,14 @@ class Recommender:
         return Result(items, Weights(0.0, 0.0, "new user: most played songs"), "popular")
 
 
+def _top(scores: np.ndarray, m: int) -> np.ndarray:
+    """Indices of the ``m`` largest scores, best first (ties: lower index first)."""
+    if m < scores.size:
+        part = np.argpartition(-scores, m - 1)[:m]
+        return part[np.lexsort((part, -scores[part]))]
+    return np.argsort(-scores, kind="stable")
+
+
 def _norm(x: np.ndarray) -> np.ndarray:
     top = float(x.max()) if x.size else 0.0
     return x / top if top > 0 else np.zeros_like(x)
@@ -257,10 +269,3 @@ def _top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
     if not rows:
         return sp.csr_matrix(m.shape, dtype=np.float32)
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
-
-
-def _propagate(weights: sp.csr_matrix, values: np.ndarray) -> np.ndarray:
-    """Per row: similarity-weighted mean of ``values`` over the row's entries."""
-    total = np.asarray(weights.sum(axis=1)).ravel()
-    num = weights @ values
-    return np.divide(num, total, out=np.zeros_like(num, dtype=np.float64), where=total > 0).astype(np.float32)

@@ -93,13 +93,25 @@ def top_k_rows(sim: ProductRows, k: int, block: int = 1024, map_blocks: MapBlock
     return sp.csr_matrix((data, indices, indptr), shape=(n, n))
 
 
+def row_entries(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``m.indices``/``m.data`` of the entries of ``rows``, and which of ``rows``
+    (0..len-1) each belongs to: CSR row gathering without building a new matrix."""
+    starts = m.indptr[rows]
+    lengths = m.indptr[np.asarray(rows) + 1] - starts
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    pos = np.arange(int(lengths.sum())) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return pos, owner
+
+
+def rows_dot(m: sp.csr_matrix, rows: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``m[rows] @ x`` for a dense vector ``x``."""
+    pos, owner = row_entries(m, rows)
+    return np.bincount(owner, weights=m.data[pos] * x[m.indices[pos]], minlength=len(rows))
+
+
 def score(neighbors: sp.csr_matrix, seeds: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """``(n_items,)`` float32: weighted sum of the seeds' neighbour rows (0 for non-neighbours)."""
+    """``(n_columns,)`` float: weighted sum of the seeds' rows (``weights @ neighbors[seeds]``)."""
     seeds = np.asarray(seeds, dtype=np.int64)
-    w = np.ones(len(seeds), np.float32) if weights is None else np.asarray(weights, np.float32)
-    if len(seeds) == 1:
-        out = np.zeros(neighbors.shape[1], np.float32)
-        lo, hi = neighbors.indptr[seeds[0]], neighbors.indptr[seeds[0] + 1]
-        out[neighbors.indices[lo:hi]] = w[0] * neighbors.data[lo:hi]
-        return out
-    return np.asarray(neighbors[seeds].T @ w, dtype=np.float32).ravel()
+    w = np.ones(len(seeds)) if weights is None else np.asarray(weights, np.float64)
+    pos, owner = row_entries(neighbors, seeds)
+    return np.bincount(neighbors.indices[pos], weights=w[owner] * neighbors.data[pos], minlength=neighbors.shape[1])
