@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR := data/demo
 DEMO_BUNDLE := artifacts/demo
 
-.PHONY: install demo-data bundle run test bench-data clean
+.PHONY: install demo-data bundle run test bench-data bench-core evaluate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ test: install
 
 bench-data: install
 	$(PY) -m jobs.bench_data
+
+bench-core: install
+	$(PY) -m jobs.bench_core
+
+HETREC_SRC ?= ../shared/data/hetrec2011-lastfm-2k
+evaluate: install
+	$(PY) -m jobs.import_hetrec --src $(HETREC_SRC) --out data/hetrec
+	$(PY) -m jobs.preprocess --catalog "data/hetrec/Music Info.csv" \
+		--interactions "data/hetrec/User Listening History.csv" --out artifacts/hetrec --overwrite
+	$(PY) -m jobs.evaluate --bundle artifacts/hetrec --out reports/hetrec
 
 clean:
 	rm -rf $(DEMO_DIR) $(DEMO_BUNDLE) bench-out reports

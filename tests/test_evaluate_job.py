@@ -1,0 +1,54 @@
+"""The evaluation job end to end on demo data, and the shipped default's targets on real HetRec data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs import evaluate, evaluation, import_hetrec, preprocess
+from serve_app import bundle, content
+from serve_app.collaborative import CFConfig
+from serve_app.hybrid import HybridConfig
+
+
+def test_evaluate_job_writes_metrics_report_and_plots(demo_bundle, tmp_path):
+    out = tmp_path / "eval"
+    assert evaluate.main(["--bundle", str(demo_bundle), "--out", str(out), "--quick", "--max-users", "40"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["default"] in metrics["methods"]
+    for name in ("popularity", "cb", "cf-raw-cosine", "cf-bm25-cosine", "cf-rp3beta", "hybrid-w1=0.3", "default"):
+        m = metrics["methods"][name]
+        assert set(m["p1"]) >= {"recall@10", "ndcg@10", "hr@10", "coverage@10"}
+        assert set(m["p2"]) >= {"hr@10", "recall@10"} and "hr@10" in m["cold"]
+        assert all(0.0 <= v <= 1.0 for part in m.values() for v in part.values())
+    assert metrics["methods"]["popularity"]["cold"]["hr@10"] == 0.0  # cold items have no plays to be popular with
+    assert (out / "quality_vs_w1.png").stat().st_size > 1000
+    assert (out / "quality_vs_diversity.png").stat().st_size > 1000
+    assert "| default |" in (out / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def hetrec_bundle(shared_data, ray_session, tmp_path_factory):
+    src = shared_data / "hetrec2011-lastfm-2k"
+    d = tmp_path_factory.mktemp("hetrec")
+    import_hetrec.main(["--src", str(src), "--out", str(d)])
+    preprocess.run(str(d / "Music Info.csv"), str(d / "User Listening History.csv"), str(d / "b"))
+    return bundle.load(str(d / "b"))
+
+
+def test_shipped_default_meets_targets_on_hetrec(hetrec_bundle):
+    """P1 NDCG@10 >= 0.23, P2 HR@10 >= 0.47, cold HR@10 >= 0.05, above popularity and raw-count cosine."""
+    b = hetrec_bundle
+    ctx = evaluate.Context(b, content.item_neighbors(b.content), evaluation.split(b.user_items, seed=0), None)
+    default = evaluate.run_method(ctx, CFConfig(), HybridConfig(), HybridConfig().w1, HybridConfig().w2)
+    popularity = evaluate.measure(ctx, *evaluation.popularity_recommenders(ctx.split.train))
+    raw = evaluate.run_method(ctx, CFConfig("raw", "cosine"), HybridConfig(), 0.0, 1.0)
+    print({"default": default, "popularity": popularity, "raw-cosine": raw})
+    assert default["p1"]["ndcg@10"] >= 0.23
+    assert default["p2"]["hr@10"] >= 0.47
+    assert default["cold"]["hr@10"] >= 0.05
+    for other in (popularity, raw):
+        assert default["p1"]["ndcg@10"] > other["p1"]["ndcg@10"] + 0.05
+        assert default["p2"]["hr@10"] > other["p2"]["hr@10"] + 0.05
+        assert default["cold"]["hr@10"] > other["cold"]["hr@10"]
