@@ -16,7 +16,7 @@ Rules (DESIGN §4):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from serve_app import content, features
 from serve_app.bundle import Bundle
+from serve_app.users import user_hash
 from serve_app.neighbors import row_entries, rows_dot
 from serve_app.neighbors import score as neighbor_scores
 
@@ -87,6 +88,8 @@ class Recommender:
     cf_nn: sp.csr_matrix
     transform: dict
     config: HybridConfig = field(default_factory=HybridConfig)
+    user_items: sp.csr_matrix | None = None  # (n_users, n) playcounts, rows ordered by user_hash
+    user_hash: np.ndarray | None = None      # (n_users,) sorted uint64 keys of the user ids
 
     def __post_init__(self) -> None:
         self.n = len(self.catalog)
@@ -103,10 +106,12 @@ class Recommender:
     @classmethod
     def from_bundle(cls, b: Bundle, config: HybridConfig | None = None) -> "Recommender":
         """The recommender over a loaded, verified bundle."""
-        return cls(b.catalog, b.content, b.content_nn, b.cf_nn, b.content_transform, config or HybridConfig())
+        return cls(b.catalog, b.content, b.content_nn, b.cf_nn, b.content_transform, config or HybridConfig(),
+                   b.user_items, b.user_hash)
 
     # ------------------------------------------------------------------ weights
-    def weights(self, w1: float | None, w2: float | None, evidence: float, what: str) -> Weights:
+    def weights(self, w1: float | None, w2: float | None, evidence: float, what: str,
+                unit: str = "listener(s)") -> Weights:
         """Requested (or default) weights with the CF share shrunk by the query's evidence."""
         w1 = self.config.w1 if w1 is None else w1
         w2 = self.config.w2 if w2 is None else w2
@@ -114,7 +119,7 @@ class Recommender:
         if evidence <= 0:
             reason = f"{what} has no plays: content only"
         else:
-            reason = f"{what} has {evidence:g} listener(s): CF weight x{factor:.2f}"
+            reason = f"{what} has {evidence:g} {unit}: CF weight x{factor:.2f}"
         return Weights(w1, w2 * factor, reason)
 
     # ------------------------------------------------------------------ scoring
@@ -203,11 +208,28 @@ class Recommender:
             return self.popular(k)
         top = np.argsort(-plays, kind="stable")[: self.config.history_limit]
         seeds, seed_w = tracks[top].astype(np.int64), np.log1p(plays[top]).astype(np.float32)
-        weights = self.weights(w1, w2, float(len(tracks)), f"history of {len(tracks)} song(s)")
-        weights = replace(weights, reason=weights.reason.replace("listener(s)", "songs"))
+        weights = self.weights(w1, w2, float(len(tracks)), "the user's history", unit="song(s)")
         exclude = tracks.astype(np.int64) if exclude_played else np.zeros(0, np.int64)
         items = self.blend(seeds, seed_w, weights, diversity, k, exclude)
         return Result(items, weights, "user")
+
+    def for_user(self, user_id: str, k: int = 10, w1: float | None = None, w2: float | None = None,
+                 diversity: float = 0.0, exclude_played: bool = True) -> Result:
+        """A known user's history; a user id the bundle has never seen gets the new-user answer."""
+        row = self.user_row(user_id)
+        if row is None:
+            return self.popular(k)
+        lo, hi = self.user_items.indptr[row], self.user_items.indptr[row + 1]
+        return self.for_history(self.user_items.indices[lo:hi], self.user_items.data[lo:hi].astype(np.float64), k,
+                                w1, w2, diversity, exclude_played)
+
+    def user_row(self, user_id: str) -> int | None:
+        """Row of ``user_items`` for a user id, or None when unknown."""
+        if self.user_hash is None or len(self.user_hash) == 0:
+            return None
+        key = user_hash([user_id])[0]
+        row = int(np.searchsorted(self.user_hash, key))
+        return row if row < len(self.user_hash) and self.user_hash[row] == key else None
 
     def for_attributes(self, song: pd.DataFrame, k: int = 10, diversity: float = 0.0) -> Result:
         """A song outside the catalog, described by its attributes: content only."""
