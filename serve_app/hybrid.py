@@ -118,20 +118,24 @@ class Recommender:
         factor = evidence / (evidence + self.config.evidence_shrink) if evidence > 0 else 0.0
         if evidence <= 0:
             reason = f"{what} has no plays: content only"
+            w1 = w1 if w1 > 0 else 1.0  # a CF-only request still gets an answer: the content ranking
         else:
             reason = f"{what} has {evidence:g} {unit}: CF weight x{factor:.2f}"
         return Weights(w1, w2 * factor, reason)
 
     # ------------------------------------------------------------------ scoring
     def blend(self, seeds: np.ndarray, seed_weights: np.ndarray, weights: Weights, diversity: float,
-              k: int, exclude: np.ndarray) -> list[Item]:
+              k: int, exclude: np.ndarray, drop_seeds: bool = True) -> list[Item]:
         """Score the seeds' candidates, apply the cold-song estimate, rank, diversify."""
         seed_weights = seed_weights / seed_weights.sum()
         cf_all = neighbor_scores(self.cf_nn, seeds, seed_weights)
         query = neighbor_scores(self.vectors, seeds, seed_weights)
         pool = cf_all > 0
         pool[self.content_nn.indices[row_entries(self.content_nn, seeds)[0]]] = True
-        pool[seeds] = False
+        if drop_seeds:
+            pool[seeds] = False
+        else:
+            pool[seeds] = True
         pool[exclude] = False
         cand = np.flatnonzero(pool)
         if cand.size == 0:
@@ -144,46 +148,58 @@ class Recommender:
         if cold.any() and weights.w2 > 0:
             rows = np.searchsorted(self._cold_rows, cand[cold])
             cf[cold] = self.config.cold_boost * rows_dot(self._cold_nn, rows, cf_all) / self._cold_nn_sum[rows]
-        y = weights.w1 * _norm(cb) + weights.w2 * _norm(cf)
-        order = _top(y, max(k, self.config.mmr_pool if diversity > 0 else k))
-        picked = self._diversify(cand[order], y[order], diversity, k) if diversity > 0 else np.arange(min(k, len(order)))
+        part_cb, part_cf = weights.w1 * _norm(cb), weights.w2 * _norm(cf)
+        y = part_cb + part_cf
+        if diversity > 0:
+            ranked = _top(y, y.size)
+            picked = ranked[self._diversify(cand[ranked], y[ranked], diversity, k)]
+        else:
+            picked = _top(y, k)
         seed_tags = {t for s in seeds for t in self.tags[s]}
-        return [self._item(int(cand[order[p]]), float(y[order[p]]), float(cb[order[p]]), float(cf[order[p]]),
-                           bool(cold[order[p]]), seeds, seed_tags, weights) for p in picked]
+        return [Item(int(cand[i]), float(y[i]), float(cb[i]), float(cf[i]),
+                     self.because(int(cand[i]), part_cb[i], part_cf[i], bool(cold[i]), seeds, seed_tags))
+                for i in picked]
 
     def _diversify(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> list[int]:
-        """MMR: trade relevance for novelty against already picked songs; at most a few per artist."""
-        sims = (self.vectors[tracks] @ self.vectors[tracks].T).toarray()
-        rel = y / y[0] if y[0] > 0 else y
+        """Positions in the ranked ``tracks`` to return: MMR over the first ``mmr_pool`` (relevance
+        traded for content novelty against the songs already picked), at most
+        ``max(1, round(3 * (1 - diversity)))`` songs per artist. When the cap leaves the list
+        short, it is filled in rank order from the rest, capped first, then uncapped."""
+        top = min(len(tracks), self.config.mmr_pool)
+        sims = (self.vectors[tracks[:top]] @ self.vectors[tracks[:top]].T).toarray()
+        rel = y[:top] / y[0] if y[0] > 0 else y[:top]
         cap = max(1, int(round(3 * (1 - diversity))))
+        per_artist = np.zeros(self.artists.max() + 1, np.int64)
         picked: list[int] = []
-        per_artist: dict[int, int] = {}
-        max_sim = np.zeros(len(tracks))
-        available = np.ones(len(tracks), bool)
+        max_sim = np.zeros(top)
+        available = np.ones(top, bool)
         while len(picked) < k and available.any():
-            mmr = np.where(available, (1 - diversity) * rel - diversity * max_sim, -np.inf)
-            best = int(np.argmax(mmr))
+            best = int(np.argmax(np.where(available, (1 - diversity) * rel - diversity * max_sim, -np.inf)))
             available[best] = False
             artist = self.artists[tracks[best]]
-            if per_artist.get(artist, 0) >= cap:
-                continue
-            per_artist[artist] = per_artist.get(artist, 0) + 1
-            picked.append(best)
-            max_sim = np.maximum(max_sim, sims[best])
+            if per_artist[artist] < cap:
+                per_artist[artist] += 1
+                picked.append(best)
+                max_sim = np.maximum(max_sim, sims[best])
+        for capped in (True, False):
+            for pos in range(len(tracks)):
+                if len(picked) >= k:
+                    return picked
+                artist = self.artists[tracks[pos]]
+                if pos not in picked and (pos >= top or not capped) and (not capped or per_artist[artist] < cap):
+                    per_artist[artist] += 1
+                    picked.append(pos)
         return picked
 
-    def _item(self, track: int, y: float, cb: float, cf: float, cold: bool, seeds: np.ndarray,
-              seed_tags: set[str], w: Weights) -> Item:
-        return Item(track, y, cb, cf, self.because(track, cb, cf, cold, seeds, seed_tags, w))
-
-    def because(self, track: int, cb: float, cf: float, cold: bool, seeds: np.ndarray, seed_tags: set[str],
-                w: Weights) -> str:
-        """A short reason: shared listeners, shared tags, or content likeness for a new song."""
+    def because(self, track: int, part_cb: float, part_cf: float, cold: bool, seeds: np.ndarray,
+                seed_tags: set[str]) -> str:
+        """A short reason: the signal that contributed most to the score (listeners or tags),
+        or content likeness for a song nobody has played yet."""
         seed_name = self.names[int(seeds[0])]
         shared = [t for t in self.tags[track] if t in seed_tags][:3]
         if cold:
             return f"new here, sounds like {seed_name}" + (f" (tags {', '.join(shared)})" if shared else "")
-        if w.w2 * cf >= w.w1 * cb and cf > 0:
+        if part_cf >= part_cb and part_cf > 0:
             return f"listeners of {seed_name} also play this"
         if shared:
             return "shares tags " + ", ".join(shared)
@@ -210,7 +226,7 @@ class Recommender:
         seeds, seed_w = tracks[top].astype(np.int64), np.log1p(plays[top]).astype(np.float32)
         weights = self.weights(w1, w2, float(len(tracks)), "the user's history", unit="song(s)")
         exclude = tracks.astype(np.int64) if exclude_played else np.zeros(0, np.int64)
-        items = self.blend(seeds, seed_w, weights, diversity, k, exclude)
+        items = self.blend(seeds, seed_w, weights, diversity, k, exclude, drop_seeds=exclude_played)
         return Result(items, weights, "user")
 
     def for_user(self, user_id: str, k: int = 10, w1: float | None = None, w2: float | None = None,
@@ -265,11 +281,14 @@ class Recommender:
 
 
 def _top(scores: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the ``m`` largest scores, best first (ties: lower index first)."""
-    if m < scores.size:
-        part = np.argpartition(-scores, m - 1)[:m]
-        return part[np.lexsort((part, -scores[part]))]
-    return np.argsort(-scores, kind="stable")
+    """Indices of the ``m`` largest scores, best first; ties go to the lower index, so a
+    shorter list is always a prefix of a longer one."""
+    if m >= scores.size:
+        return np.argsort(-scores, kind="stable")
+    kth = -np.partition(-scores, m - 1)[m - 1]
+    above = np.flatnonzero(scores > kth)
+    chosen = np.concatenate([above, np.flatnonzero(scores == kth)[: m - above.size]])
+    return chosen[np.lexsort((chosen, -scores[chosen]))]
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
