@@ -31,7 +31,7 @@ import pandas as pd
 import psutil
 import scipy.sparse as sp
 
-from jobs.demo_data import CATALOG_FILE, HISTORY_FILE
+from jobs.catalog import CATALOG_FILE, HISTORY_FILE
 from serve_app import features
 from serve_app.text import song_key
 

@@ -20,6 +20,8 @@ from jobs import csvio
 from serve_app import storage
 from serve_app.text import song_key
 
+CATALOG_FILE = "Music Info.csv"               # the public data set's file names
+HISTORY_FILE = "User Listening History.csv"
 COLUMNS = [
     "track_id", "name", "artist", "spotify_preview_url", "spotify_id", "tags", "genre", "year",
     "duration_ms", "danceability", "energy", "key", "loudness", "mode", "speechiness", "acousticness",

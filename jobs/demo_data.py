@@ -32,14 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-CATALOG_FILE = "Music Info.csv"
-HISTORY_FILE = "User Listening History.csv"
-CATALOG_COLUMNS = (
-    "track_id", "name", "artist", "spotify_preview_url", "spotify_id", "tags", "genre",
-    "year", "duration_ms", "danceability", "energy", "key", "loudness", "mode",
-    "speechiness", "acousticness", "instrumentalness", "liveness", "valence", "tempo",
-    "time_signature",
-)
+from jobs.catalog import CATALOG_FILE, HISTORY_FILE
+from jobs.catalog import COLUMNS as CATALOG_COLUMNS
+
 HISTORY_HEADER = b"track_id,user_id,playcount\n"
 PREVIEW_PREFIX = "https://p.scdn.co/mp3-preview/"
 PREVIEW_CID = "774b29d4f13844c495f206cafdad9c86"

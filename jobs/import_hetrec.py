@@ -40,17 +40,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.catalog import CATALOG_FILE, HISTORY_FILE
+from jobs.catalog import COLUMNS as CATALOG_COLUMNS
+from jobs.interactions import REQUIRED as HISTORY_COLUMNS
 from serve_app.text import song_key
 
-CATALOG_FILE = "Music Info.csv"
-HISTORY_FILE = "User Listening History.csv"
-CATALOG_COLUMNS = (
-    "track_id", "name", "artist", "spotify_preview_url", "spotify_id", "tags", "genre",
-    "year", "duration_ms", "danceability", "energy", "key", "loudness", "mode",
-    "speechiness", "acousticness", "instrumentalness", "liveness", "valence", "tempo",
-    "time_signature",
-)
-HISTORY_COLUMNS = ("track_id", "user_id", "playcount")
 TRACK_PREFIX = "TRHETREC"
 ID_DIGITS = 16 - (len(TRACK_PREFIX) - 2)  # 10: "TR" + 16 characters in all
 TOP_TAGS = 10
