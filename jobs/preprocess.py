@@ -90,15 +90,6 @@ def _code_version() -> str:
     return f"{metadata.version('segue')}+{revision or 'unknown'}"
 
 
-def ray_map_blocks(fn, sim, ranges, k):
-    """``neighbors.MapBlocks`` over Ray tasks: the operands go to the object store once."""
-    import ray
-
-    ref = ray.put(sim)
-    task = ray.remote(num_cpus=1)(fn)
-    return ray.get([task.remote(ref, a, b, k) for a, b in ranges])
-
-
 def _write_files(root: Path, songs: pd.DataFrame, aliases: pd.DataFrame, transform: dict, vectors,
                  user_items, user_keys: np.ndarray, content_nn, cf_nn) -> None:
     (root / "content").mkdir(parents=True)
@@ -129,7 +120,7 @@ def ensure_ray() -> bool:
 
 def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount: float = DEFAULT_MAX_PLAYCOUNT,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES, overwrite: bool = False,
-        cf_config: collaborative.CFConfig = collaborative.CFConfig(), neighbors_k: int = 200) -> dict[str, Any]:
+        cf_config: collaborative.CFConfig = collaborative.CFConfig(), neighbors_k: int = 100) -> dict[str, Any]:
     """Build and publish the bundle; returns its manifest."""
     import ray
     import ray.data
@@ -147,6 +138,8 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
         acc = Accumulator(len(cat.songs))
         for block in _stream(interactions_dataset(interactions_uri, lookup, max_playcount, chunk_bytes)):
             acc.add(block)
+        if started:
+            ray.shutdown()  # the rest runs in this process: give Ray's memory back first
         order = acc.popularity_order()
         user_items, user_keys, merged_pairs = acc.build(order)
         kept = user_items.nnz + merged_pairs
@@ -161,8 +154,8 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
         transform = features.fit(songs)
         vectors = features.transform(transform, songs)
         t_nn = time.monotonic()
-        content_nn = content.item_neighbors(vectors, k=neighbors_k, map_blocks=ray_map_blocks)
-        cf_nn = collaborative.item_neighbors(user_items, cf_config, map_blocks=ray_map_blocks)
+        content_nn = content.item_neighbors(vectors, k=neighbors_k)
+        cf_nn = collaborative.item_neighbors(user_items, cf_config)
         log(f"neighbours: content {content_nn.nnz:,}, collaborative {cf_nn.nnz:,} ({time.monotonic() - t_nn:.1f} s)")
 
         staging = bundle.staging_dir(out_uri)
@@ -192,7 +185,7 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
             f"{time.monotonic() - t0:.1f} s")
         return manifest
     finally:
-        if started:
+        if started and ray.is_initialized():
             ray.shutdown()
 
 

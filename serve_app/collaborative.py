@@ -62,7 +62,7 @@ def weight(item_users: sp.csr_matrix, config: CFConfig) -> sp.csr_matrix:
     return x
 
 
-def item_neighbors(user_items: sp.csr_matrix, config: CFConfig = CFConfig(), block: int = 1024,
+def item_neighbors(user_items: sp.csr_matrix, config: CFConfig = CFConfig(), block: int = 512,
                    map_blocks: MapBlocks | None = None) -> sp.csr_matrix:
     """``(n_items, n_items)`` CSR: each item's ``config.k`` nearest items by the chosen similarity."""
     item_users = weight(user_items.T.tocsr(), config)

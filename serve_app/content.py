@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from serve_app.neighbors import MapBlocks, ProductRows, top_k_rows
 
 
-def item_neighbors(vectors: sp.csr_matrix, k: int = 200, block: int = 1024, map_blocks: MapBlocks | None = None,
+def item_neighbors(vectors: sp.csr_matrix, k: int = 100, block: int = 512, map_blocks: MapBlocks | None = None,
                    dense_limit_bytes: int = 1 << 29) -> sp.csr_matrix:
     """``(n_items, n_items)`` CSR: each song's ``k`` most similar songs by content cosine.
 
