@@ -32,7 +32,7 @@ import psutil
 import scipy.sparse as sp
 
 from jobs.catalog import CATALOG_FILE, HISTORY_FILE
-from serve_app import features
+from serve_app import collaborative, content, features
 from serve_app.text import song_key
 
 SONGS = 30_000
@@ -49,7 +49,10 @@ SUFFIX = {"K": 1e3, "M": 1e6, "G": 1e9}
 
 def baseline(catalog: str, interactions: str, out: Path,
              max_playcount: float = MAX_PLAYCOUNT) -> dict[str, Any]:
-    """The preprocessing steps in plain pandas (whole files in memory); returns the counts."""
+    """The preprocessing steps in plain pandas (whole files in memory); returns the counts.
+
+    Content features and the neighbour index use the project's own functions, so both
+    implementations do that work identically and the comparison is about the data steps."""
     cat = pd.read_csv(catalog, dtype={"track_id": str, "name": str, "artist": str})
     cat_rows = len(cat)
     cat = cat.dropna(subset=["track_id", "name", "artist"]).drop_duplicates("track_id").reset_index(drop=True)
@@ -89,6 +92,9 @@ def baseline(catalog: str, interactions: str, out: Path,
     songs["listeners"] = np.diff(user_items.tocsc().indptr)
     transform = features.fit(songs)
     vectors = features.transform(transform, songs)
+    # the same neighbour index as the job (the project's functions: this step is not pandas work)
+    content_nn = content.item_neighbors(vectors)
+    cf_nn = collaborative.item_neighbors(user_items)
 
     (out / "content").mkdir(parents=True, exist_ok=True)
     (out / "collab").mkdir(exist_ok=True)
@@ -96,7 +102,9 @@ def baseline(catalog: str, interactions: str, out: Path,
     aliases.to_parquet(out / "catalog_aliases.parquet", index=False)
     sp.save_npz(out / "content" / "vectors.npz", vectors)
     (out / "content" / "transform.json").write_text(json.dumps(transform))
+    sp.save_npz(out / "content" / "item_neighbors.npz", content_nn)
     sp.save_npz(out / "collab" / "user_items.npz", user_items)
+    sp.save_npz(out / "collab" / "item_neighbors.npz", cf_nn)
     pd.DataFrame({"user_id": user_ids}).to_parquet(out / "collab" / "users.parquet", index=False)
     return {"counts": {
         "catalog": {"rows_read": cat_rows, "songs": len(songs), "merged_duplicate_songs": len(aliases)},
