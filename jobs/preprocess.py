@@ -40,8 +40,11 @@ DEFAULT_CHUNK_BYTES = 16 << 20
 DEFAULT_MAX_PLAYCOUNT = 1_000_000
 
 
+_STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f"[preprocess] {message}", file=sys.stderr, flush=True)
+    print(f"[preprocess {time.monotonic() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def interactions_dataset(uri: str, lookup: TrackLookup, max_playcount: float, chunk_bytes: int):
