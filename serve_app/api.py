@@ -1,0 +1,133 @@
+"""The HTTP API's request and response models (DESIGN §5), shared by the Serve ingress,
+the UI and the tests. Validation lives here, so a bad request is a 422 with a message
+before any scoring code runs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+MAX_TEXT = 200
+MAX_SEEDS = 50
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT, strip_whitespace=True)]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SongRef(BaseModel):
+    """A song named by title and (optionally) artist, or by its track id in ``song``."""
+
+    song: Text
+    artist: Text | None = None
+
+
+class Attributes(BaseModel):
+    """A song that is not in the catalog, described by what is known of it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: Annotated[list[Text], Field(max_length=50)] | Text | None = None
+    genre: Text | None = None
+    year: Annotated[int, Field(ge=1000, le=3000)] | None = None
+    duration_ms: Annotated[float, Field(ge=0, le=3.6e7)] | None = None
+    danceability: Unit | None = None
+    energy: Unit | None = None
+    speechiness: Unit | None = None
+    acousticness: Unit | None = None
+    instrumentalness: Unit | None = None
+    liveness: Unit | None = None
+    valence: Unit | None = None
+    loudness: Annotated[float, Field(ge=-100, le=10)] | None = None
+    tempo: Annotated[float, Field(ge=0, le=400)] | None = None
+    key: Annotated[int, Field(ge=0, le=11)] | None = None
+    mode: Annotated[int, Field(ge=0, le=1)] | None = None
+    time_signature: Annotated[int, Field(ge=1, le=12)] | None = None
+
+    def as_row(self) -> dict[str, object]:
+        """The catalog-layout row for ``serve_app.features.transform``."""
+        row = self.model_dump(exclude_none=True)
+        if isinstance(row.get("tags"), list):
+            row["tags"] = ", ".join(row["tags"])
+        return row
+
+
+class RecommendRequest(BaseModel):
+    """``{"song": "Shape of You", "artist": "Ed Sheeran", "k": 10}`` is the minimal form.
+
+    The query is one of ``song`` (+ ``artist``), ``songs`` (a session) or ``attributes``
+    (a new song); without any of them, ``user_id`` asks for a personalised list (an id the
+    bundle has never seen gets the new-user answer, popularity narrowed by ``tags`` and
+    ``genres``). A ``user_id`` next to a song query names the listener, for feedback.
+    """
+
+    song: Text | None = None
+    artist: Text | None = None
+    k: Annotated[int, Field(ge=1, le=100)] = 10
+    w1: Unit | None = None
+    w2: Unit | None = None
+    diversity: Unit = 0.0
+    user_id: Text | None = None
+    songs: Annotated[list[SongRef], Field(min_length=1, max_length=MAX_SEEDS)] | None = None
+    attributes: Attributes | None = None
+    exclude_played: bool = True
+    tags: Annotated[list[Text], Field(max_length=20)] = []
+    genres: Annotated[list[Text], Field(max_length=20)] = []
+
+    @model_validator(mode="after")
+    def _one_query(self) -> "RecommendRequest":
+        given = [name for name in ("song", "songs", "attributes") if getattr(self, name)]
+        if len(given) > 1:
+            raise ValueError(f"give one of song, songs, attributes (got {', '.join(given)})")
+        if not given and not self.user_id:
+            raise ValueError("give a song, songs, attributes or a user_id")
+        if self.w1 == 0 and self.w2 == 0:
+            raise ValueError("w1 and w2 cannot both be 0")
+        return self
+
+
+class Recommendation(BaseModel):
+    song: str
+    artist: str
+    track_id: str
+    score: float
+    cb_score: float
+    cf_score: float
+    preview_url: str | None = None
+    because: str
+
+
+class WeightsUsed(BaseModel):
+    w1: float
+    w2: float
+    reason: str
+
+
+class Suggestion(BaseModel):
+    song: str
+    artist: str
+    track_id: str
+    score: float
+
+
+class QueryEcho(BaseModel):
+    """How the query was understood: the kind, and the resolved seed songs."""
+
+    kind: str
+    seeds: list[Suggestion] = []
+    alternatives: list[Suggestion] = []
+
+
+class RecommendResponse(BaseModel):
+    recommendations: list[Recommendation]
+    query: QueryEcho
+    weights_used: WeightsUsed
+    model_version: str
+    request_id: str
+
+
+class UnknownSongBody(BaseModel):
+    """The 404 body: what was not found and what might have been meant."""
+
+    detail: str
+    suggestions: list[Suggestion]
