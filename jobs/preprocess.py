@@ -6,8 +6,9 @@
 Inputs are local paths or ``s3://`` URIs (a file or a directory of files), CSV or Parquet.
 The listening history is split into byte ranges (CSV) or row groups (Parquet) that Ray
 Data workers parse, validate and encode in parallel and in bounded memory; the driver
-streams the small encoded rows into the user x track matrix. Every rejected row is
-counted by reason, printed and written to the manifest. Runs unchanged under
+streams the small encoded rows into the user x track matrix, then (with Ray released)
+fits the content features and builds the neighbour index serving needs. Every rejected
+row is counted by reason, printed and written to the manifest. Runs unchanged under
 ``ray job submit`` (it joins the cluster named by ``RAY_ADDRESS``).
 """
 
@@ -18,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,8 +40,6 @@ from serve_app.users import HASH_NAME, hash_probe
 
 DEFAULT_CHUNK_BYTES = 16 << 20
 DEFAULT_MAX_PLAYCOUNT = 1_000_000
-
-
 _STARTED = time.monotonic()
 
 
@@ -162,27 +162,31 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
         log(f"neighbours: content {content_nn.nnz:,}, collaborative {cf_nn.nnz:,} ({time.monotonic() - t_nn:.1f} s)")
 
         staging = bundle.staging_dir(out_uri)
-        _write_files(staging, songs, aliases, transform, vectors, user_items, user_keys, content_nn, cf_nn)
-        manifest = bundle.write_manifest(staging, {
-            "code_version": _code_version(),
-            "inputs": {"catalog": [storage.fingerprint(u) for u in storage.list_files(catalog_uri)],
-                       "interactions": [storage.fingerprint(u) for u in storage.list_files(interactions_uri)]},
-            "params": {"max_playcount": max_playcount, "content_block_weights": transform["block_weights"],
-                       "track_order": "plays descending", "content_neighbors": neighbors_k,
-                       "collaborative": dataclasses.asdict(cf_config)},
-            "users": {"hash": HASH_NAME, "hash_probe": hash_probe()},
-            "counts": {
-                "catalog": {"rows_read": cat.rows_read, "songs": len(songs), "rejected": cat.rejected,
-                            "merged_duplicate_songs": cat.merged_duplicate_songs,
-                            "invalid_numeric_cells": cat.invalid_numeric_cells, "rejected_examples": cat.examples},
-                "interactions": {"rows_read": acc.rows_read, "rows_kept": kept, "rejected": acc.rejected_counts(),
-                                 "duplicate_rows_summed": merged_pairs, "users": user_items.shape[0],
-                                 "pairs": user_items.nnz, "tracks_played": int((songs["listeners"] > 0).sum()),
-                                 "cold_tracks": int((songs["listeners"] == 0).sum())},
-            },
-            "shapes": {"content": list(vectors.shape), "user_items": list(user_items.shape)},
-        })
-        bundle.publish(staging, out_uri, overwrite=overwrite)
+        try:
+            _write_files(staging, songs, aliases, transform, vectors, user_items, user_keys, content_nn, cf_nn)
+            manifest = bundle.write_manifest(staging, {
+                "code_version": _code_version(),
+                "inputs": {"catalog": [storage.fingerprint(u) for u in storage.list_files(catalog_uri)],
+                           "interactions": [storage.fingerprint(u) for u in storage.list_files(interactions_uri)]},
+                "params": {"max_playcount": max_playcount, "content_block_weights": transform["block_weights"],
+                           "track_order": "plays descending", "content_neighbors": neighbors_k,
+                           "collaborative": dataclasses.asdict(cf_config)},
+                "users": {"hash": HASH_NAME, "hash_probe": hash_probe()},
+                "counts": {
+                    "catalog": {"rows_read": cat.rows_read, "songs": len(songs), "rejected": cat.rejected,
+                                "merged_duplicate_songs": cat.merged_duplicate_songs,
+                                "invalid_numeric_cells": cat.invalid_numeric_cells, "rejected_examples": cat.examples},
+                    "interactions": {"rows_read": acc.rows_read, "rows_kept": kept, "rejected": acc.rejected_counts(),
+                                     "duplicate_rows_summed": merged_pairs, "users": user_items.shape[0],
+                                     "pairs": user_items.nnz, "tracks_played": int((songs["listeners"] > 0).sum()),
+                                     "cold_tracks": int((songs["listeners"] == 0).sum())},
+                },
+                "shapes": {"content": list(vectors.shape), "user_items": list(user_items.shape)},
+            })
+            bundle.publish(staging, out_uri, overwrite=overwrite)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # no half-written bundle left beside the target
+            raise
         size = sum(f["bytes"] for f in manifest["files"].values())
         log(f"bundle {manifest['version']} -> {out_uri}: {len(manifest['files'])} files, {size / 1e6:.1f} MB, "
             f"{time.monotonic() - t0:.1f} s")

@@ -104,11 +104,6 @@ def _unit_rows(block):
     return normalize(block) if block.shape[1] else block
 
 
-def n_features(transform: dict[str, Any]) -> int:
-    return len(transform["vocabulary"]) + len(transform["audio_columns"]) + sum(
-        len(v) for v in transform["categories"].values())
-
-
 def transform(params: dict[str, Any], songs: pd.DataFrame) -> sp.csr_matrix:
     """``(n_songs, n_features)`` float32 CSR of L2-normalised content vectors."""
     weights = params["block_weights"]

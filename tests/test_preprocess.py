@@ -249,3 +249,5 @@ def test_cli_done_when(tmp_path):
                             "--interactions", str(d / "User Listening History.csv"), "--out", str(b)],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert not list(tmp_path.glob(".b.tmp-*")), "a refused run left its staging directory behind"
+    assert bundle.verify(b) == manifest  # the existing bundle is untouched
