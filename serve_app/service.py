@@ -5,6 +5,7 @@ ingress is a thin shell around :class:`Service`.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
@@ -41,6 +42,10 @@ class Service:
     @property
     def version(self) -> str:
         return self.bundle.version
+
+    def set_default_weights(self, w1: float, w2: float) -> None:
+        """The weights used when a request names none."""
+        self.rec.config = dataclasses.replace(self.rec.config, w1=w1, w2=w2)
 
     def suggestion(self, track: int, score: float = 100.0) -> Suggestion:
         row = self.bundle.catalog.iloc[track]

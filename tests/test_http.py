@@ -1,0 +1,124 @@
+"""The HTTP API over the service (FastAPI, in-process): every route, every error path, no 5xx."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serve_app import bundle
+from serve_app.http import Backend, create_app
+from serve_app.service import Service
+
+TOKEN = "s3cret-admin-token"
+
+
+@pytest.fixture(scope="module")
+def service(demo_bundle):
+    return Service.from_bundle(bundle.load(str(demo_bundle)))
+
+
+@pytest.fixture
+def client(service, monkeypatch):
+    monkeypatch.setenv("SEGUE_ADMIN_TOKEN", TOKEN)
+    service.set_default_weights(0.3, 0.7)
+    return TestClient(create_app(Backend(lambda: service, service.set_default_weights)))
+
+
+def seed(service, i=0):
+    row = service.bundle.catalog.iloc[i]
+    return row["name"], row["artist"]
+
+
+def test_minimal_post_and_get_forms(client, service):
+    name, artist = seed(service, 2)
+    r = client.post("/recommend", json={"song": name, "artist": artist, "k": 10})
+    assert r.status_code == 200
+    recs = r.json()["recommendations"]
+    assert len(recs) == 10 and len({(x["song"], x["artist"]) for x in recs}) == 10
+    assert (name, artist) not in {(x["song"], x["artist"]) for x in recs}
+    g = client.get("/recommend", params={"song": name, "artist": artist, "k": 10})
+    assert g.status_code == 200 and [x["track_id"] for x in g.json()["recommendations"]] == [x["track_id"] for x in recs]
+    assert r.json()["request_id"] != g.json()["request_id"]
+
+
+@pytest.mark.parametrize("body", [
+    {"song": "x", "k": 0}, {"song": "x", "k": 101}, {"song": "x", "w1": 2}, {"song": "x", "w1": 0, "w2": 0},
+    {"song": "x" * 201}, {}, {"k": 5}, {"song": 5}, {"song": "x", "diversity": -1},
+])
+def test_invalid_bodies_are_422_with_a_message(client, body):
+    r = client.post("/recommend", json=body)
+    assert r.status_code == 422 and r.json()["detail"]
+
+
+def test_bad_json_is_422(client):
+    r = client.post("/recommend", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_get_form_validates_too(client):
+    assert client.get("/recommend", params={"song": "x", "k": 0}).status_code == 422
+    assert client.get("/recommend", params={"song": "x", "k": "ten"}).status_code == 422
+    assert client.get("/recommend").status_code == 422
+
+
+def test_unknown_song_is_404_with_suggestions(client, service):
+    name, _ = seed(service, 4)
+    r = client.post("/recommend", json={"song": name, "artist": "Nobody Xyzzy Qq"})
+    assert r.status_code == 404
+    assert name in [s["song"] for s in r.json()["suggestions"]]
+    assert client.post("/recommend", json={"song": "zzqx no such song", "artist": "nobody"}).status_code == 404
+
+
+def test_search_and_probes(client, service):
+    name, _ = seed(service, 0)
+    hits = client.get("/songs/search", params={"q": name[:5], "limit": 3}).json()
+    assert 1 <= len(hits) <= 3 and hits[0]["song"].lower().startswith(name[:5].lower())
+    assert client.get("/songs/search", params={"q": ""}).status_code == 422
+    assert client.get("/songs/search", params={"q": "x", "limit": 0}).status_code == 422
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["model_version"] == service.version
+    assert client.get("/version").json()["weights"] == {"w1": 0.3, "w2": 0.7}
+    assert "/recommend" in client.get("/openapi.json").json()["paths"]
+
+
+def test_adjust_weights_needs_the_token_and_reaches_responses(client, service):
+    body = {"w1": 0.6, "w2": 0.4}
+    assert client.post("/adjust_weights", json=body).status_code == 401
+    assert client.post("/adjust_weights", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert client.post("/adjust_weights", json={"w1": 0, "w2": 0},
+                       headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 422
+    ok = client.post("/adjust_weights", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200
+    name, artist = seed(service, 1)
+    used = client.post("/recommend", json={"song": name, "artist": artist}).json()["weights_used"]
+    assert used["w1"] == 0.6
+    assert client.get("/version").json()["weights"] == body
+
+
+def test_token_from_file(service, monkeypatch, tmp_path):
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    monkeypatch.delenv("SEGUE_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("SEGUE_ADMIN_TOKEN_FILE", str(tmp_path / "token"))
+    c = TestClient(create_app(Backend(lambda: service, service.set_default_weights)))
+    assert c.post("/adjust_weights", json={"w1": 0.3, "w2": 0.7}, headers={"X-Admin-Token": TOKEN}).status_code == 200
+
+
+def test_not_ready_is_503_on_readyz_and_recommend():
+    c = TestClient(create_app(Backend(lambda: None, lambda w1, w2: None)))
+    assert c.get("/healthz").status_code == 200
+    assert c.get("/readyz").status_code == 503
+    assert c.post("/recommend", json={"song": "x"}).status_code == 503
+
+
+NASTY = ["", " ", "\x00", "☃" * 200, "'; DROP TABLE songs; --", "%s%s%n", "\ud7ff", "a" * 200, "TR" + "0" * 16]
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_hostile_strings_never_5xx(client, text):
+    for body in ({"song": text}, {"song": "x", "artist": text}, {"user_id": text or "u"},
+                 {"songs": [{"song": text}]}, {"attributes": {"tags": [text], "genre": text}}):
+        assert client.post("/recommend", content=json.dumps(body),
+                           headers={"content-type": "application/json"}).status_code < 500, body
+    assert client.get("/songs/search", params={"q": text or "x"}).status_code < 500
