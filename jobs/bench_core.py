@@ -22,6 +22,7 @@ import numpy as np
 import psutil
 from sklearn.metrics.pairwise import cosine_similarity
 
+from jobs.bench_data import ensure_data
 from serve_app import bundle as bundle_mod
 from serve_app.hybrid import Recommender
 from serve_app.lookup import SongIndex
@@ -35,16 +36,12 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 def ensure_bundle(work: Path, songs: int, plays: int) -> Path:
     """The bundle for this size, generated and preprocessed when missing."""
-    data, out = work / f"data-{songs}-{plays}-seed0", work / f"core-bundle-{songs}-{plays}"
-    if (out / "manifest.json").exists():
-        return out
-    if not (data / ".done").exists():
-        subprocess.run([sys.executable, "-m", "jobs.demo_data", "--out", str(data), "--songs", str(songs),
-                        "--plays", str(plays), "--seed", "0"], check=True, stdout=subprocess.DEVNULL)
-        (data / ".done").write_text(f'{{"songs": {songs}, "plays": {plays}, "seed": 0}}')
-    subprocess.run([sys.executable, "-m", "jobs.preprocess", "--catalog", str(data / "Music Info.csv"),
-                    "--interactions", str(data / "User Listening History.csv"), "--out", str(out), "--overwrite"],
-                   check=True, stdout=subprocess.DEVNULL)
+    out = work / f"core-bundle-{songs}-{plays}"
+    if not (out / "manifest.json").exists():
+        catalog, interactions, _ = ensure_data(work, songs, plays, seed=0)
+        subprocess.run([sys.executable, "-m", "jobs.preprocess", "--catalog", str(catalog),
+                        "--interactions", str(interactions), "--out", str(out), "--overwrite"],
+                       check=True, stdout=subprocess.DEVNULL)
     return out
 
 

@@ -86,10 +86,15 @@ class RecommendRequest(BaseModel):
         return self
 
 
-class Recommendation(BaseModel):
+class SongOut(BaseModel):
+    """A catalog song in a response."""
+
     song: str
     artist: str
     track_id: str
+
+
+class Recommendation(SongOut):
     score: float
     cb_score: float
     cf_score: float
@@ -103,10 +108,7 @@ class WeightsUsed(BaseModel):
     reason: str
 
 
-class Suggestion(BaseModel):
-    song: str
-    artist: str
-    track_id: str
+class Suggestion(SongOut):
     score: float
 
 

@@ -57,15 +57,20 @@ def _error(status: int, detail: str, **extra) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail, **extra})
 
 
+def _invalid(errors: list[dict], skip: int) -> JSONResponse:
+    """422 naming each problem by its field (``skip`` drops a location prefix such as ``body``)."""
+    problems = [f"{'.'.join(str(p) for p in e['loc'][skip:]) or 'request'}: {e['msg']}" for e in errors]
+    return _error(422, "; ".join(problems) or "invalid request")
+
+
 def create_app(backend: Backend) -> FastAPI:
     """The FastAPI app; every route asks ``backend`` for the service of the moment."""
     app = FastAPI(title="Segue", summary="Hybrid song recommender",
                   description="Top-K songs for a song, a session, a user or a new song, each with its reason.")
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()]
-        return _error(422, "; ".join(problems) or "invalid request")
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _invalid(exc.errors(), skip=1)
 
     def ready_service() -> Service | JSONResponse:
         svc = backend.service()
@@ -95,8 +100,7 @@ def create_app(backend: Backend) -> FastAPI:
         try:
             req = RecommendRequest(song=song, artist=artist, k=k, w1=w1, w2=w2, diversity=diversity, user_id=user_id)
         except ValidationError as exc:
-            return _error(422, "; ".join(f"{'.'.join(map(str, e['loc'])) or 'query'}: {e['msg']}"
-                                         for e in exc.errors()))
+            return _invalid(exc.errors(), skip=0)
         return answer(req, request)
 
     @app.get("/songs/search", response_model=list[Suggestion])

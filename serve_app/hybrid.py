@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from serve_app import content, features
 from serve_app.bundle import Bundle
 from serve_app.users import user_hash
-from serve_app.neighbors import row_entries, rows_dot
+from serve_app.neighbors import keep_top_per_row, row_entries, rows_dot
 from serve_app.neighbors import score as neighbor_scores
 
 DEFAULT_W1, DEFAULT_W2 = 0.3, 0.7
@@ -297,16 +297,7 @@ def _norm(x: np.ndarray) -> np.ndarray:
 
 
 def _top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep the ``k`` largest entries of each row of a CSR matrix."""
-    m = m.tocsr()
-    rows, cols, vals = [], [], []
-    for r in range(m.shape[0]):
-        lo, hi = m.indptr[r], m.indptr[r + 1]
-        if hi > lo:
-            keep = np.argsort(-m.data[lo:hi], kind="stable")[:k]
-            rows.append(np.full(len(keep), r))
-            cols.append(m.indices[lo:hi][keep])
-            vals.append(m.data[lo:hi][keep])
-    if not rows:
-        return sp.csr_matrix(m.shape, dtype=np.float32)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape)
+    """Keep the ``k`` largest entries of each row of a sparse matrix."""
+    coo = m.tocoo()
+    r, c, v = keep_top_per_row(coo.row, coo.col, coo.data, k)
+    return sp.csr_matrix((v, (r, c)), shape=m.shape)

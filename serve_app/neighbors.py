@@ -69,12 +69,18 @@ def top_k_block(sim: ProductRows, start: int, stop: int, k: int) -> Block:
         exact = np.partition(rows[short], n - k, axis=1)[:, n - k].clip(min=np.finfo(np.float32).tiny)
         candidate[short] = rows[short] >= exact[:, None]
     r, c = np.nonzero(candidate)
-    v = rows[r, c]
-    order = np.lexsort((c, -v, r))  # by row, best first, ties by column
+    r, c, v = keep_top_per_row(r, c, rows[r, c], k)
+    return np.bincount(r, minlength=m), c.astype(np.int32), v
+
+
+def keep_top_per_row(r: np.ndarray, c: np.ndarray, v: np.ndarray, k: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` largest entries of each row of a COO triple, ordered by row, then best
+    first (ties by column)."""
+    order = np.lexsort((c, -v, r))
     r, c, v = r[order], c[order], v[order]
-    rank = np.arange(len(r)) - np.searchsorted(r, r)  # position within its row
-    keep = rank < k
-    return np.bincount(r[keep], minlength=m), c[keep].astype(np.int32), v[keep]
+    keep = np.arange(len(r)) - np.searchsorted(r, r) < k  # position within its row
+    return r[keep], c[keep], v[keep]
 
 
 def threaded(fn: Callable[..., Block], sim: ProductRows, ranges: Sequence[tuple[int, int]], k: int) -> list[Block]:
