@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 import numpy as np
 import pandas as pd
@@ -190,18 +190,20 @@ class Bundle:
         user_hash: ``(n_users,)`` uint64, sorted; see :func:`serve_app.users.user_hash`.
         content_nn: ``(n_tracks, n_tracks)`` CSR, each track's top content neighbours.
         cf_nn: ``(n_tracks, n_tracks)`` CSR, each track's top collaborative neighbours.
+
+    Parts not asked of :func:`load` are None.
     """
 
     root: Path
     manifest: dict[str, Any]
     catalog: pd.DataFrame
     aliases: pd.DataFrame
-    content: sp.csr_matrix
-    content_transform: dict[str, Any]
-    user_items: sp.csr_matrix
-    user_hash: np.ndarray
-    content_nn: sp.csr_matrix
-    cf_nn: sp.csr_matrix
+    content: sp.csr_matrix | None = None
+    content_transform: dict[str, Any] | None = None
+    user_items: sp.csr_matrix | None = None
+    user_hash: np.ndarray | None = None
+    content_nn: sp.csr_matrix | None = None
+    cf_nn: sp.csr_matrix | None = None
 
     @property
     def version(self) -> str:
@@ -219,26 +221,41 @@ def fetch(uri: str, cache_dir: Path | None = None) -> Path:
     return target
 
 
-def load(uri: str, cache_dir: Path | None = None) -> Bundle:
-    """Fetch, verify every checksum, then read the bundle; raises :class:`BundleError`."""
+PARTS = ("content", "content_transform", "user_items", "content_nn", "cf_nn")
+
+
+def load(uri: str, cache_dir: Path | None = None, parts: Collection[str] = PARTS) -> Bundle:
+    """Fetch, verify every checksum, then read the catalog and the ``parts`` asked for (the
+    others stay None: a Serve deployment reads only what it uses); raises :class:`BundleError`."""
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown bundle parts: {sorted(unknown)}")
     root = fetch(uri, cache_dir)
     manifest = verify(root)
+    readers = {
+        "content": lambda: csr_from_arrays(load_npz(root / "content" / "vectors.npz")),
+        "content_transform": lambda: json.loads((root / "content" / "transform.json").read_text()),
+        "user_items": lambda: csr_from_arrays(load_npz(root / "collab" / "user_items.npz")),
+        "content_nn": lambda: csr_from_arrays(load_npz(root / "content" / "item_neighbors.npz")),
+        "cf_nn": lambda: csr_from_arrays(load_npz(root / "collab" / "item_neighbors.npz")),
+    }
     try:
         catalog = pd.read_parquet(root / "catalog.parquet")
         aliases = pd.read_parquet(root / "catalog_aliases.parquet")
-        content = csr_from_arrays(load_npz(root / "content" / "vectors.npz"))
-        transform = json.loads((root / "content" / "transform.json").read_text())
-        user_items = csr_from_arrays(load_npz(root / "collab" / "user_items.npz"))
-        user_hash = np.load(root / "collab" / "user_hash.npy", allow_pickle=False)
-        content_nn = csr_from_arrays(load_npz(root / "content" / "item_neighbors.npz"))
-        cf_nn = csr_from_arrays(load_npz(root / "collab" / "item_neighbors.npz"))
+        loaded = {name: readers[name]() for name in parts}
+        if "user_items" in parts:
+            loaded["user_hash"] = np.load(root / "collab" / "user_hash.npy", allow_pickle=False)
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(getattr(exc, "filename", None) or "bundle", f"unreadable: {exc}") from None
     probe = manifest.get("users", {}).get("hash_probe")
     if probe != hash_probe():
         raise BundleError(MANIFEST, f"user-id hash probe {probe!r} differs from this runtime's {hash_probe()!r}")
     n = len(catalog)
-    if (content.shape[0] != n or user_items.shape[1] != n or user_items.shape[0] != len(user_hash)
-            or content_nn.shape != (n, n) or cf_nn.shape != (n, n)):
+    shapes_ok = [loaded[name].shape == (n, n) for name in ("content_nn", "cf_nn") if name in loaded]
+    if "content" in loaded:
+        shapes_ok.append(loaded["content"].shape[0] == n)
+    if "user_items" in loaded:
+        shapes_ok.append(loaded["user_items"].shape == (len(loaded["user_hash"]), n))
+    if not all(shapes_ok):
         raise BundleError(MANIFEST, "array shapes disagree with the catalog")
-    return Bundle(root, manifest, catalog, aliases, content, transform, user_items, user_hash, content_nn, cf_nn)
+    return Bundle(root, manifest, catalog, aliases, **loaded)

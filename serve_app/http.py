@@ -12,7 +12,7 @@ import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Awaitable, Callable
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +20,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from serve_app.api import MAX_TEXT, RecommendRequest, RecommendResponse, Suggestion, UnknownSongBody
-from serve_app.service import Service, UnknownSong
+from serve_app.cache import ResultCache
+from serve_app.hybrid import Query as RecQuery, Result
+from serve_app.reload import VersionGone
+from serve_app.service import Front, Service, UnknownSong
 
 
 class WeightsUpdate(BaseModel):
@@ -46,11 +49,36 @@ def admin_token() -> str | None:
 
 @dataclass
 class Backend:
-    """What the app calls: the current service (None while loading) and how weights change."""
+    """What the app calls.
 
-    service: Callable[[], Service | None]
-    set_weights: Callable[[float, float], None]
-    not_ready_reason: Callable[[], str] = lambda: "bundle not loaded yet"
+    ``fronts``: the loaded bundles' fronts, newest first (empty while the first loads);
+    ``run``: the result of a query from the named bundle version (raises
+    :class:`~serve_app.reload.VersionGone` when that version is no longer served);
+    ``weights``/``set_weights``: the default weights and how they change everywhere;
+    ``readiness``: ``{"ready": bool, ...}`` for ``/readyz``.
+    """
+
+    fronts: Callable[[], list[Front]]
+    run: Callable[[RecQuery, str], Awaitable[Result]]
+    weights: Callable[[], tuple[float, float]]
+    set_weights: Callable[[float, float], Awaitable[dict]]
+    readiness: Callable[[], Awaitable[dict]]
+
+
+def local_backend(service: Service) -> Backend:
+    """A backend answering from one in-process :class:`Service` (tests, plain uvicorn, one deployment)."""
+
+    async def run(query: RecQuery, version: str) -> Result:
+        return service.rec.run(query)
+
+    async def set_weights(w1: float, w2: float) -> dict:
+        service.rec.set_default_weights(w1, w2)
+        return {"w1": w1, "w2": w2}
+
+    async def readiness() -> dict:
+        return {"ready": True, "model_version": service.version}
+
+    return Backend(lambda: [service.front], run, lambda: service.default_weights, set_weights, readiness)
 
 
 def _error(status: int, detail: str, **extra) -> JSONResponse:
@@ -63,57 +91,91 @@ def _invalid(errors: list[dict], skip: int) -> JSONResponse:
     return _error(422, "; ".join(problems) or "invalid request")
 
 
-def create_app(backend: Backend) -> FastAPI:
-    """The FastAPI app; every route asks ``backend`` for the service of the moment."""
+class JsonBodies:
+    """ASGI middleware: POST bodies of the public ``paths`` are read as JSON whatever the
+    Content-Type says (``curl -d '{...}'`` sends form encoding). Only for routes without
+    side effects or credentials; the admin route keeps FastAPI's strict checking."""
+
+    def __init__(self, app, paths: frozenset[str]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
+def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
+    """The FastAPI app; every route asks ``backend`` for the bundle of the moment. Results
+    are cached by (query, bundle version) when a ``cache`` is given: the query holds the
+    effective weights, so neither a weight change nor a bundle switch can serve a stale one."""
     app = FastAPI(title="Segue", summary="Hybrid song recommender",
                   description="Top-K songs for a song, a session, a user or a new song, each with its reason.")
+
+    app.add_middleware(JsonBodies, paths=frozenset({"/recommend"}))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _invalid(exc.errors(), skip=1)
 
-    def ready_service() -> Service | JSONResponse:
-        svc = backend.service()
-        return svc if svc is not None else _error(503, backend.not_ready_reason())
+    def front() -> Front | JSONResponse:
+        fronts = backend.fronts()
+        return fronts[0] if fronts else _error(503, "bundle not loaded yet")
 
-    def answer(req: RecommendRequest, request: Request):
-        svc = ready_service()
-        if isinstance(svc, JSONResponse):
-            return svc
-        try:
-            return svc.recommend(req, request.headers.get("x-request-id"))
-        except UnknownSong as exc:
-            body = UnknownSongBody(detail=str(exc), suggestions=exc.suggestions)
-            return JSONResponse(status_code=404, content=body.model_dump())
+    async def run(query: RecQuery, version: str) -> Result:
+        if cache is None:
+            return await backend.run(query, version)
+        return await cache.get((query, version), lambda: backend.run(query, version))
+
+    async def answer(req: RecommendRequest, request: Request):
+        fronts = backend.fronts()
+        if not fronts:
+            return _error(503, "bundle not loaded yet")
+        weights = backend.weights()
+        for front in fronts:  # newest first; an older bundle answers while the graph switches
+            try:
+                asked = front.ask(req, weights)
+                result = await run(asked.query, front.version)
+            except UnknownSong as exc:
+                body = UnknownSongBody(detail=str(exc), suggestions=exc.suggestions)
+                return JSONResponse(status_code=404, content=body.model_dump())
+            except VersionGone:
+                continue
+            return front.render(result, asked, request.headers.get("x-request-id"))
+        return JSONResponse(status_code=503, headers={"Retry-After": "1"},
+                            content={"detail": "switching bundles, retry in a second"})
 
     @app.post("/recommend", response_model=RecommendResponse,
               responses={404: {"model": UnknownSongBody}, 422: {"description": "invalid request"}})
-    def recommend(req: RecommendRequest, request: Request):
+    async def recommend(req: RecommendRequest, request: Request):
         """Top-K songs for ``{"song", "artist", "k"}`` (the minimal form) or any query kind."""
-        return answer(req, request)
+        return await answer(req, request)
 
     @app.get("/recommend", response_model=RecommendResponse, responses={404: {"model": UnknownSongBody}})
-    def recommend_get(request: Request, song: str | None = None, artist: str | None = None, k: int = 10,
-                      w1: float | None = None, w2: float | None = None, diversity: float = 0.0,
-                      user_id: str | None = None):
+    async def recommend_get(request: Request, song: str | None = None, artist: str | None = None, k: int = 10,
+                            w1: float | None = None, w2: float | None = None, diversity: float = 0.0,
+                            user_id: str | None = None):
         """The same as POST, for links and curl: ``/recommend?song=X&artist=Y&k=10``."""
         try:
             req = RecommendRequest(song=song, artist=artist, k=k, w1=w1, w2=w2, diversity=diversity, user_id=user_id)
         except ValidationError as exc:
             return _invalid(exc.errors(), skip=0)
-        return answer(req, request)
+        return await answer(req, request)
 
     @app.get("/songs/search", response_model=list[Suggestion])
     def search(q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT)],
                limit: Annotated[int, Query(ge=1, le=50)] = 10):
         """Autocomplete: titles that start with ``q``, then fuzzy matches."""
-        svc = ready_service()
-        return svc if isinstance(svc, JSONResponse) else svc.search(q, limit)
+        current = front()
+        return current if isinstance(current, JSONResponse) else current.search(q, limit)
 
     @app.post("/adjust_weights")
-    def adjust_weights(update: WeightsUpdate, authorization: str | None = Header(default=None),
-                       x_admin_token: str | None = Header(default=None)):
-        """New default weights; needs ``Authorization: Bearer <admin token>`` (or ``X-Admin-Token``)."""
+    async def adjust_weights(update: WeightsUpdate, authorization: str | None = Header(default=None),
+                             x_admin_token: str | None = Header(default=None)):
+        """New default weights for every replica; needs ``Authorization: Bearer <admin token>``
+        (or ``X-Admin-Token``). Answers once the replicas have them (or after 2 s), saying how many."""
         given = x_admin_token or (authorization[7:] if authorization and authorization.startswith("Bearer ")
                                   else None)
         expected = admin_token()
@@ -121,8 +183,7 @@ def create_app(backend: Backend) -> FastAPI:
             return _error(401, "admin token required")
         if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
             return _error(403, "wrong admin token")
-        backend.set_weights(update.w1, update.w2)
-        return {"w1": update.w1, "w2": update.w2}
+        return await backend.set_weights(update.w1, update.w2)
 
     @app.get("/healthz")
     def healthz():
@@ -130,19 +191,20 @@ def create_app(backend: Backend) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    def readyz():
-        """Ready when a verified bundle is loaded."""
-        svc = ready_service()
-        return svc if isinstance(svc, JSONResponse) else {"status": "ready", "model_version": svc.version}
+    async def readyz():
+        """Ready when every part of the graph has a verified bundle loaded; says which, and
+        any bundle refused since."""
+        status = await backend.readiness()
+        return JSONResponse(status_code=200 if status.get("ready") else 503, content=status)
 
     @app.get("/version")
     def version():
         """Bundle and code versions, and the default weights in force."""
-        svc = ready_service()
-        if isinstance(svc, JSONResponse):
-            return svc
-        cfg = svc.rec.config
-        return {"model_version": svc.version, "code_version": svc.bundle.manifest.get("code_version"),
-                "weights": {"w1": cfg.w1, "w2": cfg.w2}}
+        current = front()
+        if isinstance(current, JSONResponse):
+            return current
+        w1, w2 = backend.weights()
+        return {"model_version": current.version, "code_version": current.bundle.manifest.get("code_version"),
+                "weights": {"w1": w1, "w2": w2}}
 
     return app

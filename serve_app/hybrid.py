@@ -12,22 +12,30 @@ Rules (DESIGN §4):
   ``cold_boost``, so they surface where their content fits;
 * diversity in [0, 1]: MMR re-ranking on content similarity plus a per-artist cap;
 * the seeds are never returned, results are unique, every result says why it is there.
+
+The work is split the way the Serve graph deploys it: :class:`Combiner` plans a query
+(seeds, candidate pool, weights), blends and explains; ``ContentScorer`` (CB) and
+``CollabScorer`` (CF) score the pool. :meth:`Combiner.steps` is written once, as a
+generator that yields the scorer calls it needs, so the same logic runs in one process
+(:class:`Recommender`, sequential calls) and across deployments (concurrent handle calls).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Awaitable, Callable, Generator, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from serve_app import content, features
+from serve_app import features
 from serve_app.bundle import Bundle
+from serve_app.collaborative import CollabScorer
+from serve_app.content import ContentScorer
+from serve_app.neighbors import row_entries, top_indices
 from serve_app.users import user_hash
-from serve_app.neighbors import keep_top_per_row, row_entries, rows_dot
-from serve_app.neighbors import score as neighbor_scores
 
 DEFAULT_W1, DEFAULT_W2 = 0.3, 0.7
 
@@ -43,6 +51,7 @@ class HybridConfig:
     cold_neighbors: int = 20       # warm content neighbours used for that estimate
     history_limit: int = 50        # most-played songs of a user used as seeds
     mmr_pool: int = 100            # candidates re-ranked for diversity
+    diversify_pool: int = 500      # ranked candidates sent to the diversity step
 
 
 @dataclass(frozen=True)
@@ -70,26 +79,70 @@ class Result:
     kind: str
 
 
-@dataclass
-class Recommender:
-    """Hybrid recommender over arrays; ``catalog`` row ``i`` is track ``i`` (needs ``name``,
-    ``artist``, ``tags``, ``genre``, ``listeners``, ``plays``).
+@dataclass(frozen=True)
+class Query:
+    """One recommendation question, hashable (it keys the response cache); track indices
+    refer to the bundle the asker resolved them in.
 
-    Attributes:
-        vectors: ``(n, f)`` float32 CSR, L2-normalised content vectors.
-        content_nn: ``(n, n)`` CSR, each row a song's top content neighbours (cosine).
-        cf_nn: ``(n, n)`` CSR, each row a song's top collaborative neighbours.
-        transform: the fitted content transform (for songs outside the catalog).
+    ``kind`` is ``songs`` (one song or a session in ``seeds``), ``user`` (``user_id``'s
+    history; popularity for an unknown id), ``attributes`` (a new song: catalog-column
+    ``(name, value)`` pairs) or ``popular`` (a new user, narrowed by ``tags``/``genres``).
+    """
+
+    kind: str
+    seeds: tuple[int, ...] = ()
+    user_id: str | None = None
+    attributes: tuple[tuple[str, Any], ...] = ()
+    tags: tuple[str, ...] = ()
+    genres: tuple[str, ...] = ()
+    k: int = 10
+    w1: float | None = None
+    w2: float | None = None
+    diversity: float = 0.0
+    exclude_played: bool = True
+    exclude: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A scored query's inputs: ``seeds`` (int64) with ``seed_weights`` (float32, sum 1) and
+    the candidate ``pool`` (int64, sorted): the seeds' CF and content neighbours."""
+
+    seeds: np.ndarray
+    seed_weights: np.ndarray
+    pool: np.ndarray
+    weights: Weights
+    kind: str
+
+
+@dataclass(frozen=True)
+class Call:
+    """A scorer call a step needs: ``side`` is ``content`` or ``collab``."""
+
+    side: str
+    method: str
+    args: tuple
+
+
+Steps = Generator[list[Call], list[Any], Result]
+
+
+@dataclass
+class Combiner:
+    """Plans queries, blends the CB and CF scores of the pool and explains the results.
+
+    ``catalog`` row ``i`` is track ``i`` (needs ``name``, ``artist``, ``tags``, ``genre``,
+    ``listeners``, ``plays``); ``content_nn`` and ``cf_nn`` are ``(n, n)`` CSR neighbour
+    lists (their patterns make the candidate pool); ``user_items`` ``(n_users, n)``
+    playcounts with rows ordered by the sorted uint64 ``user_hash``.
     """
 
     catalog: pd.DataFrame
-    vectors: sp.csr_matrix
     content_nn: sp.csr_matrix
     cf_nn: sp.csr_matrix
-    transform: dict
     config: HybridConfig = field(default_factory=HybridConfig)
-    user_items: sp.csr_matrix | None = None  # (n_users, n) playcounts, rows ordered by user_hash
-    user_hash: np.ndarray | None = None      # (n_users,) sorted uint64 keys of the user ids
+    user_items: sp.csr_matrix | None = None
+    user_hash: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.n = len(self.catalog)
@@ -98,16 +151,6 @@ class Recommender:
         self.artists = pd.factorize(self.catalog["artist"])[0]
         self.names = self.catalog["name"].astype(str).to_numpy()
         self.tags = [features.song_tokens(t if isinstance(t, str) else None, None) for t in self.catalog["tags"]]
-        warm_nn = self.content_nn.multiply(sp.csr_matrix((~self.cold).astype(np.float32))).tocsr()
-        self._cold_nn = _top_per_row(warm_nn[self.cold], self.config.cold_neighbors)
-        self._cold_rows = np.flatnonzero(self.cold)
-        self._cold_nn_sum = np.asarray(self._cold_nn.sum(axis=1)).ravel().clip(min=1e-12)
-
-    @classmethod
-    def from_bundle(cls, b: Bundle, config: HybridConfig | None = None) -> "Recommender":
-        """The recommender over a loaded, verified bundle."""
-        return cls(b.catalog, b.content, b.content_nn, b.cf_nn, b.content_transform, config or HybridConfig(),
-                   b.user_items, b.user_hash)
 
     # ------------------------------------------------------------------ weights
     def weights(self, w1: float | None, w2: float | None, evidence: float, what: str,
@@ -123,73 +166,99 @@ class Recommender:
             reason = f"{what} has {evidence:g} {unit}: CF weight x{factor:.2f}"
         return Weights(w1, w2 * factor, reason)
 
-    # ------------------------------------------------------------------ scoring
-    def blend(self, seeds: np.ndarray, seed_weights: np.ndarray, weights: Weights, diversity: float,
-              k: int, exclude: np.ndarray, drop_seeds: bool = True) -> list[Item]:
-        """Score the seeds' candidates, apply the cold-song estimate, rank, diversify."""
-        seed_weights = seed_weights / seed_weights.sum()
-        cf_all = neighbor_scores(self.cf_nn, seeds, seed_weights)
-        query = neighbor_scores(self.vectors, seeds, seed_weights)
-        pool = cf_all > 0
-        pool[self.content_nn.indices[row_entries(self.content_nn, seeds)[0]]] = True
-        if drop_seeds:
-            pool[seeds] = False
-        else:
-            pool[seeds] = True
-        pool[exclude] = False
-        cand = np.flatnonzero(pool)
-        if cand.size == 0:
-            return []
-        # many candidates: one pass over the whole (sparse) matrix beats gathering rows
-        cb = (self.vectors @ query)[cand] if cand.size > self.n // 8 else rows_dot(self.vectors, cand, query)
-        cb = cb.clip(min=0)
-        cf = cf_all[cand]
-        cold = self.cold[cand]
-        if cold.any() and weights.w2 > 0:
-            rows = np.searchsorted(self._cold_rows, cand[cold])
-            cf[cold] = self.config.cold_boost * rows_dot(self._cold_nn, rows, cf_all) / self._cold_nn_sum[rows]
-        part_cb, part_cf = weights.w1 * _norm(cb), weights.w2 * _norm(cf)
-        y = part_cb + part_cf
-        if diversity > 0:
-            ranked = _top(y, y.size)
-            picked = ranked[self._diversify(cand[ranked], y[ranked], diversity, k)]
-        else:
-            picked = _top(y, k)
-        seed_tags = {t for s in seeds for t in self.tags[s]}
-        return [Item(int(cand[i]), float(y[i]), float(cb[i]), float(cf[i]),
-                     self.because(int(cand[i]), part_cb[i], part_cf[i], bool(cold[i]), seeds, seed_tags))
-                for i in picked]
+    # ------------------------------------------------------------------ plans
+    def plan_songs(self, seeds: Sequence[int], w1: float | None, w2: float | None,
+                   exclude: Sequence[int] = ()) -> Plan:
+        """One song or a session of songs as seeds."""
+        seeds = np.unique(np.asarray(seeds, dtype=np.int64))
+        evidence = float(self.listeners[seeds].min()) if len(seeds) == 1 else float(self.listeners[seeds].sum())
+        what = f"'{self.names[seeds[0]]}'" if len(seeds) == 1 else f"{len(seeds)} seed songs"
+        return self._plan(seeds, np.ones(len(seeds), np.float32), self.weights(w1, w2, evidence, what),
+                          np.asarray(exclude, np.int64), True, "song" if len(seeds) == 1 else "songs")
 
-    def _diversify(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> list[int]:
-        """Positions in the ranked ``tracks`` to return: MMR over the first ``mmr_pool`` (relevance
-        traded for content novelty against the songs already picked), at most
-        ``max(1, round(3 * (1 - diversity)))`` songs per artist. When the cap leaves the list
-        short, it is filled in rank order from the rest, capped first, then uncapped."""
-        top = min(len(tracks), self.config.mmr_pool)
-        sims = (self.vectors[tracks[:top]] @ self.vectors[tracks[:top]].T).toarray()
-        rel = y[:top] / y[0] if y[0] > 0 else y[:top]
-        cap = max(1, int(round(3 * (1 - diversity))))
-        per_artist = np.zeros(self.artists.max() + 1, np.int64)
-        picked: list[int] = []
-        max_sim = np.zeros(top)
-        available = np.ones(top, bool)
-        while len(picked) < k and available.any():
-            best = int(np.argmax(np.where(available, (1 - diversity) * rel - diversity * max_sim, -np.inf)))
-            available[best] = False
-            artist = self.artists[tracks[best]]
-            if per_artist[artist] < cap:
-                per_artist[artist] += 1
-                picked.append(best)
-                max_sim = np.maximum(max_sim, sims[best])
-        for capped in (True, False):
-            for pos in range(len(tracks)):
-                if len(picked) >= k:
-                    return picked
-                artist = self.artists[tracks[pos]]
-                if pos not in picked and (pos >= top or not capped) and (not capped or per_artist[artist] < cap):
-                    per_artist[artist] += 1
-                    picked.append(pos)
-        return picked
+    def plan_history(self, tracks: np.ndarray, plays: np.ndarray, w1: float | None, w2: float | None,
+                     exclude_played: bool = True, exclude: Sequence[int] = ()) -> Plan:
+        """A listener's most-played songs as seeds, weighted by log plays."""
+        top = np.argsort(-plays, kind="stable")[: self.config.history_limit]
+        seeds, seed_w = tracks[top].astype(np.int64), np.log1p(plays[top]).astype(np.float32)
+        weights = self.weights(w1, w2, float(len(tracks)), "the user's history", unit="song(s)")
+        played = tracks.astype(np.int64) if exclude_played else np.zeros(0, np.int64)
+        return self._plan(seeds, seed_w, weights, np.concatenate([played, np.asarray(exclude, np.int64)]),
+                          exclude_played, "user")
+
+    def _plan(self, seeds: np.ndarray, seed_weights: np.ndarray, weights: Weights, exclude: np.ndarray,
+              drop_seeds: bool, kind: str) -> Plan:
+        pool = np.zeros(self.n, bool)
+        for nn in (self.cf_nn, self.content_nn):
+            pool[nn.indices[row_entries(nn, seeds)[0]]] = True
+        pool[seeds] = not drop_seeds
+        pool[exclude] = False
+        return Plan(seeds, (seed_weights / seed_weights.sum()).astype(np.float32), np.flatnonzero(pool), weights,
+                    kind)
+
+    def user_history(self, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A known user's ``(tracks, plays)``; None for an id the bundle has never seen."""
+        if self.user_hash is None or len(self.user_hash) == 0:
+            return None
+        key = user_hash([user_id])[0]
+        row = int(np.searchsorted(self.user_hash, key))
+        if row >= len(self.user_hash) or self.user_hash[row] != key:
+            return None
+        lo, hi = self.user_items.indptr[row], self.user_items.indptr[row + 1]
+        return self.user_items.indices[lo:hi], self.user_items.data[lo:hi].astype(np.float64)
+
+    # ------------------------------------------------------------------ the steps of a query
+    def steps(self, q: Query) -> Steps:
+        """Answer ``q``: yields the scorer calls needed (each batch may run concurrently) and
+        receives their results in order; returns the :class:`Result`."""
+        if q.kind == "attributes":
+            return (yield from self.attribute_steps(dict(q.attributes), q.k, q.diversity))
+        if q.kind == "songs":
+            plan = self.plan_songs(q.seeds, q.w1, q.w2, q.exclude)
+        else:
+            history = self.user_history(q.user_id) if q.kind == "user" and q.user_id else None
+            if history is None or len(history[0]) == 0:
+                return self.popular(q.k, q.tags, q.genres, q.exclude)
+            plan = self.plan_history(*history, q.w1, q.w2, q.exclude_played, q.exclude)
+        return (yield from self.plan_steps(plan, q.k, q.diversity))
+
+    def plan_steps(self, plan: Plan, k: int, diversity: float) -> Steps:
+        """Score a plan's pool on both sides, blend, rank, diversify, explain."""
+        if plan.pool.size == 0:
+            return Result([], plan.weights, plan.kind)
+        args = (plan.seeds, plan.seed_weights, plan.pool)
+        cb, cf = yield [Call("content", "score", args), Call("collab", "score", args)]
+        part_cb, part_cf = plan.weights.w1 * _norm(cb), plan.weights.w2 * _norm(cf)
+        y = part_cb + part_cf
+        order = top_indices(y, self.config.diversify_pool if diversity > 0 else k)
+        picked = order[(yield from self._pick(plan.pool[order], y[order], diversity, k))]
+        cold = self.cold[plan.pool]
+        seed_tags = {t for s in plan.seeds for t in self.tags[s]}
+        items = [Item(int(plan.pool[i]), float(y[i]), float(cb[i]), float(cf[i]),
+                      self.because(int(plan.pool[i]), part_cb[i], part_cf[i], bool(cold[i]), plan.seeds, seed_tags))
+                 for i in picked]
+        return Result(items, plan.weights, plan.kind)
+
+    def attribute_steps(self, song: dict, k: int, diversity: float) -> Steps:
+        """A song outside the catalog, described by its attributes: content only."""
+        [(order, cb)] = yield [Call("content", "for_attributes", (song, max(k, self.config.mmr_pool)))]
+        picked = yield from self._pick(order, cb, diversity, k)
+        tags = features.song_tokens(song.get("tags"), None)
+        items = []
+        for p in picked:
+            t = int(order[p])
+            shared = [x for x in self.tags[t] if x in tags][:3]
+            items.append(Item(t, float(cb[p]), float(cb[p]), 0.0,
+                              "shares tags " + ", ".join(shared) if shared else "similar audio profile"))
+        return Result(items, Weights(1.0, 0.0, "new song: content only"), "attributes")
+
+    def _pick(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> Steps:
+        """Positions of the ranked ``tracks`` to return: the first ``k``, or the content side's
+        diversity re-ranking."""
+        if diversity > 0 and len(tracks):
+            [picked] = yield [Call("content", "diversify", (tracks, y, diversity, k))]
+            return picked
+        return np.arange(min(k, len(tracks)))
 
     def because(self, track: int, part_cb: float, part_cf: float, cold: bool, seeds: np.ndarray,
                 seed_tags: set[str]) -> str:
@@ -205,68 +274,11 @@ class Recommender:
             return "shares tags " + ", ".join(shared)
         return f"sounds like {seed_name}"
 
-    # ------------------------------------------------------------------ query kinds
-    def similar(self, seeds: Sequence[int], k: int = 10, w1: float | None = None, w2: float | None = None,
-                diversity: float = 0.0, exclude: Sequence[int] = ()) -> Result:
-        """Songs like one song or a session of songs."""
-        seeds = np.unique(np.asarray(seeds, dtype=np.int64))
-        evidence = float(self.listeners[seeds].min()) if len(seeds) == 1 else float(self.listeners[seeds].sum())
-        what = f"'{self.names[seeds[0]]}'" if len(seeds) == 1 else f"{len(seeds)} seed songs"
-        weights = self.weights(w1, w2, evidence, what)
-        items = self.blend(seeds, np.ones(len(seeds), np.float32), weights, diversity, k,
-                           np.asarray(exclude, np.int64))
-        return Result(items, weights, "song" if len(seeds) == 1 else "songs")
-
-    def for_history(self, tracks: np.ndarray, plays: np.ndarray, k: int = 10, w1: float | None = None,
-                    w2: float | None = None, diversity: float = 0.0, exclude_played: bool = True) -> Result:
-        """Personalised: the user's most-played songs as seeds, weighted by log plays."""
-        if len(tracks) == 0:
-            return self.popular(k)
-        top = np.argsort(-plays, kind="stable")[: self.config.history_limit]
-        seeds, seed_w = tracks[top].astype(np.int64), np.log1p(plays[top]).astype(np.float32)
-        weights = self.weights(w1, w2, float(len(tracks)), "the user's history", unit="song(s)")
-        exclude = tracks.astype(np.int64) if exclude_played else np.zeros(0, np.int64)
-        items = self.blend(seeds, seed_w, weights, diversity, k, exclude, drop_seeds=exclude_played)
-        return Result(items, weights, "user")
-
-    def for_user(self, user_id: str, k: int = 10, w1: float | None = None, w2: float | None = None,
-                 diversity: float = 0.0, exclude_played: bool = True) -> Result:
-        """A known user's history; a user id the bundle has never seen gets the new-user answer."""
-        row = self.user_row(user_id)
-        if row is None:
-            return self.popular(k)
-        lo, hi = self.user_items.indptr[row], self.user_items.indptr[row + 1]
-        return self.for_history(self.user_items.indices[lo:hi], self.user_items.data[lo:hi].astype(np.float64), k,
-                                w1, w2, diversity, exclude_played)
-
-    def user_row(self, user_id: str) -> int | None:
-        """Row of ``user_items`` for a user id, or None when unknown."""
-        if self.user_hash is None or len(self.user_hash) == 0:
-            return None
-        key = user_hash([user_id])[0]
-        row = int(np.searchsorted(self.user_hash, key))
-        return row if row < len(self.user_hash) and self.user_hash[row] == key else None
-
-    def for_attributes(self, song: pd.DataFrame, k: int = 10, diversity: float = 0.0) -> Result:
-        """A song outside the catalog, described by its attributes: content only."""
-        cb = content.scores(self.vectors, features.transform(self.transform, song))
-        order = _top(cb, max(k, self.config.mmr_pool))
-        order = order[cb[order] > 0]
-        weights = Weights(1.0, 0.0, "new song: content only")
-        picked = self._diversify(order, cb[order], diversity, k) if diversity > 0 and len(order) else range(
-            min(k, len(order)))
-        tags = features.song_tokens(song["tags"].iloc[0] if "tags" in song else None, None)
-        items = []
-        for p in picked:
-            t = int(order[p])
-            shared = [x for x in self.tags[t] if x in tags][:3]
-            items.append(Item(t, float(cb[t]), float(cb[t]), 0.0,
-                              "shares tags " + ", ".join(shared) if shared else "similar audio profile"))
-        return Result(items, weights, "attributes")
-
-    def popular(self, k: int = 10, tags: Sequence[str] = (), genres: Sequence[str] = ()) -> Result:
+    def popular(self, k: int = 10, tags: Sequence[str] = (), genres: Sequence[str] = (),
+                exclude: Sequence[int] = ()) -> Result:
         """A new user: the most played songs, optionally within tags or genres."""
         mask = ~self.cold
+        mask[np.asarray(exclude, np.int64)] = False
         if tags:
             wanted = {"_".join(t.lower().split()) for t in tags}
             mask &= np.array([bool(wanted & set(ts)) for ts in self.tags])
@@ -280,24 +292,103 @@ class Recommender:
         return Result(items, Weights(0.0, 0.0, "new user: most played songs"), "popular")
 
 
-def _top(scores: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the ``m`` largest scores, best first; ties go to the lower index, so a
-    shorter list is always a prefix of a longer one."""
-    if m >= scores.size:
-        return np.argsort(-scores, kind="stable")
-    kth = -np.partition(-scores, m - 1)[m - 1]
-    above = np.flatnonzero(scores > kth)
-    chosen = np.concatenate([above, np.flatnonzero(scores == kth)[: m - above.size]])
-    return chosen[np.lexsort((chosen, -scores[chosen]))]
+def run_steps(steps: Steps, execute: Callable[[list[Call]], list[Any]]) -> Result:
+    """Drive :meth:`Combiner.steps` to its result, ``execute`` answering each batch of calls."""
+    try:
+        calls = next(steps)
+        while True:
+            calls = steps.send(execute(calls))
+    except StopIteration as done:
+        return done.value
+
+
+async def run_steps_async(steps: Steps, execute: Callable[[list[Call]], Awaitable[list[Any]]]) -> Result:
+    """:func:`run_steps` for an ``execute`` that runs each batch's calls concurrently elsewhere."""
+    try:
+        calls = next(steps)
+        while True:
+            calls = steps.send(await execute(calls))
+    except StopIteration as done:
+        return done.value
+
+
+class Recommender:
+    """The whole hybrid in one process: the combiner with local CB and CF scorers.
+
+    Attributes:
+        vectors: ``(n, f)`` float32 CSR, L2-normalised content vectors.
+        content_nn: ``(n, n)`` CSR, each row a song's top content neighbours (cosine).
+        cf_nn: ``(n, n)`` CSR, each row a song's top collaborative neighbours.
+        transform: the fitted content transform (for songs outside the catalog).
+    """
+
+    def __init__(self, catalog: pd.DataFrame, vectors: sp.csr_matrix, content_nn: sp.csr_matrix,
+                 cf_nn: sp.csr_matrix, transform: dict, config: HybridConfig | None = None,
+                 user_items: sp.csr_matrix | None = None, user_hash: np.ndarray | None = None) -> None:
+        config = config or HybridConfig()
+        self.combiner = Combiner(catalog, content_nn, cf_nn, config, user_items, user_hash)
+        self.content = ContentScorer(vectors, transform, self.combiner.artists, config.mmr_pool)
+        self.collab = CollabScorer(cf_nn, content_nn, self.combiner.listeners, config.cold_boost,
+                                   config.cold_neighbors)
+        self.sides = {"content": self.content, "collab": self.collab}
+
+    @classmethod
+    def from_bundle(cls, b: Bundle, config: HybridConfig | None = None) -> "Recommender":
+        """The recommender over a loaded, verified bundle."""
+        return cls(b.catalog, b.content, b.content_nn, b.cf_nn, b.content_transform, config, b.user_items,
+                   b.user_hash)
+
+    @property
+    def config(self) -> HybridConfig:
+        return self.combiner.config
+
+    def set_default_weights(self, w1: float, w2: float) -> None:
+        """The weights used when a query names none."""
+        self.combiner.config = dataclasses.replace(self.combiner.config, w1=w1, w2=w2)
+
+    @property
+    def vectors(self) -> sp.csr_matrix:
+        return self.content.vectors
+
+    @property
+    def artists(self) -> np.ndarray:
+        return self.combiner.artists
+
+    def _run(self, steps: Steps) -> Result:
+        return run_steps(steps, lambda calls: [getattr(self.sides[c.side], c.method)(*c.args) for c in calls])
+
+    def run(self, q: Query) -> Result:
+        """The answer to any query kind."""
+        return self._run(self.combiner.steps(q))
+
+    def similar(self, seeds: Sequence[int], k: int = 10, w1: float | None = None, w2: float | None = None,
+                diversity: float = 0.0, exclude: Sequence[int] = ()) -> Result:
+        """Songs like one song or a session of songs."""
+        return self._run(self.combiner.plan_steps(self.combiner.plan_songs(seeds, w1, w2, exclude), k, diversity))
+
+    def for_history(self, tracks: np.ndarray, plays: np.ndarray, k: int = 10, w1: float | None = None,
+                    w2: float | None = None, diversity: float = 0.0, exclude_played: bool = True) -> Result:
+        """Personalised: the user's most-played songs as seeds, weighted by log plays."""
+        if len(tracks) == 0:
+            return self.combiner.popular(k)
+        plan = self.combiner.plan_history(tracks, plays, w1, w2, exclude_played)
+        return self._run(self.combiner.plan_steps(plan, k, diversity))
+
+    def for_user(self, user_id: str, k: int = 10, w1: float | None = None, w2: float | None = None,
+                 diversity: float = 0.0, exclude_played: bool = True) -> Result:
+        """A known user's history; a user id the bundle has never seen gets the new-user answer."""
+        return self.run(Query("user", user_id=user_id, k=k, w1=w1, w2=w2, diversity=diversity,
+                              exclude_played=exclude_played))
+
+    def for_attributes(self, song: pd.DataFrame, k: int = 10, diversity: float = 0.0) -> Result:
+        """A song outside the catalog, described by its attributes: content only."""
+        return self._run(self.combiner.attribute_steps(song.iloc[0].to_dict(), k, diversity))
+
+    def popular(self, k: int = 10, tags: Sequence[str] = (), genres: Sequence[str] = ()) -> Result:
+        """A new user: the most played songs, optionally within tags or genres."""
+        return self.combiner.popular(k, tags, genres)
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
     top = float(x.max()) if x.size else 0.0
     return x / top if top > 0 else np.zeros_like(x)
-
-
-def _top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
-    """Keep the ``k`` largest entries of each row of a sparse matrix."""
-    coo = m.tocoo()
-    r, c, v = keep_top_per_row(coo.row, coo.col, coo.data, k)
-    return sp.csr_matrix((v, (r, c)), shape=m.shape)

@@ -124,3 +124,21 @@ def score(neighbors: sp.csr_matrix, seeds: np.ndarray, weights: np.ndarray | Non
     w = np.ones(len(seeds)) if weights is None else np.asarray(weights, np.float64)
     pos, owner = row_entries(neighbors, seeds)
     return np.bincount(neighbors.indices[pos], weights=w[owner] * neighbors.data[pos], minlength=neighbors.shape[1])
+
+
+def top_indices(scores: np.ndarray, m: int) -> np.ndarray:
+    """Indices of the ``m`` largest scores, best first; ties go to the lower index, so a
+    shorter list is always a prefix of a longer one."""
+    if m >= scores.size:
+        return np.argsort(-scores, kind="stable")
+    kth = -np.partition(-scores, m - 1)[m - 1]
+    above = np.flatnonzero(scores > kth)
+    chosen = np.concatenate([above, np.flatnonzero(scores == kth)[: m - above.size]])
+    return chosen[np.lexsort((chosen, -scores[chosen]))]
+
+
+def top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep the ``k`` largest entries of each row of a sparse matrix."""
+    coo = m.tocoo()
+    r, c, v = keep_top_per_row(coo.row, coo.col, coo.data, k)
+    return sp.csr_matrix((v, (r, c)), shape=m.shape)

@@ -1,20 +1,21 @@
-"""Answer API requests with the recommender core: resolve the songs a listener named,
-pick the query kind, shape the response. No web framework and no Ray here; the Serve
-ingress is a thin shell around :class:`Service`.
+"""Answer API requests with the recommender core, without a web framework and without Ray.
+
+:class:`Front` is what the HTTP ingress holds: it resolves the songs a listener named
+into a :class:`~serve_app.hybrid.Query` and renders a :class:`~serve_app.hybrid.Result`
+as the API response. :class:`Service` adds the whole recommender in the same process
+(tests, the plain-uvicorn and single-deployment variants); the Serve graph sends the
+query to the combiner deployment instead.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from dataclasses import dataclass
-
-import pandas as pd
 
 from serve_app.api import (QueryEcho, Recommendation, RecommendRequest, RecommendResponse, Suggestion,
                            WeightsUsed)
 from serve_app.bundle import Bundle
-from serve_app.hybrid import HybridConfig, Recommender, Result
+from serve_app.hybrid import HybridConfig, Query, Recommender, Result
 from serve_app.lookup import Candidate, SongIndex
 
 
@@ -27,25 +28,29 @@ class UnknownSong(LookupError):
         self.suggestions = suggestions
 
 
+@dataclass(frozen=True)
+class Asked:
+    """A request resolved against one bundle: the query, and the seeds as the listener named them."""
+
+    query: Query
+    seeds: list[int]
+    alternatives: list[Suggestion]
+
+
 @dataclass
-class Service:
-    """Everything one bundle needs to answer requests."""
+class Front:
+    """The catalog side of one bundle: song lookup, autocomplete, response rendering."""
 
     bundle: Bundle
-    rec: Recommender
     songs: SongIndex
 
     @classmethod
-    def from_bundle(cls, b: Bundle, config: HybridConfig | None = None) -> "Service":
-        return cls(b, Recommender.from_bundle(b, config), SongIndex.build(b.catalog, b.aliases))
+    def from_bundle(cls, b: Bundle) -> "Front":
+        return cls(b, SongIndex.build(b.catalog, b.aliases))
 
     @property
     def version(self) -> str:
         return self.bundle.version
-
-    def set_default_weights(self, w1: float, w2: float) -> None:
-        """The weights used when a request names none."""
-        self.rec.config = dataclasses.replace(self.rec.config, w1=w1, w2=w2)
 
     def suggestion(self, track: int, score: float = 100.0) -> Suggestion:
         row = self.bundle.catalog.iloc[track]
@@ -65,28 +70,30 @@ class Service:
     def search(self, query: str, limit: int = 10) -> list[Suggestion]:
         return self._candidates(self.songs.search(query, limit))
 
-    def recommend(self, req: RecommendRequest, request_id: str | None = None) -> RecommendResponse:
-        """The response to one validated request; raises UnknownSong for an unknown seed."""
-        weights = {"k": req.k, "w1": req.w1, "w2": req.w2, "diversity": req.diversity}
+    def ask(self, req: RecommendRequest, default_weights: tuple[float, float]) -> Asked:
+        """The query for a validated request, with the default weights filled in (so the query
+        alone determines the answer and can key a cache); raises UnknownSong."""
+        w1 = default_weights[0] if req.w1 is None else req.w1
+        w2 = default_weights[1] if req.w2 is None else req.w2
+        common = dict(k=req.k, w1=w1, w2=w2, diversity=req.diversity)
         seeds: list[int] = []
         alternatives: list[Suggestion] = []
         if req.song:
             track, alternatives = self.resolve(req.song, req.artist)
             seeds = [track]
-            result = self.rec.similar(seeds, **weights)
+            query = Query("songs", seeds=(track,), **common)
         elif req.songs:
             seeds = [self.resolve(ref.song, ref.artist)[0] for ref in req.songs]
-            result = self.rec.similar(seeds, **weights)
+            query = Query("songs", seeds=tuple(seeds), **common)
         elif req.attributes:
-            result = self.rec.for_attributes(pd.DataFrame([req.attributes.as_row()]), req.k, req.diversity)
-        elif self.rec.user_row(req.user_id) is not None:
-            result = self.rec.for_user(req.user_id, exclude_played=req.exclude_played, **weights)
+            query = Query("attributes", attributes=tuple(sorted(req.attributes.as_row().items())), **common)
         else:
-            result = self.rec.popular(req.k, req.tags, req.genres)
-        return self._response(result, seeds, alternatives, request_id)
+            query = Query("user", user_id=req.user_id, tags=tuple(req.tags), genres=tuple(req.genres),
+                          exclude_played=req.exclude_played, **common)
+        return Asked(query, seeds, alternatives)
 
-    def _response(self, result: Result, seeds: list[int], alternatives: list[Suggestion],
-                  request_id: str | None) -> RecommendResponse:
+    def render(self, result: Result, asked: Asked, request_id: str | None = None) -> RecommendResponse:
+        """The API response for a result computed from this bundle."""
         catalog = self.bundle.catalog
         recs = []
         for item in result.items:
@@ -98,7 +105,33 @@ class Service:
                 preview_url=preview if isinstance(preview, str) and preview else None, because=item.because))
         return RecommendResponse(
             recommendations=recs,
-            query=QueryEcho(kind=result.kind, seeds=[self.suggestion(s) for s in seeds], alternatives=alternatives),
+            query=QueryEcho(kind=result.kind, seeds=[self.suggestion(s) for s in asked.seeds],
+                            alternatives=asked.alternatives),
             weights_used=WeightsUsed(w1=round(result.weights.w1, 4), w2=round(result.weights.w2, 4),
                                      reason=result.weights.reason),
             model_version=self.version, request_id=request_id or uuid.uuid4().hex)
+
+
+@dataclass
+class Service:
+    """Everything one bundle needs to answer requests, in one process."""
+
+    front: Front
+    rec: Recommender
+
+    @classmethod
+    def from_bundle(cls, b: Bundle, config: HybridConfig | None = None) -> "Service":
+        return cls(Front.from_bundle(b), Recommender.from_bundle(b, config))
+
+    @property
+    def version(self) -> str:
+        return self.front.version
+
+    @property
+    def default_weights(self) -> tuple[float, float]:
+        return self.rec.config.w1, self.rec.config.w2
+
+    def recommend(self, req: RecommendRequest, request_id: str | None = None) -> RecommendResponse:
+        """The response to one validated request; raises UnknownSong for an unknown seed."""
+        asked = self.front.ask(req, self.default_weights)
+        return self.front.render(self.rec.run(asked.query), asked, request_id)

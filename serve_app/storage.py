@@ -108,3 +108,30 @@ def download_dir(uri: str, local_dir: Path) -> None:
             found = True
     if not found:
         raise FileNotFoundError(f"no objects under {uri}")
+
+
+def read_text(uri: str) -> str | None:
+    """A small text object (local file or ``s3://`` key), None when it does not exist."""
+    if is_s3(uri):
+        client = s3_client()
+        bucket, key = split_s3(uri)
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        except client.exceptions.NoSuchKey:
+            return None
+    path = local_path(uri)
+    return path.read_text() if path.is_file() else None
+
+
+def write_text(uri: str, text: str) -> None:
+    """Replace a small text object whole: an S3 put with SSE, or a local write-then-rename
+    (a reader never sees half of it)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        s3_client().put_object(Bucket=bucket, Key=key, Body=text.encode(), ServerSideEncryption="AES256")
+        return
+    path = local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serve_app import bundle
-from serve_app.http import Backend, create_app
+from serve_app.http import Backend, create_app, local_backend
 from serve_app.service import Service
 
 TOKEN = "s3cret-admin-token"
@@ -22,12 +22,12 @@ def service(demo_bundle):
 @pytest.fixture
 def client(service, monkeypatch):
     monkeypatch.setenv("SEGUE_ADMIN_TOKEN", TOKEN)
-    service.set_default_weights(0.3, 0.7)
-    return TestClient(create_app(Backend(lambda: service, service.set_default_weights)))
+    service.rec.set_default_weights(0.3, 0.7)
+    return TestClient(create_app(local_backend(service)))
 
 
 def seed(service, i=0):
-    row = service.bundle.catalog.iloc[i]
+    row = service.front.bundle.catalog.iloc[i]
     return row["name"], row["artist"]
 
 
@@ -101,12 +101,16 @@ def test_token_from_file(service, monkeypatch, tmp_path):
     (tmp_path / "token").write_text(TOKEN + "\n")
     monkeypatch.delenv("SEGUE_ADMIN_TOKEN", raising=False)
     monkeypatch.setenv("SEGUE_ADMIN_TOKEN_FILE", str(tmp_path / "token"))
-    c = TestClient(create_app(Backend(lambda: service, service.set_default_weights)))
+    c = TestClient(create_app(local_backend(service)))
     assert c.post("/adjust_weights", json={"w1": 0.3, "w2": 0.7}, headers={"X-Admin-Token": TOKEN}).status_code == 200
 
 
 def test_not_ready_is_503_on_readyz_and_recommend():
-    c = TestClient(create_app(Backend(lambda: None, lambda w1, w2: None)))
+    async def not_ready() -> dict:
+        return {"ready": False, "detail": "bundle not loaded yet"}
+
+    never = Backend(lambda: [], None, lambda: (0.3, 0.7), None, not_ready)
+    c = TestClient(create_app(never))
     assert c.get("/healthz").status_code == 200
     assert c.get("/readyz").status_code == 503
     assert c.post("/recommend", json={"song": "x"}).status_code == 503

@@ -291,7 +291,7 @@ class TestCollaborativeOnly(RecommenderContract):
         """Content-only candidates all score 0 here: a tie that ``_top`` documents as broken by lower
         index first, so a shorter list is still a prefix of the full ranking."""
         for seed in popular_seeds:
-            full = self.query(rec, seed, k=rec.n).items
+            full = self.query(rec, seed, k=rec.combiner.n).items
             m = sum(it.score > 0 for it in full) + 10
             assert m < len(full)
             assert tracks(self.query(rec, seed, k=m)) == [it.track for it in full[:m]], seed
@@ -343,15 +343,13 @@ def test_empty_history_is_popular(rec):
 
 def test_for_user_is_the_users_history(bundle, rec, demo_data):
     plays = pd.read_csv(demo_data / "User Listening History.csv", nrows=2000)
-    track_of = {**dict(zip(bundle.catalog["track_id"], range(rec.n))),
+    track_of = {**dict(zip(bundle.catalog["track_id"], range(rec.combiner.n))),
                 **dict(zip(bundle.aliases["track_id"], bundle.aliases["track"]))}
     for user_id in plays["user_id"].drop_duplicates().head(5):
-        row = rec.user_row(str(user_id))
-        assert row is not None
-        played, counts = history(bundle, row)
+        played, counts = rec.combiner.user_history(str(user_id))
         assert {track_of[t] for t in plays.loc[plays["user_id"] == user_id, "track_id"]} <= set(played)
         assert rec.for_user(str(user_id)) == rec.for_history(played, counts)
-    assert rec.user_row("nobody-ever") is None
+    assert rec.combiner.user_history("nobody-ever") is None
     assert rec.for_user("nobody-ever", k=5) == rec.popular(5)
 
 
@@ -384,7 +382,7 @@ def test_popular_is_the_top_of_the_catalog_by_plays(bundle, rec, listeners):
 
 
 def test_popular_never_returns_cold_songs(rec, cold_songs):
-    assert not set(tracks(rec.popular(len(rec.catalog)))) & set(cold_songs)
+    assert not set(tracks(rec.popular(rec.combiner.n))) & set(cold_songs)
 
 
 @pytest.mark.parametrize("tag", ["indie_rock", "Indie Rock", "HAPPY"])

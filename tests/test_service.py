@@ -50,7 +50,7 @@ def service(demo_bundle):
 
 
 def test_minimal_form_answers_k_unique_songs_without_the_seed(service):
-    row = service.bundle.catalog.iloc[7]
+    row = service.front.bundle.catalog.iloc[7]
     resp = service.recommend(RecommendRequest(song=row["name"].upper(), artist=row["artist"], k=10))
     songs = [(r.song, r.artist) for r in resp.recommendations]
     assert len(songs) == 10 == len(set(songs))
@@ -62,7 +62,7 @@ def test_minimal_form_answers_k_unique_songs_without_the_seed(service):
 
 
 def test_unknown_song_raises_with_suggestions(service):
-    row = service.bundle.catalog.iloc[3]
+    row = service.front.bundle.catalog.iloc[3]
     with pytest.raises(UnknownSong) as err:
         service.recommend(RecommendRequest(song=row["name"], artist="Nobody At All Xyz"))
     assert row["track_id"] in [s.track_id for s in err.value.suggestions]  # right title, wrong artist
@@ -71,14 +71,14 @@ def test_unknown_song_raises_with_suggestions(service):
 
 
 def test_weights_reach_the_response(service):
-    row = service.bundle.catalog.iloc[0]
+    row = service.front.bundle.catalog.iloc[0]
     resp = service.recommend(RecommendRequest(song=row["name"], artist=row["artist"], w1=1.0, w2=0.0))
     assert (resp.weights_used.w1, resp.weights_used.w2) == (1.0, 0.0)
     assert all(r.cf_score >= 0 for r in resp.recommendations)
 
 
 def test_other_query_kinds(service):
-    cat = service.bundle.catalog
+    cat = service.front.bundle.catalog
     session = service.recommend(RecommendRequest(songs=[{"song": cat.name[i], "artist": cat.artist[i]}
                                                          for i in (1, 2, 3)], k=5))
     assert session.query.kind == "songs" and len(session.query.seeds) == 3
@@ -92,5 +92,5 @@ def test_other_query_kinds(service):
 
 
 def test_search_autocompletes(service):
-    name = service.bundle.catalog.name[0]
-    assert service.search(name[:4], limit=5)[0].song.lower().startswith(name[:4].lower())
+    name = service.front.bundle.catalog.name[0]
+    assert service.front.search(name[:4], limit=5)[0].song.lower().startswith(name[:4].lower())

@@ -1,0 +1,273 @@
+"""The Ray Serve graph: HTTP ingress -> hybrid combiner -> content (CB) and collaborative (CF).
+
+``serve run serve_app.app:build_app bundle=URI`` runs it; ``serve_config.yaml`` deploys it.
+
+* **Ingress** (FastAPI, :mod:`serve_app.http`): resolves song names against the catalog,
+  keeps the result cache, renders responses. Sends the combiner a small
+  :class:`~serve_app.hybrid.Query` and the bundle version it was resolved in.
+* **Combiner**: plans the query (seeds, candidate pool, weights), calls CB and CF
+  concurrently with the pool's track ids, blends, explains.
+* **Content** / **Collab**: score a pool (``len(pool)`` float32 back), diversify, answer
+  new songs by attributes.
+
+Every replica keeps its bundle in a :class:`~serve_app.reload.BundleSlot` (hot reload
+from ``user_config``) and the replicas that use the default weights follow the
+application's :class:`~serve_app.weights.WeightBoard` actor. Each deployment has its own
+autoscaling and a fractional CPU share: all four, two replicas each, fit on 2 cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+
+import pandas as pd
+import ray
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serve_app import hybrid
+from serve_app.bundle import PARTS, Bundle
+from serve_app.cache import ResultCache
+from serve_app.collaborative import CollabScorer
+from serve_app.content import ContentScorer
+from serve_app.http import Backend, create_app
+from serve_app.reload import BundleSlot, VersionGone
+from serve_app.service import Front, Service
+from serve_app.weights import WeightBoard, WeightState
+
+log = logging.getLogger("segue.app")
+HANDLE_TIMEOUT_S = 10.0
+
+
+class Weights(BaseModel):
+    w1: float = Field(hybrid.DEFAULT_W1, ge=0, le=1)
+    w2: float = Field(hybrid.DEFAULT_W2, ge=0, le=1)
+
+
+class PartConfig(BaseModel):
+    """The ``user_config`` every deployment gets (one anchor in ``serve_config.yaml``).
+
+    ``bundle``: the bundle URI (a change hot-reloads it); ``weights``: the deploy-time
+    default weights; ``weights_store``: where adjusted weights are saved (local path or
+    ``s3://``; None keeps them in the application's actor only).
+    """
+
+    bundle: str
+    weights: Weights = Weights()
+    weights_store: str | None = None
+    cache_size: int = Field(20_000, ge=0)
+
+
+class Part:
+    """A replica that serves from a bundle: first load at start-up (the replica is not ready
+    before), later URIs in the background."""
+
+    slot: BundleSlot
+
+    async def reconfigure(self, config: dict) -> None:
+        cfg = PartConfig.model_validate(config)
+        if self.slot.version is None:
+            await self.slot.load(cfg.bundle)
+        else:
+            self.slot.request(cfg.bundle)
+        await self.configured(cfg)
+
+    async def configured(self, cfg: PartConfig) -> None:
+        """What a deployment does with the rest of its config."""
+
+    def status(self) -> dict:
+        return self.slot.status()
+
+
+class Scorer(Part):
+    """A scoring side (CB or CF): runs the combiner's calls on the bundle version asked."""
+
+    def call(self, version: str, method: str, args: tuple):
+        return getattr(self.slot.get(version), method)(*args)
+
+
+class Follower:
+    """Keeps a replica's default weights equal to the application's weight board."""
+
+    def __init__(self, apply) -> None:
+        ctx = serve.get_replica_context()
+        self.board_name = f"segue-weights-{ctx.app_name}"
+        self.replica = f"{ctx.deployment}#{ctx.replica_id.unique_id}"
+        self.apply = apply
+        self.board = None
+        self.generation = 0
+        self._task: asyncio.Task | None = None
+
+    async def configured(self, cfg: PartConfig) -> None:
+        if self.board is None:
+            store = os.path.expanduser(cfg.weights_store) if cfg.weights_store else None
+            self.board = ray.remote(WeightBoard).options(
+                name=self.board_name, namespace="segue", lifetime="detached", get_if_exists=True, num_cpus=0,
+            ).remote(store, cfg.weights.w1, cfg.weights.w2)
+        self._apply(await self.board.offer_config.remote(cfg.weights.w1, cfg.weights.w2))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._follow())
+
+    def _apply(self, state: WeightState) -> None:
+        if state.generation != self.generation:
+            self.generation = state.generation
+            self.apply(state)
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                self._apply(await self.board.watch.remote(self.replica, self.generation))
+            except Exception as exc:  # the board restarted or is unreachable: find it again
+                log.warning("weight board unreachable (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                try:
+                    self.board = ray.get_actor(self.board_name, namespace="segue")
+                except ValueError:
+                    pass
+
+    async def set(self, w1: float, w2: float) -> dict:
+        """New weights everywhere; answers when every live replica applied them (or after 2 s)."""
+        state = await self.board.set.remote(w1, w2)
+        self._apply(state)
+        reached = await self.board.wait_applied.remote(state.generation)
+        return {"w1": w1, "w2": w2, "generation": state.generation, "replicas": reached}
+
+
+CPU = {"num_cpus": 0.25}
+AUTOSCALE = {"min_replicas": 1, "initial_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 16}
+
+
+@serve.deployment(ray_actor_options=CPU, max_ongoing_requests=100, autoscaling_config=AUTOSCALE)
+class Content(Scorer):
+    def __init__(self) -> None:
+        self.slot = BundleSlot(lambda b: ContentScorer(b.content, b.content_transform,
+                                                       pd.factorize(b.catalog["artist"])[0]),
+                               parts=("content", "content_transform"))
+
+
+@serve.deployment(ray_actor_options=CPU, max_ongoing_requests=100, autoscaling_config=AUTOSCALE)
+class Collab(Scorer):
+    def __init__(self) -> None:
+        self.slot = BundleSlot(lambda b: CollabScorer(b.cf_nn, b.content_nn, b.catalog["listeners"].to_numpy()),
+                               parts=("cf_nn", "content_nn"))
+
+
+@serve.deployment(ray_actor_options=CPU, max_ongoing_requests=100, autoscaling_config=AUTOSCALE)
+class Combiner(Part):
+    def __init__(self, content: DeploymentHandle, collab: DeploymentHandle) -> None:
+        self.config = hybrid.HybridConfig()
+        self.slot = BundleSlot(self._build, parts=("content_nn", "cf_nn", "user_items"))
+        self.sides = {"content": content, "collab": collab}
+        self.weights = Follower(self._set_weights)
+
+    def _build(self, b: Bundle) -> hybrid.Combiner:
+        return hybrid.Combiner(b.catalog, b.content_nn, b.cf_nn, self.config, b.user_items, b.user_hash)
+
+    def _set_weights(self, state: WeightState) -> None:
+        self.config = dataclasses.replace(self.config, w1=state.w1, w2=state.w2)
+        for combiner in self.slot.states():
+            combiner.config = self.config
+
+    async def configured(self, cfg: PartConfig) -> None:
+        await self.weights.configured(cfg)
+
+    async def run(self, query: hybrid.Query, version: str) -> hybrid.Result:
+        """The result of ``query`` from bundle ``version`` (None weights take the defaults)."""
+        combiner = self.slot.get(version)
+
+        async def execute(calls: list[hybrid.Call]) -> list:
+            try:
+                return await asyncio.gather(*[
+                    self.sides[c.side].call.remote(version, c.method, c.args) for c in calls])
+            except VersionGone as exc:  # a side has not loaded this version yet (or any more)
+                raise VersionGone(str(exc)) from None
+
+        return await hybrid.run_steps_async(combiner.steps(query), execute)
+
+    async def status(self) -> dict:
+        """This replica's bundle state, and one replica's of each side."""
+        content, collab = await asyncio.gather(self.sides["content"].status.remote(),
+                                               self.sides["collab"].status.remote())
+        return {"combiner": self.slot.status(), "content": content, "collab": collab}
+
+
+@serve.deployment(ray_actor_options=CPU, max_ongoing_requests=100, autoscaling_config=AUTOSCALE)
+@serve.ingress()
+class Ingress(Part):
+    """The HTTP API. With a combiner handle it is the graph's ingress; without one it answers
+    from a whole in-process recommender (the single-deployment variant)."""
+
+    def __init__(self, combiner: DeploymentHandle | None = None) -> None:
+        self.combiner = combiner
+        self.cache = ResultCache()
+        if combiner is None:
+            self.slot = BundleSlot(Service.from_bundle, parts=PARTS, on_switch=self.cache.clear)
+        else:
+            self.slot = BundleSlot(Front.from_bundle, on_switch=self.cache.clear)
+        self.default = (hybrid.DEFAULT_W1, hybrid.DEFAULT_W2)
+        self.weights = Follower(self._set_weights)
+
+    def _set_weights(self, state: WeightState) -> None:
+        self.default = (state.w1, state.w2)
+        self.cache.clear()
+
+    async def configured(self, cfg: PartConfig) -> None:
+        self.cache.resize(cfg.cache_size)
+        await self.weights.configured(cfg)
+
+    def fronts(self) -> list[Front]:
+        states = self.slot.states()
+        return [s.front for s in states] if self.combiner is None else states
+
+    async def run(self, query: hybrid.Query, version: str) -> hybrid.Result:
+        if self.combiner is None:
+            return self.slot.get(version).rec.run(query)
+        return await self.combiner.run.remote(query, version)
+
+    async def readiness(self) -> dict:
+        parts = {"ingress": self.slot.status()}
+        if self.combiner is not None:
+            try:
+                parts.update(await asyncio.wait_for(self.combiner.status.remote(), HANDLE_TIMEOUT_S))
+            except Exception as exc:
+                return {"ready": False, "detail": f"graph not reachable: {type(exc).__name__}", "parts": parts}
+        ready = all(p["version"] is not None for p in parts.values())
+        refused = {name: p["refused"] for name, p in parts.items() if p["refused"]}
+        return {"ready": ready, "model_version": self.slot.version, "parts": parts,
+                "refused": refused, "cache": self.cache.stats()}
+
+    def __serve_build_asgi_app__(self):
+        return create_app(Backend(self.fronts, self.run, lambda: self.default, self.weights.set, self.readiness),
+                          self.cache)
+
+
+class AppArgs(BaseModel):
+    """``serve run serve_app.app:build_app bundle=URI [w1=.. w2=.. weights_store=.. replicas=..]``."""
+
+    bundle: str
+    w1: float = Field(hybrid.DEFAULT_W1, ge=0, le=1)
+    w2: float = Field(hybrid.DEFAULT_W2, ge=0, le=1)
+    weights_store: str | None = None
+    cache_size: int = Field(20_000, ge=0)
+
+    def user_config(self) -> dict:
+        return PartConfig(bundle=self.bundle, weights=Weights(w1=self.w1, w2=self.w2),
+                          weights_store=self.weights_store, cache_size=self.cache_size).model_dump()
+
+
+def build_app(args: dict) -> serve.Application:
+    """The graph: ingress -> combiner -> (content, collab)."""
+    cfg = AppArgs.model_validate(args).user_config()
+    content = Content.options(user_config=cfg).bind()
+    collab = Collab.options(user_config=cfg).bind()
+    combiner = Combiner.options(user_config=cfg).bind(content, collab)
+    return Ingress.options(user_config=cfg).bind(combiner)
+
+
+def build_single_app(args: dict) -> serve.Application:
+    """The same API from one deployment doing all the work (the benchmark's comparison)."""
+    return Ingress.options(name="Single", user_config=AppArgs.model_validate(args).user_config()).bind()

@@ -1,0 +1,49 @@
+"""A bounded LRU of recommendation results for the ingress.
+
+Keys are ``(query, bundle version)``; the query carries the effective weights, k,
+diversity and seeds, so a key names exactly one answer: a weight change or a bundle
+switch makes new keys, never a stale hit. The owner still clears the cache on both
+events to free the memory at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable, Hashable
+
+from cachetools import LRUCache
+
+
+class ResultCache:
+    """``await cache.get(key, compute)``: the cached value, or ``compute()``'s, stored."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._lru: LRUCache = LRUCache(maxsize=size)
+        self.hits = 0
+        self.misses = 0
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            value = self._lru[key]
+        except KeyError:
+            self.misses += 1
+            value = await compute()
+            if self._lru.maxsize > 0:
+                self._lru[key] = value
+            return value
+        self.hits += 1
+        return value
+
+    @property
+    def size(self) -> int:
+        return int(self._lru.maxsize)
+
+    def resize(self, size: int) -> None:
+        """A new bound (emptying the cache when it changes)."""
+        if size != self.size:
+            self._lru = LRUCache(maxsize=size)
+
+    def clear(self) -> None:
+        self._lru.clear()
+
+    def stats(self) -> dict[str, int]:
+        return {"entries": len(self._lru), "hits": self.hits, "misses": self.misses}
