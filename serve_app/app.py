@@ -136,6 +136,10 @@ class Follower:
         reached = await self.board.wait_applied.remote(state.generation)
         return {"w1": w1, "w2": w2, "generation": state.generation, "replicas": reached}
 
+    async def report(self) -> dict:
+        state, replicas = await asyncio.gather(self.board.get.remote(), self.board.replicas.remote())
+        return {"w1": state.w1, "w2": state.w2, "generation": state.generation, "replicas": replicas}
+
 
 CPU = {"num_cpus": 0.25}
 AUTOSCALE = {"min_replicas": 1, "initial_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 16}
@@ -241,33 +245,44 @@ class Ingress(Part):
                 "refused": refused, "cache": self.cache.stats()}
 
     def __serve_build_asgi_app__(self):
-        return create_app(Backend(self.fronts, self.run, lambda: self.default, self.weights.set, self.readiness),
-                          self.cache)
+        return create_app(Backend(self.fronts, self.run, lambda: self.default, self.weights.set, self.readiness,
+                                  self.weights.report), self.cache)
 
 
 class AppArgs(BaseModel):
-    """``serve run serve_app.app:build_app bundle=URI [w1=.. w2=.. weights_store=.. replicas=..]``."""
+    """``serve run serve_app.app:build_app bundle=URI [w1=.. w2=.. weights_store=.. cache_size=..]``.
 
-    bundle: str
+    Without ``bundle`` the deployments get no ``user_config`` from the code: the deploy file
+    gives it (``serve_config.yaml``), and changing it there reconfigures replicas in place,
+    where a change of these arguments would rebuild the application."""
+
+    bundle: str | None = None
     w1: float = Field(hybrid.DEFAULT_W1, ge=0, le=1)
     w2: float = Field(hybrid.DEFAULT_W2, ge=0, le=1)
     weights_store: str | None = None
     cache_size: int = Field(20_000, ge=0)
 
-    def user_config(self) -> dict:
+    def user_config(self) -> dict | None:
+        if self.bundle is None:
+            return None
         return PartConfig(bundle=self.bundle, weights=Weights(w1=self.w1, w2=self.w2),
                           weights_store=self.weights_store, cache_size=self.cache_size).model_dump()
 
 
 def build_app(args: dict) -> serve.Application:
     """The graph: ingress -> combiner -> (content, collab)."""
-    cfg = AppArgs.model_validate(args).user_config()
-    content = Content.options(user_config=cfg).bind()
-    collab = Collab.options(user_config=cfg).bind()
-    combiner = Combiner.options(user_config=cfg).bind(content, collab)
-    return Ingress.options(user_config=cfg).bind(combiner)
+    opts = _options(args)
+    content = Content.options(**opts).bind()
+    collab = Collab.options(**opts).bind()
+    combiner = Combiner.options(**opts).bind(content, collab)
+    return Ingress.options(**opts).bind(combiner)
 
 
 def build_single_app(args: dict) -> serve.Application:
     """The same API from one deployment doing all the work (the benchmark's comparison)."""
-    return Ingress.options(name="Single", user_config=AppArgs.model_validate(args).user_config()).bind()
+    return Ingress.options(name="Single", **_options(args)).bind()
+
+
+def _options(args: dict) -> dict:
+    cfg = AppArgs.model_validate(args).user_config()
+    return {} if cfg is None else {"user_config": cfg}

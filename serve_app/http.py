@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Awaitable, Callable
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -55,7 +55,8 @@ class Backend:
     ``run``: the result of a query from the named bundle version (raises
     :class:`~serve_app.reload.VersionGone` when that version is no longer served);
     ``weights``/``set_weights``: the default weights and how they change everywhere;
-    ``readiness``: ``{"ready": bool, ...}`` for ``/readyz``.
+    ``readiness``: ``{"ready": bool, ...}`` for ``/readyz``; ``weights_report``: the
+    weights and which generation each replica applied, for ``GET /admin/weights``.
     """
 
     fronts: Callable[[], list[Front]]
@@ -63,6 +64,7 @@ class Backend:
     weights: Callable[[], tuple[float, float]]
     set_weights: Callable[[float, float], Awaitable[dict]]
     readiness: Callable[[], Awaitable[dict]]
+    weights_report: Callable[[], Awaitable[dict]]
 
 
 def local_backend(service: Service) -> Backend:
@@ -78,7 +80,12 @@ def local_backend(service: Service) -> Backend:
     async def readiness() -> dict:
         return {"ready": True, "model_version": service.version}
 
-    return Backend(lambda: [service.front], run, lambda: service.default_weights, set_weights, readiness)
+    async def weights_report() -> dict:
+        w1, w2 = service.default_weights
+        return {"w1": w1, "w2": w2}
+
+    return Backend(lambda: [service.front], run, lambda: service.default_weights, set_weights, readiness,
+                   weights_report)
 
 
 def _error(status: int, detail: str, **extra) -> JSONResponse:
@@ -171,19 +178,27 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
         current = front()
         return current if isinstance(current, JSONResponse) else current.search(q, limit)
 
-    @app.post("/adjust_weights")
-    async def adjust_weights(update: WeightsUpdate, authorization: str | None = Header(default=None),
-                             x_admin_token: str | None = Header(default=None)):
-        """New default weights for every replica; needs ``Authorization: Bearer <admin token>``
-        (or ``X-Admin-Token``). Answers once the replicas have them (or after 2 s), saying how many."""
+    def admin(authorization: str | None = Header(default=None),
+              x_admin_token: str | None = Header(default=None)) -> None:
+        """Admin routes need ``Authorization: Bearer <admin token>`` (or ``X-Admin-Token``)."""
         given = x_admin_token or (authorization[7:] if authorization and authorization.startswith("Bearer ")
                                   else None)
         expected = admin_token()
         if not given:
-            return _error(401, "admin token required")
+            raise HTTPException(401, "admin token required")
         if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
-            return _error(403, "wrong admin token")
+            raise HTTPException(403, "wrong admin token")
+
+    @app.post("/adjust_weights", dependencies=[Depends(admin)])
+    async def adjust_weights(update: WeightsUpdate):
+        """New default weights for every replica (admin). Answers once the replicas applied them
+        (or after 2 s), saying how many of how many did."""
         return await backend.set_weights(update.w1, update.w2)
+
+    @app.get("/admin/weights", dependencies=[Depends(admin)])
+    async def weights_report():
+        """The default weights and the generation each replica applied (admin)."""
+        return await backend.weights_report()
 
     @app.get("/healthz")
     def healthz():

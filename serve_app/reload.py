@@ -52,8 +52,14 @@ class BundleSlot(Generic[T]):
 
     async def load(self, uri: str) -> None:
         """Load, verify and switch to ``uri`` now; raises what loading raised."""
+        self._switch(uri, *await self._load(uri))
+
+    async def _load(self, uri: str) -> tuple[str, T, float]:
         started = time.monotonic()
         version, state = await asyncio.to_thread(self._build, uri)
+        return version, state, time.monotonic() - started
+
+    def _switch(self, uri: str, version: str, state: T, seconds: float) -> None:
         self._states.pop(version, None)
         self._states[version] = state
         while len(self._states) > self.keep:
@@ -61,11 +67,15 @@ class BundleSlot(Generic[T]):
         self.uri, self.refused = uri, None
         if self.on_switch is not None:
             self.on_switch()
-        log.info("serving bundle %s (%s), loaded in %.1f s", version, uri, time.monotonic() - started)
+        log.info("serving bundle %s (%s), loaded in %.1f s", version, uri, seconds)
 
     def request(self, uri: str) -> None:
-        """Switch to ``uri`` in the background (nothing to do when it is current or loading)."""
-        if uri in (self.uri, self.loading):
+        """Switch to ``uri`` in the background. Asking for the current URI again withdraws a
+        pending switch and clears a refusal."""
+        if uri == self.uri:
+            self.loading = self.refused = None
+            return
+        if uri == self.loading:
             return
         self.loading = uri
         previous = self._task
@@ -74,12 +84,17 @@ class BundleSlot(Generic[T]):
     async def _background(self, uri: str, previous: asyncio.Task | None) -> None:
         if previous is not None:
             await asyncio.wait([previous])
+        if uri != self.loading:  # superseded while waiting
+            return
         try:
-            if uri == self.loading:  # a newer request supersedes this one
-                await self.load(uri)
+            loaded = await self._load(uri)
         except Exception as exc:  # refused: report it, keep serving the current bundle
-            self.refused = {"uri": uri, "error": f"{type(exc).__name__}: {exc}", "at": time.time()}
-            log.error("refused bundle %s, still serving %s: %s", uri, self.version, self.refused["error"])
+            if uri == self.loading:
+                self.refused = {"uri": uri, "error": f"{type(exc).__name__}: {exc}", "at": time.time()}
+                log.error("refused bundle %s, still serving %s: %s", uri, self.version, self.refused["error"])
+        else:
+            if uri == self.loading:  # still wanted
+                self._switch(uri, *loaded)
         finally:
             if self.loading == uri:
                 self.loading = None

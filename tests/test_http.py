@@ -109,7 +109,7 @@ def test_not_ready_is_503_on_readyz_and_recommend():
     async def not_ready() -> dict:
         return {"ready": False, "detail": "bundle not loaded yet"}
 
-    never = Backend(lambda: [], None, lambda: (0.3, 0.7), None, not_ready)
+    never = Backend(lambda: [], None, lambda: (0.3, 0.7), None, not_ready, None)
     c = TestClient(create_app(never))
     assert c.get("/healthz").status_code == 200
     assert c.get("/readyz").status_code == 503

@@ -1,0 +1,66 @@
+"""Locust load on ``POST /recommend``: one request per task, a fresh seed song each time.
+
+    locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 \\
+        --seeds SEEDS.json [--user-rate 5] -u 34 -r 34 -t 60s
+
+``--seeds`` (or ``LOCUST_SEEDS``) names a seed file written by ``python -m loadtest.bench_http``
+(``write_seeds``): the catalog's (name, artist) rows and, for the realistic mix, their
+play counts; every request draws one row at random from that distribution.
+``--user-rate`` (``LOCUST_USER_RATE``) is each user's requests per second
+(``constant_throughput``), so ``users x user-rate`` is the offered rate as long as a
+response takes less than ``1 / user-rate`` seconds; 0 means no pacing (closed loop).
+Any answer other than 200 is a failure (a 404 on a catalog song would be a bug).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+from locust import FastHttpUser, events, task
+from locust.user.wait_time import constant_throughput
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from loadtest.bench_http import SeedSampler  # noqa: E402  (stdlib-only module)
+
+_SAMPLERS: dict[str, SeedSampler] = {}
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser) -> None:
+    parser.add_argument("--seeds", env_var="LOCUST_SEEDS", default="", help="seed file from loadtest.bench_http")
+    parser.add_argument("--user-rate", env_var="LOCUST_USER_RATE", type=float, default=0.0,
+                        help="requests per second per user (0: no pacing)")
+    parser.add_argument("--k", env_var="LOCUST_K", type=int, default=10, help="recommendations asked per request")
+
+
+def sampler(path: str) -> SeedSampler:
+    if not path:
+        raise SystemExit("loadtest/locustfile.py needs --seeds FILE (or LOCUST_SEEDS); see loadtest/README.md")
+    if path not in _SAMPLERS:
+        _SAMPLERS[path] = SeedSampler.load(path)
+    return _SAMPLERS[path]
+
+
+class Recommend(FastHttpUser):
+    """A client asking for songs like one seed, at ``--user-rate`` requests per second."""
+
+    def on_start(self) -> None:
+        opts = self.environment.parsed_options
+        self.seeds = sampler(opts.seeds)
+        self.k = opts.k
+        self.rng = random.Random()
+        self._pace = constant_throughput(opts.user_rate) if opts.user_rate > 0 else (lambda _: 0.0)
+
+    def wait_time(self) -> float:
+        return self._pace(self)
+
+    @task
+    def recommend(self) -> None:
+        name, artist = self.seeds.draw(self.rng)
+        with self.client.post("/recommend", json={"song": name, "artist": artist, "k": self.k},
+                              name="/recommend", catch_response=True) as resp:
+            if resp.status_code != 200:
+                detail = (resp.text or "")[:80] if resp.status_code >= 500 else ""
+                resp.failure(f"HTTP {resp.status_code} {detail}".strip())
