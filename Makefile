@@ -26,9 +26,18 @@ $(DEMO_BUNDLE)/manifest.json: $(DEMO_DIR)/.done
 demo-data: $(DEMO_DIR)/.done
 bundle: $(DEMO_BUNDLE)/manifest.json
 
-run: install bundle
-	@echo "Demo bundle ready in $(DEMO_BUNDLE) (version: $$($(PY) -c 'import json;print(json.load(open("$(DEMO_BUNDLE)/manifest.json"))["version"])'))."
-	@echo "The Serve graph and UI are not built yet (see Status in README.md); make run will start them once they land."
+ADMIN_TOKEN_FILE := .segue-admin-token
+
+$(ADMIN_TOKEN_FILE):
+	@umask 077 && $(PY) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
+
+# Serve (and the local Ray it starts) run in the foreground: Ctrl-C stops everything.
+run: install bundle $(ADMIN_TOKEN_FILE)
+	@echo "Segue API  http://127.0.0.1:8000   (OpenAPI: /docs; ready when /readyz answers 200)"
+	@echo "Admin token for POST /adjust_weights: in $(ADMIN_TOKEN_FILE) (or set SEGUE_ADMIN_TOKEN)"
+	@echo "Try: curl -s localhost:8000/recommend -d '{\"song\": \"$$($(PY) -c 'import pandas as p; print(p.read_parquet("$(DEMO_BUNDLE)/catalog.parquet").name[0])')\", \"k\": 10}'"
+	SEGUE_ADMIN_TOKEN_FILE=$${SEGUE_ADMIN_TOKEN_FILE:-$(CURDIR)/$(ADMIN_TOKEN_FILE)} RAY_worker_niceness=0 \
+		$(VENV)/bin/serve run serve_config.yaml
 
 test: install
 	$(PY) -m pytest -q
