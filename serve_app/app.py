@@ -62,6 +62,13 @@ class PartConfig(BaseModel):
     cache_size: int = Field(20_000, ge=0)
 
 
+def _log_like_serve() -> None:
+    """The project's loggers write where Serve's do (the replica's log file and the driver)."""
+    serve_logger, ours = logging.getLogger("ray.serve"), logging.getLogger("segue")
+    ours.handlers, ours.propagate = list(serve_logger.handlers), False
+    ours.setLevel(logging.INFO)
+
+
 class Part:
     """A replica that serves from a bundle: first load at start-up (the replica is not ready
     before), later URIs in the background."""
@@ -71,6 +78,7 @@ class Part:
     async def reconfigure(self, config: dict) -> None:
         cfg = PartConfig.model_validate(config)
         if self.slot.version is None:
+            _log_like_serve()
             await self.slot.load(cfg.bundle)
         else:
             self.slot.request(cfg.bundle)
