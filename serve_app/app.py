@@ -92,10 +92,12 @@ class Part:
 
 
 class Scorer(Part):
-    """A scoring side (CB or CF): runs the combiner's calls on the bundle version asked."""
+    """A scoring side (CB or CF): runs a batch of the combiner's calls to one method on the
+    bundle version asked (one hop for every query of the batch)."""
 
-    def call(self, version: str, method: str, args: tuple):
-        return getattr(self.slot.get(version), method)(*args)
+    def call_many(self, version: str, method: str, args: list[tuple]) -> list:
+        state = self.slot.get(version)
+        return [getattr(state, method)(*a) for a in args]
 
 
 class Follower:
@@ -187,18 +189,44 @@ class Combiner(Part):
     async def configured(self, cfg: PartConfig) -> None:
         await self.weights.configured(cfg)
 
-    async def run(self, query: hybrid.Query, version: str) -> hybrid.Result:
-        """The result of ``query`` from bundle ``version`` (None weights take the defaults)."""
-        combiner = self.slot.get(version)
+    async def run_many(self, asked: list[tuple[hybrid.Query, str]]) -> list[hybrid.Result | VersionGone]:
+        """The results of a batch of ``(query, bundle version)``; a version this replica or a
+        side does not hold gives :class:`VersionGone` for those queries (the ingress retries
+        them on its previous bundle). Queries without weights take the defaults."""
+        by_version: dict[str, list[int]] = {}
+        for i, (_, version) in enumerate(asked):
+            by_version.setdefault(version, []).append(i)
+        out: list = [None] * len(asked)
 
-        async def execute(calls: list[hybrid.Call]) -> list:
+        async def answer(version: str, positions: list[int]) -> None:
             try:
-                return await asyncio.gather(*[
-                    self.sides[c.side].call.remote(version, c.method, c.args) for c in calls])
-            except VersionGone as exc:  # a side has not loaded this version yet (or any more)
-                raise VersionGone(str(exc)) from None
+                combiner = self.slot.get(version)
+                results = await hybrid.run_all_steps([combiner.steps(asked[i][0]) for i in positions],
+                                                     lambda calls: self._execute(version, calls))
+            except VersionGone as exc:
+                results = [VersionGone(str(exc))] * len(positions)
+            for i, r in zip(positions, results):
+                out[i] = r
 
-        return await hybrid.run_steps_async(combiner.steps(query), execute)
+        await asyncio.gather(*[answer(v, pos) for v, pos in by_version.items()])
+        return out
+
+    async def _execute(self, version: str, calls: list[hybrid.Call]) -> list:
+        """Every call of a round, as one concurrent handle call per (side, method)."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, c in enumerate(calls):
+            groups.setdefault((c.side, c.method), []).append(i)
+        try:
+            outs = await asyncio.gather(*[self.sides[side].call_many.remote(version, method,
+                                                                            [calls[i].args for i in idx])
+                                          for (side, method), idx in groups.items()])
+        except VersionGone as exc:  # a side has not loaded this version yet (or any more)
+            raise VersionGone(str(exc)) from None
+        answers: list = [None] * len(calls)
+        for idx, out in zip(groups.values(), outs):
+            for i, value in zip(idx, out):
+                answers[i] = value
+        return answers
 
     async def status(self) -> dict:
         """This replica's bundle state, and one replica's of each side."""
@@ -238,7 +266,15 @@ class Ingress(Part):
     async def run(self, query: hybrid.Query, version: str) -> hybrid.Result:
         if self.combiner is None:
             return self.slot.get(version).rec.run(query)
-        return await self.combiner.run.remote(query, version)
+        result = await self._run_batch((query, version))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _run_batch(self, asked: list[tuple[hybrid.Query, str]]) -> list[hybrid.Result | VersionGone]:
+        """Concurrent requests' queries go to the combiner in one call."""
+        return await self.combiner.run_many.remote(asked)
 
     async def readiness(self) -> dict:
         parts = {"ingress": self.slot.status()}

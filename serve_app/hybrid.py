@@ -302,14 +302,30 @@ def run_steps(steps: Steps, execute: Callable[[list[Call]], list[Any]]) -> Resul
         return done.value
 
 
-async def run_steps_async(steps: Steps, execute: Callable[[list[Call]], Awaitable[list[Any]]]) -> Result:
-    """:func:`run_steps` for an ``execute`` that runs each batch's calls concurrently elsewhere."""
-    try:
-        calls = next(steps)
-        while True:
-            calls = steps.send(await execute(calls))
-    except StopIteration as done:
-        return done.value
+async def run_all_steps(steps: list[Steps], execute: Callable[[list[Call]], Awaitable[list[Any]]]) -> list[Result]:
+    """Drive many queries' steps in lockstep: each round's calls of every query go to one
+    ``execute`` (which may run them as a few batched calls elsewhere), so the number of
+    round trips does not grow with the number of queries."""
+    results: list[Any] = [None] * len(steps)
+    pending: dict[int, list[Call]] = {}
+
+    def advance(i: int, answers: list[Any] | None) -> None:
+        try:
+            pending[i] = next(steps[i]) if answers is None else steps[i].send(answers)
+        except StopIteration as done:
+            results[i] = done.value
+            pending.pop(i, None)
+
+    for i in range(len(steps)):
+        advance(i, None)
+    while pending:
+        batch = list(pending.items())
+        answers = await execute([c for _, calls in batch for c in calls])
+        at = 0
+        for i, calls in batch:
+            advance(i, answers[at:at + len(calls)])
+            at += len(calls)
+    return results
 
 
 class Recommender:
