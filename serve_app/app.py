@@ -37,13 +37,13 @@ from serve_app.content import ContentScorer
 from serve_app.http import Backend, create_app
 from serve_app.reload import BundleSlot, VersionGone
 from serve_app.service import Front, Service
-from serve_app.weights import WeightBoard, WeightState
+from serve_app.weights import WeightBoard, WeightState, WeightsUnavailable
 
 log = logging.getLogger("segue.app")
 HANDLE_TIMEOUT_S = 10.0
 
 
-class Weights(BaseModel):
+class DefaultWeights(BaseModel):
     w1: float = Field(hybrid.DEFAULT_W1, ge=0, le=1)
     w2: float = Field(hybrid.DEFAULT_W2, ge=0, le=1)
 
@@ -57,7 +57,7 @@ class PartConfig(BaseModel):
     """
 
     bundle: str
-    weights: Weights = Weights()
+    weights: DefaultWeights = DefaultWeights()
     weights_store: str | None = None
     cache_size: int = Field(20_000, ge=0)
 
@@ -115,8 +115,10 @@ class Follower:
     async def configured(self, cfg: PartConfig) -> None:
         if self.board is None:
             store = os.path.expanduser(cfg.weights_store) if cfg.weights_store else None
+            # restarted by Ray if its process dies; it reloads the saved weights when it starts
             self.board = ray.remote(WeightBoard).options(
                 name=self.board_name, namespace="segue", lifetime="detached", get_if_exists=True, num_cpus=0,
+                max_restarts=-1,
             ).remote(store, cfg.weights.w1, cfg.weights.w2)
         self._apply(await self.board.offer_config.remote(cfg.weights.w1, cfg.weights.w2))
         if self._task is None:
@@ -131,17 +133,16 @@ class Follower:
         while True:
             try:
                 self._apply(await self.board.watch.remote(self.replica, self.generation))
-            except Exception as exc:  # the board restarted or is unreachable: find it again
+            except Exception as exc:  # the board is restarting: poll again shortly
                 log.warning("weight board unreachable (%s); retrying", exc)
                 await asyncio.sleep(1.0)
-                try:
-                    self.board = ray.get_actor(self.board_name, namespace="segue")
-                except ValueError:
-                    pass
 
     async def set(self, w1: float, w2: float) -> dict:
         """New weights everywhere; answers when every live replica applied them (or after 2 s)."""
-        state = await self.board.set.remote(w1, w2)
+        try:
+            state = await self.board.set.remote(w1, w2)
+        except ray.exceptions.RayError as exc:
+            raise WeightsUnavailable(f"weights store unavailable: {type(exc).__name__}") from exc
         self._apply(state)
         reached = await self.board.wait_applied.remote(state.generation)
         return {"w1": w1, "w2": w2, "generation": state.generation, "replicas": reached}
@@ -309,7 +310,7 @@ class AppArgs(BaseModel):
     def user_config(self) -> dict | None:
         if self.bundle is None:
             return None
-        return PartConfig(bundle=self.bundle, weights=Weights(w1=self.w1, w2=self.w2),
+        return PartConfig(bundle=self.bundle, weights=DefaultWeights(w1=self.w1, w2=self.w2),
                           weights_store=self.weights_store, cache_size=self.cache_size).model_dump()
 
 

@@ -24,6 +24,7 @@ from serve_app.cache import ResultCache
 from serve_app.hybrid import Query as RecQuery, Result
 from serve_app.reload import VersionGone
 from serve_app.service import Front, Service, UnknownSong
+from serve_app.weights import WeightsUnavailable
 
 
 class WeightsUpdate(BaseModel):
@@ -193,7 +194,10 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
     async def adjust_weights(update: WeightsUpdate):
         """New default weights for every replica (admin). Answers once the replicas applied them
         (or after 2 s), saying how many of how many did."""
-        return await backend.set_weights(update.w1, update.w2)
+        try:
+            return await backend.set_weights(update.w1, update.w2)
+        except WeightsUnavailable as exc:
+            return JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={"detail": str(exc)})
 
     @app.get("/admin/weights", dependencies=[Depends(admin)])
     async def weights_report():

@@ -26,6 +26,10 @@ from serve_app import storage
 log = logging.getLogger("segue.weights")
 
 
+class WeightsUnavailable(RuntimeError):
+    """The weight board cannot take a change right now (it is restarting)."""
+
+
 @dataclass(frozen=True)
 class WeightState:
     generation: int
