@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR := data/demo
 DEMO_BUNDLE := artifacts/demo
 
-.PHONY: install demo-data bundle run test bench-data bench-core evaluate clean
+.PHONY: install demo-data bundle run test bench-data bench-core bench-http evaluate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench-data: install
 
 bench-core: install
 	$(PY) -m jobs.bench_core
+
+bench-http: install
+	$(PY) -m loadtest.bench_http
 
 HETREC_SRC ?= ../shared/data/hetrec2011-lastfm-2k
 evaluate: install

@@ -239,12 +239,16 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
         return 0, None
 
 
-def cache_totals(url: str, reads: int = 16) -> dict[str, int] | None:
+def cache_totals(url: str, reads: int = 24, parallel: int = 8) -> dict[str, int] | None:
     """The results cache summed over the ingress replicas: ``/readyz`` answers with one
-    replica's counters, so read it ``reads`` times (while idle) and sum the distinct ones."""
+    replica's counters, so read it ``reads`` times (while idle; ``parallel`` at a time, or
+    the proxy sends them all to one replica) and sum the distinct counters."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(parallel) as pool:
+        answers = list(pool.map(lambda _: _get(f"{url}/readyz", timeout=15.0), range(reads)))
     seen = set()
-    for _ in range(reads):
-        status, body = _get(f"{url}/readyz", timeout=15.0)
+    for status, body in answers:
         if status == 200 and isinstance(body, dict) and isinstance(body.get("cache"), dict):
             c = body["cache"]
             seen.add((c.get("entries", 0), c.get("hits", 0), c.get("misses", 0)))
@@ -271,6 +275,31 @@ def _tree_pids(root: int, marker: str | None) -> set[int]:
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
     return pids
+
+
+def tree_cpu_s(root: int, marker: str | None) -> float:
+    """CPU seconds used so far by a server's live processes."""
+    import psutil
+
+    total = 0.0
+    for pid in _tree_pids(root, marker):
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+def machine_cpu_s() -> dict[str, float]:
+    """Busy and stolen CPU seconds of the whole machine so far (``/proc/stat``)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return {"busy": 0.0, "steal": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return {"busy": (user + nice + system + irq + softirq) / tick, "steal": steal / tick}
 
 
 def tree_memory(root: int, marker: str | None) -> dict[str, float]:
@@ -481,12 +510,13 @@ class Plan:
     bisect: int
     saturation_s: float
     saturation_users: int
+    idle_s: float = 10.0
+    search: bool = True
 
 
 def bench_one(variant: str, mix: str, bundle: Path, port: int, cache_size: int, plan: Plan,
-              work: Path, seeds: Path) -> dict[str, Any]:
+              logs: Path, seeds: Path) -> dict[str, Any]:
     """Start a server, run the phases, stop it; everything measured for this variant and mix."""
-    logs = work / "logs" / "bench_http"
     phases = logs / f"{variant}-{mix}"
     phases.mkdir(parents=True, exist_ok=True)
     run: dict[str, Any] = {"variant": variant, "mix": mix, "port": port, "cache_size": cache_size,
@@ -500,18 +530,33 @@ def bench_one(variant: str, mix: str, bundle: Path, port: int, cache_size: int, 
 
         def phase(tag: str, rate: float | None, duration: float, users: int | None = None) -> dict[str, Any]:
             before = cache_totals(server.url)
+            cpu0, srv0, t0 = machine_cpu_s(), tree_cpu_s(server.proc.pid, server.marker), time.monotonic()
             result = load.run(tag, rate, duration, users)
+            cpu1, srv1, wall = machine_cpu_s(), tree_cpu_s(server.proc.pid, server.marker), time.monotonic() - t0
             after = cache_totals(server.url)
+            # cores busy over the phase: the server's processes, Locust, everything else, stolen by the host
+            server_cores = (srv1 - srv0) / wall
+            result["cores"] = {"server": round(server_cores, 2), "locust": round(result["locust_cpu_pct"] / 100, 2),
+                               "other": round(max(0.0, (cpu1["busy"] - cpu0["busy"]) / wall - server_cores
+                                                  - result["locust_cpu_pct"] / 100), 2),
+                               "steal": round((cpu1["steal"] - cpu0["steal"]) / wall, 2)}
             result["cache_hit_rate"] = hit_rate(before, after)
             result["cache_after"] = after
             if rate is not None:
                 result["passed"], result["why"] = step_verdict(result, rate)
             print(f"[{variant} / {mix}] {tag}: offered {result['offered']}, achieved {result['rps']:.1f}, "
                   f"p50/p95/p99 {result['p50_ms']}/{result['p95_ms']}/{result['p99_ms']} ms, "
-                  f"errors {result['errors']}{'' if rate is None else ', ' + (result['why'] or 'pass')}",
+                  f"errors {result['errors']}{'' if rate is None else ', ' + (result['why'] or 'pass')}; "
+                  f"cores server/locust/other {result['cores']['server']}/{result['cores']['locust']}/"
+                  f"{result['cores']['other']}",
                   file=sys.stderr, flush=True)
             return result
 
+        if plan.idle_s > 0:  # what the server burns doing nothing (Serve's controller, proxy, metrics, ...)
+            srv0, t0 = tree_cpu_s(server.proc.pid, server.marker), time.monotonic()
+            time.sleep(plan.idle_s)
+            run["idle_cores"] = round((tree_cpu_s(server.proc.pid, server.marker) - srv0) / (time.monotonic() - t0), 2)
+            print(f"[{variant} / {mix}] idle: server {run['idle_cores']} cores", file=sys.stderr, flush=True)
         run["warmup"] = phase("warmup", plan.rate, plan.warmup)
         run["target"] = phase("target", plan.rate, plan.duration)
         run["memory"] = tree_memory(server.proc.pid, server.marker)
@@ -521,7 +566,8 @@ def bench_one(variant: str, mix: str, bundle: Path, port: int, cache_size: int, 
             run["steps"].append(result)
             return result["passed"]
 
-        run["max_sustainable"] = search(step, round(plan.rate), run["target"]["passed"], plan.rates, plan.bisect)
+        if plan.search:
+            run["max_sustainable"] = search(step, round(plan.rate), run["target"]["passed"], plan.rates, plan.bisect)
         if plan.saturation_s > 0:
             run["saturation"] = phase("saturation", None, plan.saturation_s, plan.saturation_users)
         run["cache_end"] = cache_totals(server.url)
@@ -586,62 +632,80 @@ def ratios(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     return out
 
 
+def _cores(phase: dict[str, Any] | None) -> str:
+    c = (phase or {}).get("cores")
+    return "-" if not c else f"{c['server']:.2f} / {c['locust']:.2f} / {c['other']:.2f}"
+
+
+def _best_and_first_fail(r: dict[str, Any]) -> tuple[dict | None, dict | None]:
+    """The phase at the highest sustainable rate and the lowest failing step above it."""
+    best = r.get("max_sustainable")
+    phases = [r["target"], *r["steps"]]
+    b = next((s for s in phases if best is not None and s["passed"] and round(s["offered"]) == round(best)), None)
+    fails = sorted((s for s in phases if not s["passed"] and (best is None or s["offered"] > best)),
+                   key=lambda s: s["offered"])
+    return b, (fails[0] if fails else None)
+
+
 def report(result: dict[str, Any]) -> str:
-    m = result["machine"]
+    m, plan = result["machine"], result["plan"]
     lines = [f"bundle {result['bundle_version']} ({result['songs']:,} songs in the catalog); results cache "
-             f"{result['cache_size']:,} entries per ingress replica{' (off)' if not result['cache_size'] else ''}; "
-             f"{m['nproc']} cores, load average at start {m['load_avg'][0]:.2f}, at end {result['load_avg_end'][0]:.2f}",
+             + (f"{result['cache_size']:,} entries per ingress replica" if result["cache_size"] else "off")
+             + f"; {m['nproc']} cores, load average at start {m['load_avg'][0]:.2f}, at end "
+             f"{result['load_avg_end'][0]:.2f}",
              "",
-             f"At the target rate ({result['plan']['rate']:.0f} req/s offered for {result['plan']['duration']:g} s, "
-             f"after a {result['plan']['warmup']:g} s warm-up):",
+             f"At the target rate ({plan['rate']:.0f} req/s offered for {plan['duration']:g} s, after a "
+             f"{plan['warmup']:g} s warm-up). Cores: CPU used during the phase by the server's processes / "
+             "Locust / everything else on the machine.",
              "",
              "| variant | mix | offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms | errors | cache hit rate "
-             "| target met | start s | load avg |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+             "| target met | cores server / locust / other | start s | idle server cores |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in result["runs"]:
         if r.get("status") != "ok":
             lines.append(f"| {r['variant']} | {r['mix']} | - | - | - | - | - | - | - | failed: "
-                         f"{r.get('error', '').splitlines()[0][:80] if r.get('error') else ''} | - | - |")
+                         f"{r.get('error', '').splitlines()[0][:80] if r.get('error') else ''} | - | - | - |")
             continue
         t = r["target"]
         met = "yes" if t["passed"] else f"no ({t['why']})"
         lines.append(f"| {r['variant']} | {r['mix']} | {t['offered']:.0f} | {t['rps']:.1f} | {_ms(t['p50_ms'])} | "
                      f"{_ms(t['p95_ms'])} | {_ms(t['p99_ms'])} | {t['errors']} | {_pct(t['cache_hit_rate'])} | {met} | "
-                     f"{r['start_s']:.0f} | {r['load_avg_before'][0]:.1f} |")
-    lines += ["", "Highest sustainable rate (achieved ≥ 95 % of offered, 0 errors, p99 ≤ 100 ms) and the "
-              f"saturation run ({result['plan']['saturation_users']} users, no pacing, "
-              f"{result['plan']['saturation_s']:g} s):", "",
-              "| variant | mix | max sustainable req/s | its p50 / p99 ms | its cache hit rate | first failing step "
-              "| saturation req/s | saturation p50 / p99 ms | saturation errors |",
-              "|---|---|---:|---:|---:|---|---:|---:|---:|"]
+                     f"{_cores(t)} | {r['start_s']:.0f} | {r.get('idle_cores', '-')} |")
+    lines += ["", "Highest sustainable rate (achieved ≥ 95 % of offered, 0 errors, p99 ≤ 100 ms; steps of "
+              f"{plan['step_duration']:g} s) and the saturation run ({plan['saturation_users']} users, no pacing, "
+              f"{plan['saturation_s']:g} s):", "",
+              "| variant | mix | max sustainable req/s | its p50 / p99 ms | its cache hit rate | its cores "
+              "server / locust / other | first failing step | saturation req/s | saturation p50 / p99 ms "
+              "| saturation errors | saturation cores server / locust / other |",
+              "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in result["runs"]:
         if r.get("status") != "ok":
             continue
-        steps = {s["offered"]: s for s in r["steps"]}
-        steps.setdefault(r["target"]["offered"], r["target"])
-        best = r["max_sustainable"]
-        b = next((s for o, s in steps.items() if best is not None and round(o) == round(best)), None)
-        fails = sorted((s for s in r["steps"] if not s["passed"]), key=lambda s: s["offered"])
-        first_fail = next((s for s in fails if best is None or s["offered"] > best), None)
-        if first_fail is None and not r["target"]["passed"]:
-            first_fail = r["target"]
-        ff = (f"{first_fail['offered']:.0f}: {first_fail['why']}" if first_fail else "none (top of --rates)")
+        best = r.get("max_sustainable")
+        b, first_fail = _best_and_first_fail(r)
+        ff = f"{first_fail['offered']:.0f}: {first_fail['why']}" if first_fail else "none (top of --rates)"
+        if "max_sustainable" not in r:
+            best_text, ff = "not searched", "-"
+        else:
+            best_text = "< " + str(min(lower_rates(plan["rate"]))) if best is None else format(best, ".0f")
         sat = r.get("saturation")
-        lines.append(f"| {r['variant']} | {r['mix']} | {'< ' + str(min(lower_rates(result['plan']['rate']))) if best is None else f'{best:.0f}'} | "
-                     f"{_ms(b and b['p50_ms'])} / {_ms(b and b['p99_ms'])} | {_pct(b and b['cache_hit_rate'])} | {ff} | "
-                     f"{'-' if not sat else format(sat['rps'], '.0f')} | "
+        lines.append(f"| {r['variant']} | {r['mix']} | "
+                     f"{best_text} | "
+                     f"{_ms(b and b['p50_ms'])} / {_ms(b and b['p99_ms'])} | {_pct(b and b['cache_hit_rate'])} | "
+                     f"{_cores(b)} | {ff} | {'-' if not sat else format(sat['rps'], '.0f')} | "
                      f"{'-' if not sat else _ms(sat['p50_ms']) + ' / ' + _ms(sat['p99_ms'])} | "
-                     f"{'-' if not sat else sat['errors']} |")
+                     f"{'-' if not sat else sat['errors']} | {_cores(sat)} |")
     if result["ratios"]:
         lines += ["", "| ratio | max sustainable | saturation |", "|---|---:|---:|"]
         for name, v in result["ratios"].items():
             lines.append(f"| {name} | {'-' if v['sustainable'] is None else format(v['sustainable'], '.2f')} | "
                          f"{'-' if v['saturation'] is None else format(v['saturation'], '.2f')} |")
-    errs = [(r["variant"], r["mix"], r["serve_logs"]) for r in result["runs"]
-            if r.get("serve_logs", {}).get("error_lines")]
-    for variant, mix, logs in errs:
-        lines += ["", f"{variant} / {mix}: {logs['error_lines']} error lines in the Serve logs ({logs['logs']}), first:"]
-        lines += [f"    {line}" for line in logs["first_errors"][:5]]
+    for r in result["runs"]:
+        logs = r.get("serve_logs") or {}
+        if logs.get("error_lines"):
+            lines += ["", f"{r['variant']} / {r['mix']}: {logs['error_lines']} error lines in the Serve logs "
+                      f"({logs.get('logs')}), first:"]
+            lines += [f"    {line}" for line in logs["first_errors"][:5]]
     return "\n".join(lines)
 
 
@@ -677,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--saturation", type=float, help="seconds of the closed-loop saturation run, 0: none "
                         "(default 15; quick 5)")
     parser.add_argument("--saturation-users", type=int, default=32)
+    parser.add_argument("--idle", type=float, help="seconds measuring the idle server's CPU first (default 10; quick 3)")
+    parser.add_argument("--no-search", dest="search", action="store_false", help="no search for the highest rate")
     parser.add_argument("--cache-size", type=int, default=DEFAULT_CACHE, help="results cache entries (0: off)")
     parser.add_argument("--port", type=int, default=8100, help="first port; each server gets the next (8100-8199)")
     parser.add_argument("--out", type=Path, help="result JSON (default WORK/bench_http.json, "
@@ -693,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
                             .split(",") if x.strip()),
                 bisect=args.bisect if args.bisect is not None else (0 if q else 1),
                 saturation_s=args.saturation if args.saturation is not None else (5 if q else 15),
-                saturation_users=args.saturation_users)
+                saturation_users=args.saturation_users,
+                idle_s=args.idle if args.idle is not None else (3 if q else 10), search=args.search)
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -704,9 +771,9 @@ def main(argv: list[str] | None = None) -> int:
 
         bundle = ensure_bundle(work, args.songs, args.plays).resolve()
     manifest = json.loads((bundle / "manifest.json").read_text())
-    seeds_dir = work / "logs" / "bench_http"
-    seeds_dir.mkdir(parents=True, exist_ok=True)
-    seeds = {mix: seeds_dir / f"seeds-{mix}.json" for mix in args.mixes}
+    logs = work / "logs" / ("bench_http" if args.cache_size == DEFAULT_CACHE else f"bench_http-cache{args.cache_size}")
+    logs.mkdir(parents=True, exist_ok=True)
+    seeds = {mix: logs / f"seeds-{mix}.json" for mix in args.mixes}
     counts = {mix: write_seeds(bundle / "catalog.parquet", mix, path) for mix, path in seeds.items()}
     import pandas as pd
 
@@ -721,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for variant in args.variants:
             for mix in args.mixes:
-                result["runs"].append(bench_one(variant, mix, bundle, next(ports), args.cache_size, plan, work,
+                result["runs"].append(bench_one(variant, mix, bundle, next(ports), args.cache_size, plan, logs,
                                                 seeds[mix]))
                 out.write_text(json.dumps(result, indent=2))  # partial results survive an interruption
     finally:

@@ -6,9 +6,10 @@
 ``--seeds`` (or ``LOCUST_SEEDS``) names a seed file written by ``python -m loadtest.bench_http``
 (``write_seeds``): the catalog's (name, artist) rows and, for the realistic mix, their
 play counts; every request draws one row at random from that distribution.
-``--user-rate`` (``LOCUST_USER_RATE``) is each user's requests per second
-(``constant_throughput``), so ``users x user-rate`` is the offered rate as long as a
-response takes less than ``1 / user-rate`` seconds; 0 means no pacing (closed loop).
+``--user-rate`` (``LOCUST_USER_RATE``) is each user's requests per second (constant
+throughput, from a random phase so that the users do not fire together), so
+``users x user-rate`` is the offered rate as long as a response takes less than
+``1 / user-rate`` seconds; 0 means no pacing (closed loop).
 Any answer other than 200 is a failure (a 404 on a catalog song would be a bug).
 """
 
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from pathlib import Path
 
+import gevent
 from locust import FastHttpUser, events, task
-from locust.user.wait_time import constant_throughput
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loadtest.bench_http import SeedSampler  # noqa: E402  (stdlib-only module)
@@ -51,13 +53,21 @@ class Recommend(FastHttpUser):
         self.seeds = sampler(opts.seeds)
         self.k = opts.k
         self.rng = random.Random()
-        self._pace = constant_throughput(opts.user_rate) if opts.user_rate > 0 else (lambda _: 0.0)
+        self.period = 1.0 / opts.user_rate if opts.user_rate > 0 else 0.0
+        # Locust starts all the users of a step at the same instant: paced from there, they
+        # would all fire together once a period (bursts of every user, and latencies that
+        # grow with the user count). A random phase spreads their requests over the period.
+        gevent.sleep(self.rng.random() * self.period)
+        self.started = time.perf_counter()
 
     def wait_time(self) -> float:
-        return self._pace(self)
+        """``constant_throughput(user_rate)`` counted from this user's own last start (Locust's
+        counts from when the user was created, which puts every user back in phase)."""
+        return max(0.0, self.started + self.period - time.perf_counter())
 
     @task
     def recommend(self) -> None:
+        self.started = time.perf_counter()
         name, artist = self.seeds.draw(self.rng)
         with self.client.post("/recommend", json={"song": name, "artist": artist, "k": self.k},
                               name="/recommend", catch_response=True) as resp:
