@@ -16,14 +16,16 @@ it with Locust ``FastHttpUser`` (one process, ``loadtest/locustfile.py``) and st
 * **mixes** — ``realistic``: seed songs drawn in proportion to their play counts (songs
   never played are never drawn); ``uniform``: every catalog song equally likely.
 
-Per variant x mix: a warm-up, the target rate (167 req/s = 10,000 a minute) for
-``--duration`` seconds, then a search for the highest sustainable rate: ``--rates``
+Per variant x mix: the idle server's CPU, a warm-up, the target rate (167 req/s = 10,000
+a minute) for ``--duration`` seconds, then a search for the highest sustainable rate: ``--rates``
 upwards until a step fails (downwards when the target itself fails), ``--bisect`` steps
 between the last pass and the first failure, and a closed-loop saturation run (no
 pacing) for the most the server answers regardless of latency. A step passes when the
 achieved rate is >= 95 % of the offered one, with 0 errors and p99 <= 100 ms. The
 results cache of the Serve ingress is read from ``/readyz`` (every replica seen) around
-each phase to give its hit rate. Prints Markdown tables and writes WORK/bench_http.json.
+each phase to give its hit rate, and the CPU used by the server, by Locust and by anything
+else on the machine (the noise) is measured per phase. Prints Markdown tables and writes
+WORK/bench_http.json.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 # Keep the top-level imports stdlib-only: the locustfile imports SeedSampler from here.
 
@@ -520,7 +522,8 @@ def bench_one(variant: str, mix: str, bundle: Path, port: int, cache_size: int, 
     phases = logs / f"{variant}-{mix}"
     phases.mkdir(parents=True, exist_ok=True)
     run: dict[str, Any] = {"variant": variant, "mix": mix, "port": port, "cache_size": cache_size,
-                           "load_avg_before": [round(x, 2) for x in os.getloadavg()], "steps": []}
+                           "load_avg_before": [round(x, 2) for x in os.getloadavg()], "steps": [],
+                           "code": code_version()}  # the tree can change during a long run
     print(f"[{variant} / {mix}] starting on port {port} ...", file=sys.stderr, flush=True)
     server = start_server(variant, bundle, port, cache_size, logs)
     try:
@@ -602,6 +605,17 @@ def machine() -> dict[str, Any]:
         "load_avg": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
         **{lib: metadata.version(lib) for lib in ("ray", "locust", "fastapi", "uvicorn", "pandas", "numpy")},
     }
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit the servers ran and whether serve_app/ differed from it."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "serve_app_changed": bool(git("status", "--porcelain", "--", "serve_app"))}
 
 
 def _ms(v: float | None) -> str:
@@ -725,7 +739,8 @@ def _interrupted(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench_http", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=Path("bench-out"), help="bundle, logs and results (default %(default)s)")
+    parser.add_argument("--work", type=Path, default=Path("bench-out"),
+                        help="bundle, logs and results (default %(default)s)")
     parser.add_argument("--songs", type=int, default=30_000)
     parser.add_argument("--plays", type=int, default=9_700_000)
     parser.add_argument("--bundle", type=Path, help="use this bundle instead of building one at --songs/--plays")
@@ -737,11 +752,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-duration", type=float, help="seconds per search step (default 15; quick 5)")
     parser.add_argument("--rates", help="comma-separated search steps above the target, req/s "
                         f"(default {','.join(map(str, DEFAULT_RATES))}; quick 300,600)")
-    parser.add_argument("--bisect", type=int, help="steps between the last pass and the first failure (default 1; quick 0)")
+    parser.add_argument("--bisect", type=int,
+                        help="steps between the last pass and the first failure (default 1; quick 0)")
     parser.add_argument("--saturation", type=float, help="seconds of the closed-loop saturation run, 0: none "
                         "(default 15; quick 5)")
     parser.add_argument("--saturation-users", type=int, default=32)
-    parser.add_argument("--idle", type=float, help="seconds measuring the idle server's CPU first (default 10; quick 3)")
+    parser.add_argument("--idle", type=float,
+                        help="seconds measuring the idle server's CPU first (default 10; quick 3)")
     parser.add_argument("--no-search", dest="search", action="store_false", help="no search for the highest rate")
     parser.add_argument("--cache-size", type=int, default=DEFAULT_CACHE, help="results cache entries (0: off)")
     parser.add_argument("--port", type=int, default=8100, help="first port; each server gets the next (8100-8199)")
@@ -780,7 +797,8 @@ def main(argv: list[str] | None = None) -> int:
     songs = len(pd.read_parquet(bundle / "catalog.parquet", columns=["name"]))
     result: dict[str, Any] = {"machine": machine(), "bundle": str(bundle), "bundle_version": manifest.get("version"),
                               "songs": songs, "seed_rows": counts, "cache_size": args.cache_size,
-                              "plan": plan.__dict__, "command": " ".join(sys.argv), "runs": []}
+                              "plan": plan.__dict__, "command": " ".join(sys.argv), "code": code_version(),
+                              "runs": []}
     out = args.out or work / ("bench_http.json" if args.cache_size == DEFAULT_CACHE
                               else f"bench_http-cache{args.cache_size}.json")
     t0 = time.monotonic()

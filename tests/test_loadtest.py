@@ -117,8 +117,8 @@ def test_parse_locust_csv(tmp_path):
 
 
 def test_parse_locust_csv_without_requests(tmp_path):
-    (tmp_path / "x_stats.csv").write_text(STATS_HEADER + "\n"
-                                          ",Aggregated,0,0,0,0,0,0,0,0.0,0.0,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A\n")
+    row = ",Aggregated,0,0,0,0,0,0,0,0.0,0.0," + ",".join(["N/A"] * 11)
+    (tmp_path / "x_stats.csv").write_text(STATS_HEADER + "\n" + row + "\n")
     r = bh.parse_locust_csv(tmp_path / "x")
     assert r["requests"] == 0 and r["p99_ms"] is None and r["failures"] == []
     assert not bh.step_verdict(r, 167)[0]
@@ -136,3 +136,15 @@ def test_serve_config_binds_loopback_without_access_logs(tmp_path):
     assert app["import_path"] == "serve_app.app:build_app" and app["args"]["cache_size"] == 0
     assert bh.serve_config("single", tmp_path, 8123, 5)["applications"][0]["import_path"] == \
         "serve_app.app:build_single_app"
+
+
+def test_best_step_and_the_first_failure_above_it():
+    def phase(offered, passed):
+        return {"offered": offered, "passed": passed, "why": "" if passed else "p99"}
+
+    run = {"max_sustainable": 140, "target": phase(166.7, False),
+           "steps": [phase(117, True), phase(140, True)]}
+    best, first_fail = bh._best_and_first_fail(run)
+    assert best["offered"] == 140 and first_fail["offered"] == 166.7
+    run = {"max_sustainable": None, "target": phase(166.7, False), "steps": [phase(117, False), phase(82, False)]}
+    assert bh._best_and_first_fail(run) == (None, phase(82, False))
