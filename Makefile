@@ -31,11 +31,14 @@ ADMIN_TOKEN_FILE := .segue-admin-token
 $(ADMIN_TOKEN_FILE):
 	@umask 077 && $(PY) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
 
-# Serve (and the local Ray it starts) run in the foreground: Ctrl-C stops everything.
+# Serve (with the local Ray it starts) in the foreground and the UI beside it; Ctrl-C stops both.
 run: install bundle $(ADMIN_TOKEN_FILE)
 	@echo "Segue API  http://127.0.0.1:8000   (OpenAPI: /docs; ready when /readyz answers 200)"
+	@echo "Segue UI   http://127.0.0.1:7860"
 	@echo "Admin token for POST /adjust_weights: in $(ADMIN_TOKEN_FILE) (or set SEGUE_ADMIN_TOKEN)"
 	@echo "Try: curl -s localhost:8000/recommend -d '{\"song\": \"$$($(PY) -c 'import pandas as p; print(p.read_parquet("$(DEMO_BUNDLE)/catalog.parquet").name[0])')\", \"k\": 10}'"
+	@$(PY) -m ui.app --api http://127.0.0.1:8000 --port 7860 & ui=$$!; \
+	trap 'kill $$ui 2>/dev/null' EXIT INT TERM; \
 	SEGUE_ADMIN_TOKEN_FILE=$${SEGUE_ADMIN_TOKEN_FILE:-$(CURDIR)/$(ADMIN_TOKEN_FILE)} RAY_worker_niceness=0 \
 		$(VENV)/bin/serve run serve_config.yaml
 

@@ -1,0 +1,65 @@
+"""The UI's logic against the real API app (in-process): what a person sees for a song, a
+picked suggestion, an unknown song, bad input and a server that is down."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serve_app import bundle
+from serve_app.http import create_app, local_backend
+from serve_app.service import Service
+from ui.app import SEP, Api, autocomplete, build, recommend_view, results_table, split_choice
+
+
+@pytest.fixture(scope="module")
+def service(demo_bundle) -> Service:
+    return Service.from_bundle(bundle.load(str(demo_bundle)))
+
+
+@pytest.fixture(scope="module")
+def api(service) -> Api:
+    return Api("http://testserver", client=TestClient(create_app(local_backend(service))))
+
+
+def test_autocomplete_offers_title_and_artist(api, service):
+    name, artist = service.front.bundle.catalog.name[0], service.front.bundle.catalog.artist[0]
+    choices = autocomplete(api, name[:5])
+    assert f"{name}{SEP}{artist}" in choices
+    assert autocomplete(api, "x") is None and autocomplete(api, f"{name}{SEP}{artist}") is None
+
+
+def test_a_picked_song_gives_the_table_and_the_weights_used(api, service):
+    name, artist = service.front.bundle.catalog.name[3], service.front.bundle.catalog.artist[3]
+    view = recommend_view(api, f"{name}{SEP}{artist}", None, None, 0.3, 0.7, 0.0, 10)
+    assert view.message == "" and view.table.count("<tr>") == 11  # header + 10 songs
+    assert view.weights.startswith("**Weights used:** content 0.30")
+    content_only = recommend_view(api, f"{name}{SEP}{artist}", None, None, 1.0, 0.0, 0.0, 10)
+    assert content_only.table != view.table and "collaborative 0.00" in content_only.weights
+
+
+def test_an_unknown_song_offers_suggestions(api, service):
+    name = service.front.bundle.catalog.name[3]
+    view = recommend_view(api, name[:-2] + "zq", "Nobody Q", None, 0.3, 0.7, 0.0, 10)
+    assert "could not find" in view.message and view.table == ""
+    assert view.suggestions is not None
+
+
+def test_input_problems_and_a_dead_server_are_sentences():
+    assert "first" in recommend_view(Api("http://127.0.0.1:9"), "", None, None, 0.3, 0.7, 0, 10).message
+    assert "above 0" in recommend_view(Api("http://127.0.0.1:9"), "x", None, None, 0, 0, 0, 10).message
+    down = recommend_view(Api("http://127.0.0.1:9", timeout=2), "x", None, None, 0.3, 0.7, 0, 10)
+    assert "not reachable" in down.message and "Traceback" not in down.message
+
+
+def test_table_escapes_and_labels():
+    table = results_table([{"song": "<b>x</b>", "artist": "a&b", "score": 0.5, "cb_score": 0.2, "cf_score": 0.9,
+                            "because": "why", "preview_url": "https://p/x.mp3"}])
+    assert "<b>x</b>" not in table and "&lt;b&gt;" in table and "a&amp;b" in table
+    assert 'aria-label="preview of' in table and "<caption>" in table
+    assert split_choice("Song — Band", "ignored") == ("Song", "Band")
+    assert split_choice(" Song ", " Band ") == ("Song", "Band")
+
+
+def test_the_blocks_app_builds():
+    assert build(Api("http://127.0.0.1:9")).title == "Segue"
