@@ -128,7 +128,7 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _invalid(exc.errors(), skip=1)
 
-    def front() -> Front | JSONResponse:
+    def current_front() -> Front | JSONResponse:
         fronts = backend.fronts()
         return fronts[0] if fronts else _error(503, "bundle not loaded yet")
 
@@ -138,11 +138,11 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
         return await cache.get((query, version), lambda: backend.run(query, version))
 
     async def answer(req: RecommendRequest, request: Request):
-        fronts = backend.fronts()
-        if not fronts:
-            return _error(503, "bundle not loaded yet")
+        current = current_front()
+        if isinstance(current, JSONResponse):
+            return current
         weights = backend.weights()
-        for front in fronts:  # newest first; an older bundle answers while the graph switches
+        for front in backend.fronts():  # newest first; an older bundle answers while the graph switches
             try:
                 asked = front.ask(req, weights)
                 result = await run(asked.query, front.version)
@@ -176,7 +176,7 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
     def search(q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT)],
                limit: Annotated[int, Query(ge=1, le=50)] = 10):
         """Autocomplete: titles that start with ``q``, then fuzzy matches."""
-        current = front()
+        current = current_front()
         return current if isinstance(current, JSONResponse) else current.search(q, limit)
 
     def admin(authorization: str | None = Header(default=None),
@@ -219,7 +219,7 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
     @app.get("/version")
     def version():
         """Bundle and code versions, and the default weights in force."""
-        current = front()
+        current = current_front()
         if isinstance(current, JSONResponse):
             return current
         w1, w2 = backend.weights()
