@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR := data/demo
 DEMO_BUNDLE := artifacts/demo
 
-.PHONY: install demo-data bundle run test bench-data bench-core bench-http evaluate clean
+.PHONY: install browser demo-data bundle run test docs-screenshot bench-data bench-core bench-http evaluate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Headless Chromium for tests/test_browser.py: Debian's package (Playwright drives it; it never
+# downloads a browser of its own). Without it those tests skip, so a failed install only warns.
+CHROMIUM_FIND := command -v chromium || command -v chromium-browser || command -v google-chrome
+browser:
+	@( $(CHROMIUM_FIND) ) >/dev/null 2>&1 || { \
+		command -v apt-get >/dev/null 2>&1 && { \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null 2>&1 || \
+			{ apt-get update -qq >/dev/null 2>&1 && \
+			  apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null 2>&1; }; } && \
+		( $(CHROMIUM_FIND) ) >/dev/null 2>&1 || \
+		echo "make browser: could not install chromium with apt-get; the browser tests will be skipped"; }
 
 $(DEMO_DIR)/.done: | $(STAMP)
 	$(PY) -m jobs.demo_data --out $(DEMO_DIR)
@@ -39,11 +52,15 @@ run: install bundle $(ADMIN_TOKEN_FILE)
 	@echo "Try: curl -s localhost:8000/recommend -d '{\"song\": \"$$($(PY) -c 'import pandas as p; print(p.read_parquet("$(DEMO_BUNDLE)/catalog.parquet").name[0])')\", \"k\": 10}'"
 	@$(PY) -m ui.app --api http://127.0.0.1:8000 --port 7860 & ui=$$!; \
 	trap 'kill $$ui 2>/dev/null' EXIT INT TERM; \
-	SEGUE_ADMIN_TOKEN_FILE=$${SEGUE_ADMIN_TOKEN_FILE:-$(CURDIR)/$(ADMIN_TOKEN_FILE)} RAY_worker_niceness=0 \
-		$(VENV)/bin/serve run serve_config.yaml
+	SEGUE_ADMIN_TOKEN_FILE=$${SEGUE_ADMIN_TOKEN_FILE:-$(CURDIR)/$(ADMIN_TOKEN_FILE)} \
+		env $$($(PY) -m serve_app.ray_env) $(VENV)/bin/serve run serve_config.yaml
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
+
+# Refresh docs/ui.png (a result page) from the browser test that picks a song.
+docs-screenshot: install browser
+	SEGUE_DOCS_SCREENSHOT=1 $(PY) -m pytest -q tests/test_browser.py -k autocomplete_gives_ten_songs
 
 bench-data: install
 	$(PY) -m jobs.bench_data

@@ -145,13 +145,18 @@ class Accumulator:
     rows_read: int = 0
     rejected: np.ndarray = field(default_factory=lambda: np.zeros(len(REASONS), np.int64))
     track_plays: np.ndarray | None = None
+    dropped_pairs: int = 0
+    _drop: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     _parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(
         default_factory=lambda: [[] for _ in range(1 << PARTITION_BITS)])
 
-    def add(self, batch: dict[str, np.ndarray]) -> None:
+    def add(self, batch: dict[str, np.ndarray], counted: bool = True) -> None:
+        """Take an encoded batch's kept rows; ``counted`` adds its rows to the read and
+        rejected counts (off for rows that are not from the interaction files)."""
         reason = batch["reason"]
-        self.rows_read += len(reason)
-        self.rejected += np.bincount(reason, minlength=len(REASONS))
+        if counted:
+            self.rows_read += len(reason)
+            self.rejected += np.bincount(reason, minlength=len(REASONS))
         keep = reason == 0
         key, track, plays = batch["user_hash"], batch["track"], batch["playcount"]
         if not keep.all():
@@ -166,6 +171,12 @@ class Accumulator:
             if hi > lo:
                 self._parts[p].append((key[lo:hi].copy(), track[lo:hi].astype(np.int32),
                                        plays[lo:hi].astype(np.uint32)))
+
+    def drop(self, batch: dict[str, np.ndarray]) -> None:
+        """Leave out the kept (user, track) pairs of an encoded batch, whatever their plays
+        (a listener's dislikes)."""
+        keep = batch["reason"] == 0
+        self._drop.append((batch["user_hash"][keep], batch["track"][keep].astype(np.int32)))
 
     def popularity_order(self) -> np.ndarray:
         """Track indices by total plays, most played first (ties keep catalog order)."""
@@ -198,6 +209,10 @@ class Accumulator:
             merged += len(key) - len(starts)
             val = np.add.reduceat(val, starts)
             key, col = key[starts], col[starts]
+            if self._drop:
+                kept = ~self._dropped(key, col, rank)
+                self.dropped_pairs += int((~kept).sum())
+                key, col, val = key[kept], col[kept], val[kept]
             user_start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
             keys.append(key[user_start])
             lengths.append(np.diff(np.r_[user_start, len(key)]))
@@ -210,6 +225,20 @@ class Accumulator:
         matrix = sp.csr_matrix((data.astype(dtype), np.concatenate(cols) if cols else np.zeros(0, np.int32),
                                 indptr.astype(np.int64)), shape=(len(user_keys), self.n_tracks))
         return matrix, user_keys, merged
+
+    def _dropped(self, key: np.ndarray, col: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Which of the distinct ``(key, col)`` pairs are to be dropped: sorted together with the
+        drop list, a kept pair directly followed by an equal dropped one is a hit."""
+        drop_key = np.concatenate([d[0] for d in self._drop])
+        drop_col = rank[np.concatenate([d[1] for d in self._drop])]
+        keys, cols = np.r_[key, drop_key], np.r_[col, drop_col]
+        is_drop = np.r_[np.zeros(len(key), bool), np.ones(len(drop_key), bool)]
+        o = np.lexsort((is_drop, cols, keys))
+        k, c, d = keys[o], cols[o], is_drop[o]
+        pair_end = (k[:-1] == k[1:]) & (c[:-1] == c[1:]) & ~d[:-1] & d[1:]
+        hit = np.zeros(len(key), bool)
+        hit[o[:-1][pair_end]] = True
+        return hit
 
     def rejected_counts(self) -> dict[str, int]:
         return {name: int(self.rejected[i]) for i, name in enumerate(REASONS) if i and self.rejected[i]}

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs import catalog as catalog_rules
-from jobs import csvio
+from jobs import csvio, feedback_events
 from jobs.interactions import REQUIRED, Accumulator, TrackLookup, encode, encode_csv_ranges
 from serve_app import bundle, collaborative, content, features, storage
 from serve_app.users import HASH_NAME, hash_probe
@@ -123,8 +123,10 @@ def ensure_ray() -> bool:
 
 def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount: float = DEFAULT_MAX_PLAYCOUNT,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES, overwrite: bool = False,
-        cf_config: collaborative.CFConfig = collaborative.CFConfig(), neighbors_k: int = 100) -> dict[str, Any]:
-    """Build and publish the bundle; returns its manifest."""
+        cf_config: collaborative.CFConfig = collaborative.CFConfig(), neighbors_k: int = 100,
+        events_uri: str | None = None) -> dict[str, Any]:
+    """Build and publish the bundle; returns its manifest. ``events_uri``: a serving event
+    log whose feedback is merged (:mod:`jobs.feedback_events`)."""
     import ray
     import ray.data
 
@@ -141,13 +143,17 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
         acc = Accumulator(len(cat.songs))
         for block in _stream(interactions_dataset(interactions_uri, lookup, max_playcount, chunk_bytes)):
             acc.add(block)
+        merged_events = merge_feedback(events_uri, acc, lookup) if events_uri else None
         if started:
             ray.shutdown()  # the rest runs in this process: give Ray's memory back first
         order = acc.popularity_order()
         user_items, user_keys, merged_pairs = acc.build(order)
-        kept = user_items.nnz + merged_pairs
+        kept = int(acc.rejected[0])  # reason 0: kept rows of the interaction files (feedback: its own counts)
         log(f"interactions: {acc.rows_read:,} rows read, {kept:,} kept, rejected {acc.rejected_counts() or 0}, "
             f"{merged_pairs:,} duplicate (user, track) rows summed")
+        if merged_events is not None:
+            merged_events["pairs_dropped_by_dislikes"] = acc.dropped_pairs
+            log(f"feedback events: {merged_events}")
 
         songs = cat.songs.iloc[order].reset_index(drop=True)
         songs["plays"] = np.asarray(user_items.sum(axis=0)).ravel().astype(np.int64)
@@ -167,7 +173,8 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
             manifest = bundle.write_manifest(staging, {
                 "code_version": _code_version(),
                 "inputs": {"catalog": [storage.fingerprint(u) for u in storage.list_files(catalog_uri)],
-                           "interactions": [storage.fingerprint(u) for u in storage.list_files(interactions_uri)]},
+                           "interactions": [storage.fingerprint(u) for u in storage.list_files(interactions_uri)],
+                           **({"events": events_uri} if events_uri else {})},
                 "params": {"max_playcount": max_playcount, "content_block_weights": transform["block_weights"],
                            "track_order": "plays descending", "content_neighbors": neighbors_k,
                            "collaborative": dataclasses.asdict(cf_config)},
@@ -180,6 +187,7 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
                                      "duplicate_rows_summed": merged_pairs, "users": user_items.shape[0],
                                      "pairs": user_items.nnz, "tracks_played": int((songs["listeners"] > 0).sum()),
                                      "cold_tracks": int((songs["listeners"] == 0).sum())},
+                    **({"feedback_events": merged_events} if merged_events is not None else {}),
                 },
                 "shapes": {"content": list(vectors.shape), "user_items": list(user_items.shape)},
             })
@@ -196,6 +204,23 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
             ray.shutdown()
 
 
+def merge_feedback(uri: str, acc: Accumulator, lookup: TrackLookup) -> dict[str, int]:
+    """Add the log's likes and preview plays to ``acc`` as plays and drop its dislikes; both
+    are validated like interaction rows (an unknown track id is rejected and counted here,
+    not in the interaction counts). Returns the counts."""
+    fb = feedback_events.read_feedback(uri)
+    counts = dict(fb.counts)
+    for name, table in (("plays", fb.plays), ("dislikes", fb.dislikes)):
+        encoded = encode(table, lookup, DEFAULT_MAX_PLAYCOUNT)
+        batch = {c: encoded.column(c).to_numpy() for c in encoded.column_names}
+        counts[f"{name}_rejected"] = int((batch["reason"] != 0).sum())
+        if name == "plays":
+            acc.add(batch, counted=False)
+        else:
+            acc.drop(batch)
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.preprocess", description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalog", required=True, help="Music Info CSV/Parquet: path, directory or s3:// URI")
@@ -206,10 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-mb", type=int, default=DEFAULT_CHUNK_BYTES >> 20,
                         help="CSV bytes per Ray Data task (default %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing local bundle")
+    parser.add_argument("--events", help="serving event log (directory or s3:// prefix) whose feedback is merged: "
+                        "likes and preview plays count as plays, dislikes drop the pair")
     args = parser.parse_args(argv)
     try:
         manifest = run(args.catalog, args.interactions, args.out, max_playcount=args.max_playcount,
-                       chunk_bytes=args.chunk_mb << 20, overwrite=args.overwrite)
+                       chunk_bytes=args.chunk_mb << 20, overwrite=args.overwrite, events_uri=args.events)
     except (ValueError, FileNotFoundError, FileExistsError, bundle.BundleError) as exc:
         log(f"error: {exc}")
         return 2

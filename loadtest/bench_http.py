@@ -2,7 +2,7 @@
 
     python -m loadtest.bench_http [--work bench-out] [--songs 30000] [--plays 9700000] [--bundle DIR]
         [--variants uvicorn,single,graph] [--mixes realistic,uniform] [--rate 167] [--duration 45]
-        [--rates 250,350,500,...] [--step-duration 15] [--cache-size N] [--quick]
+        [--rates 250,350,500,...] [--step-duration 15] [--cache-size N] [--warm-size N] [--quick]
 
 Builds (once) the bundle at the given size (or takes ``--bundle``), then for each variant
 and request mix starts a fresh server on 127.0.0.1 (ports 8100-8199 by default), drives
@@ -52,6 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from serve_app.ray_env import SERVE_ENV
+
 # Keep the top-level imports stdlib-only: the locustfile imports SeedSampler from here.
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +66,8 @@ MIN_ACHIEVED = 0.95
 USER_RATE = 5.0  # requests per second per Locust user: holds the rate while responses take < 200 ms
 DEFAULT_RATES = (250, 350, 500, 700, 1000, 1400, 2000, 2800)
 DEFAULT_CACHE = 20_000
-READY_TIMEOUT_S = 180.0
+DEFAULT_WARM = 10_000
+READY_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
 
 
@@ -241,23 +244,30 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, Any]:
         return 0, None
 
 
-def cache_totals(url: str, reads: int = 24, parallel: int = 8) -> dict[str, int] | None:
-    """The results cache summed over the ingress replicas: ``/readyz`` answers with one
-    replica's counters, so read it ``reads`` times (while idle; ``parallel`` at a time, or
-    the proxy sends them all to one replica) and sum the distinct counters."""
+def replica_caches(url: str, reads: int = 24, parallel: int = 8) -> list[dict]:
+    """The ``cache`` part of ``/readyz`` from as many ingress replicas as answer: one request
+    reaches one replica, so read it ``reads`` times (while idle; ``parallel`` at a time, or the
+    proxy sends them all to one replica)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(parallel) as pool:
         answers = list(pool.map(lambda _: _get(f"{url}/readyz", timeout=15.0), range(reads)))
-    seen = set()
-    for status, body in answers:
-        if status == 200 and isinstance(body, dict) and isinstance(body.get("cache"), dict):
-            c = body["cache"]
-            seen.add((c.get("entries", 0), c.get("hits", 0), c.get("misses", 0)))
+    return [body["cache"] for status, body in answers
+            if status == 200 and isinstance(body, dict) and isinstance(body.get("cache"), dict)]
+
+
+def cache_totals(url: str) -> dict[str, int] | None:
+    """The results cache summed over the ingress replicas (distinct counters)."""
+    seen = {(c.get("entries", 0), c.get("hits", 0), c.get("misses", 0)) for c in replica_caches(url)}
     if not seen:
         return None
     return {"entries": sum(s[0] for s in seen), "hits": sum(s[1] for s in seen),
             "misses": sum(s[2] for s in seen), "replicas_seen": len(seen)}
+
+
+def warming(url: str) -> bool:
+    """Whether an ingress replica is still answering the most-played songs into its cache."""
+    return any(c.get("warm", {}).get("state") == "running" for c in replica_caches(url))
 
 
 def _tree_pids(root: int, marker: str | None) -> set[int]:
@@ -340,8 +350,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.variant} exited with {self.proc.returncode} before it was ready; "
                                    f"log {self.log}:\n{tail(self.log)}")
-            if _get(f"{self.url}/readyz", timeout=2.0)[0] == 200:
-                self.start_s = round(time.monotonic() - t0, 1)
+            if _get(f"{self.url}/readyz", timeout=2.0)[0] == 200 and not warming(self.url):
+                self.start_s = round(time.monotonic() - t0, 1)  # ready, and the cache warm done
                 return self.start_s
             time.sleep(1.0)
         raise RuntimeError(f"{self.variant} not ready after {timeout:.0f} s; log {self.log}:\n{tail(self.log)}")
@@ -382,35 +392,45 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def serve_config(variant: str, bundle: Path, port: int, cache_size: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Caching:
+    """The ingress results cache: ``size`` entries, the ``warm`` most-played songs answered ahead."""
+
+    size: int = DEFAULT_CACHE
+    warm: int = DEFAULT_WARM
+
+
+def serve_config(variant: str, bundle: Path, port: int, caching: Caching, events: Path) -> dict[str, Any]:
     builder = {"single": "serve_app.app:build_single_app", "graph": "serve_app.app:build_app"}[variant]
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "127.0.0.1", "port": port},
         "logging_config": {"enable_access_log": False},
         "applications": [{"name": "segue-bench", "route_prefix": "/", "import_path": builder,
-                          "args": {"bundle": str(bundle), "cache_size": cache_size}}],
+                          "args": {"bundle": str(bundle), "cache_size": caching.size,
+                                   "warm_size": caching.warm, "events": str(events)}}],
     }
 
 
-def start_server(variant: str, bundle: Path, port: int, cache_size: int, logs: Path) -> Server:
+def start_server(variant: str, bundle: Path, port: int, caching: Caching, logs: Path) -> Server:
     """Start ``variant`` in its own process group (not waiting for it)."""
     env = {**os.environ, "SEGUE_ADMIN_TOKEN": os.environ.get("SEGUE_ADMIN_TOKEN") or "bench-http",
            "PYTHONUNBUFFERED": "1"}
     log = logs / f"{variant}-{port}.log"
+    events = logs / f"events-{variant}-{port}"  # impressions are logged as in production
     url = f"http://127.0.0.1:{port}"
     bindir = Path(sys.executable).parent
     if variant == "uvicorn":
         cmd = [sys.executable, "-m", "serve_app.standalone", "--bundle", str(bundle), "--port", str(port),
-               "--cache-size", str(cache_size)]
+               "--cache-size", str(caching.size), "--warm-size", str(caching.warm), "--events", str(events)]
         tmp = None
     else:
         import yaml
 
         tmp = Path(tempfile.mkdtemp(prefix="bh-serve-"))
         config = tmp / "serve.yaml"
-        config.write_text(yaml.safe_dump(serve_config(variant, bundle, port, cache_size), sort_keys=False))
-        env.update(RAY_TMPDIR=str(tmp), RAY_worker_niceness="0")
+        config.write_text(yaml.safe_dump(serve_config(variant, bundle, port, caching, events), sort_keys=False))
+        env.update(SERVE_ENV, RAY_TMPDIR=str(tmp))
         env.pop("RAY_ADDRESS", None)
         if (Path.home() / ".ray" / "auth_token").exists():
             env.setdefault("RAY_AUTH_MODE", "token")  # RAY_NOTES: the serve CLI fails without it then
@@ -516,16 +536,17 @@ class Plan:
     search: bool = True
 
 
-def bench_one(variant: str, mix: str, bundle: Path, port: int, cache_size: int, plan: Plan,
+def bench_one(variant: str, mix: str, bundle: Path, port: int, caching: Caching, plan: Plan,
               logs: Path, seeds: Path) -> dict[str, Any]:
     """Start a server, run the phases, stop it; everything measured for this variant and mix."""
     phases = logs / f"{variant}-{mix}"
     phases.mkdir(parents=True, exist_ok=True)
-    run: dict[str, Any] = {"variant": variant, "mix": mix, "port": port, "cache_size": cache_size,
+    run: dict[str, Any] = {"variant": variant, "mix": mix, "port": port, "cache_size": caching.size,
+                           "warm_size": caching.warm,
                            "load_avg_before": [round(x, 2) for x in os.getloadavg()], "steps": [],
                            "code": code_version()}  # the tree can change during a long run
     print(f"[{variant} / {mix}] starting on port {port} ...", file=sys.stderr, flush=True)
-    server = start_server(variant, bundle, port, cache_size, logs)
+    server = start_server(variant, bundle, port, caching, logs)
     try:
         run["start_s"] = server.wait_ready()
         print(f"[{variant} / {mix}] ready in {run['start_s']} s", file=sys.stderr, flush=True)
@@ -664,7 +685,8 @@ def _best_and_first_fail(r: dict[str, Any]) -> tuple[dict | None, dict | None]:
 def report(result: dict[str, Any]) -> str:
     m, plan = result["machine"], result["plan"]
     lines = [f"bundle {result['bundle_version']} ({result['songs']:,} songs in the catalog); results cache "
-             + (f"{result['cache_size']:,} entries per ingress replica" if result["cache_size"] else "off")
+             + (f"{result['cache_size']:,} entries per ingress replica, the {result.get('warm_size', 0):,} most-played "
+                "songs answered into it at start" if result["cache_size"] else "off")
              + f"; {m['nproc']} cores, load average at start {m['load_avg'][0]:.2f}, at end "
              f"{result['load_avg_end'][0]:.2f}",
              "",
@@ -761,9 +783,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds measuring the idle server's CPU first (default 10; quick 3)")
     parser.add_argument("--no-search", dest="search", action="store_false", help="no search for the highest rate")
     parser.add_argument("--cache-size", type=int, default=DEFAULT_CACHE, help="results cache entries (0: off)")
+    parser.add_argument("--warm-size", type=int, default=DEFAULT_WARM,
+                        help="most-played songs answered into the cache at start (0: none)")
     parser.add_argument("--port", type=int, default=8100, help="first port; each server gets the next (8100-8199)")
     parser.add_argument("--out", type=Path, help="result JSON (default WORK/bench_http.json, "
-                        "WORK/bench_http-cacheN.json for another --cache-size)")
+                        "WORK/bench_http-cacheN-warmM.json for other cache settings)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)  # stop our servers when killed too
@@ -788,7 +812,9 @@ def main(argv: list[str] | None = None) -> int:
 
         bundle = ensure_bundle(work, args.songs, args.plays).resolve()
     manifest = json.loads((bundle / "manifest.json").read_text())
-    logs = work / "logs" / ("bench_http" if args.cache_size == DEFAULT_CACHE else f"bench_http-cache{args.cache_size}")
+    caching = Caching(args.cache_size, args.warm_size)
+    suffix = "" if caching == Caching() else f"-cache{caching.size}-warm{caching.warm}"
+    logs = work / "logs" / f"bench_http{suffix}"
     logs.mkdir(parents=True, exist_ok=True)
     seeds = {mix: logs / f"seeds-{mix}.json" for mix in args.mixes}
     counts = {mix: write_seeds(bundle / "catalog.parquet", mix, path) for mix, path in seeds.items()}
@@ -797,16 +823,16 @@ def main(argv: list[str] | None = None) -> int:
     songs = len(pd.read_parquet(bundle / "catalog.parquet", columns=["name"]))
     result: dict[str, Any] = {"machine": machine(), "bundle": str(bundle), "bundle_version": manifest.get("version"),
                               "songs": songs, "seed_rows": counts, "cache_size": args.cache_size,
+                              "warm_size": args.warm_size,
                               "plan": plan.__dict__, "command": " ".join(sys.argv), "code": code_version(),
                               "runs": []}
-    out = args.out or work / ("bench_http.json" if args.cache_size == DEFAULT_CACHE
-                              else f"bench_http-cache{args.cache_size}.json")
+    out = args.out or work / f"bench_http{suffix}.json"
     t0 = time.monotonic()
     ports = iter(range(args.port, args.port + 100))
     try:
         for variant in args.variants:
             for mix in args.mixes:
-                result["runs"].append(bench_one(variant, mix, bundle, next(ports), args.cache_size, plan, logs,
+                result["runs"].append(bench_one(variant, mix, bundle, next(ports), caching, plan, logs,
                                                 seeds[mix]))
                 out.write_text(json.dumps(result, indent=2))  # partial results survive an interruption
     finally:

@@ -5,7 +5,7 @@ before any scoring code runs.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -133,3 +133,24 @@ class UnknownSongBody(BaseModel):
 
     detail: str
     suggestions: list[Suggestion]
+
+
+class FeedbackRequest(BaseModel):
+    """A listener's reaction to one recommended song: ``like``, ``dislike`` or ``play``
+    (played the preview). ``request_id`` is the one the ``/recommend`` response carried."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+    track_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT, strip_whitespace=True)]
+    signal: Literal["like", "dislike", "play"]
+    user_id: Text | None = None
+
+
+class FeedbackResponse(BaseModel):
+    """Feedback is acknowledged once it is in the event log."""
+
+    recorded: bool
+    request_id: str
+    track_id: str
+    signal: str

@@ -27,20 +27,26 @@ import pandas as pd
 import ray
 from pydantic import BaseModel, Field
 from ray import serve
+from ray.util import metrics
 from ray.serve.handle import DeploymentHandle
 
 from serve_app import hybrid
 from serve_app.bundle import PARTS, Bundle
 from serve_app.cache import ResultCache
+from serve_app.events import EventLog, writer_name
+from serve_app.feedback import Sessions
 from serve_app.collaborative import CollabScorer
 from serve_app.content import ContentScorer
 from serve_app.http import Backend, create_app
 from serve_app.reload import BundleSlot, VersionGone
 from serve_app.service import Front, Service
+from serve_app.warm import WarmStatus, warm
 from serve_app.weights import WeightBoard, WeightState, WeightsUnavailable
 
 log = logging.getLogger("segue.app")
 HANDLE_TIMEOUT_S = 10.0
+SESSIONS_TIMEOUT_S = 0.5
+DEFAULT_EVENTS = "~/.segue/events"
 
 
 class DefaultWeights(BaseModel):
@@ -53,13 +59,18 @@ class PartConfig(BaseModel):
 
     ``bundle``: the bundle URI (a change hot-reloads it); ``weights``: the deploy-time
     default weights; ``weights_store``: where adjusted weights are saved (local path or
-    ``s3://``; None keeps them in the application's actor only).
+    ``s3://``; None keeps them in the application's actor only); ``cache_size``: results
+    cached per ingress replica, ``warm_size``: the most-played songs answered into it
+    after each load or weight change; ``events``: the impression and feedback log (local
+    directory or ``s3://`` prefix; None refuses feedback).
     """
 
     bundle: str
     weights: DefaultWeights = DefaultWeights()
     weights_store: str | None = None
     cache_size: int = Field(20_000, ge=0)
+    warm_size: int = Field(10_000, ge=0)
+    events: str | None = DEFAULT_EVENTS
 
 
 def _log_like_serve() -> None:
@@ -150,6 +161,21 @@ class Follower:
     async def report(self) -> dict:
         state, replicas = await asyncio.gather(self.board.get.remote(), self.board.replicas.remote())
         return {"w1": state.w1, "w2": state.w2, "generation": state.generation, "replicas": replicas}
+
+
+class RayCounts:
+    """Counters at Ray's metrics endpoint (Prometheus: ``ray_<name>_total``), one per name,
+    created on first use with the tag keys it is first given."""
+
+    def __init__(self) -> None:
+        self._counters: dict[str, metrics.Counter] = {}
+
+    def inc(self, name: str, tags: dict[str, str], value: float = 1.0) -> None:
+        counter = self._counters.get(name)
+        if counter is None:
+            counter = self._counters[name] = metrics.Counter(name, description=f"Segue {name}",
+                                                             tag_keys=tuple(sorted(tags)))
+        counter.inc(value, tags)
 
 
 CPU = {"num_cpus": 0.25}
@@ -245,20 +271,64 @@ class Ingress(Part):
     def __init__(self, combiner: DeploymentHandle | None = None) -> None:
         self.combiner = combiner
         self.cache = ResultCache()
-        if combiner is None:
-            self.slot = BundleSlot(Service.from_bundle, parts=PARTS, on_switch=self.cache.clear)
-        else:
-            self.slot = BundleSlot(Front.from_bundle, on_switch=self.cache.clear)
+        build = Service.from_bundle if combiner is None else Front.from_bundle
+        self.slot = BundleSlot(build, parts=PARTS if combiner is None else (), on_switch=self._fresh_cache)
         self.default = (hybrid.DEFAULT_W1, hybrid.DEFAULT_W2)
         self.weights = Follower(self._set_weights)
+        self.warm_size = 0
+        self.warm_status = WarmStatus()
+        self._warm_task: asyncio.Task | None = None
+        self.events: EventLog | None = None
+        self.counts = RayCounts()
+        self.sessions = None
 
     def _set_weights(self, state: WeightState) -> None:
         self.default = (state.w1, state.w2)
+        self._fresh_cache()
+
+    def _fresh_cache(self) -> None:
+        """A new bundle or new default weights: drop every answer, warm the head again."""
         self.cache.clear()
+        if self._warm_task is not None:
+            self._warm_task.cancel()
+        fronts = self.fronts()
+        if self.warm_size and fronts:
+            self._warm_task = asyncio.get_running_loop().create_task(
+                warm(self.cache, fronts[0], self.default, self.run_many, self.warm_size, self.warm_status))
 
     async def configured(self, cfg: PartConfig) -> None:
+        changed = (cfg.cache_size, cfg.warm_size) != (self.cache.size, self.warm_size)
         self.cache.resize(cfg.cache_size)
+        self.warm_size = cfg.warm_size
         await self.weights.configured(cfg)
+        if changed:
+            self._fresh_cache()
+        root = os.path.expanduser(cfg.events) if cfg.events else None
+        if root != (self.events.root if self.events else None):
+            if self.events is not None:
+                await self.events.close()
+            self.events = EventLog(root, writer_name(f"ingress-{serve.get_replica_context().replica_id.unique_id}")) \
+                if root else None
+        if self.sessions is None:
+            self.sessions = ray.remote(Sessions).options(
+                name=f"segue-sessions-{serve.get_replica_context().app_name}", namespace="segue",
+                lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1).remote()
+
+    async def disliked(self, user_id: str) -> frozenset[str]:
+        """The user's session dislikes; none when the sessions actor does not answer in time
+        (the request is served, without the exclusion)."""
+        try:
+            return await asyncio.wait_for(self.sessions.disliked.remote(user_id), SESSIONS_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("session dislikes unavailable (%s): serving without them", type(exc).__name__)
+            return frozenset()
+
+    async def dislike(self, user_id: str, track_id: str) -> None:
+        """Remember a dislike for the session (the event itself is already in the log)."""
+        try:
+            await asyncio.wait_for(self.sessions.dislike.remote(user_id, track_id), HANDLE_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("session dislike not kept (%s); it is in the event log", type(exc).__name__)
 
     def fronts(self) -> list[Front]:
         states = self.slot.states()
@@ -271,6 +341,12 @@ class Ingress(Part):
         if isinstance(result, Exception):
             raise result
         return result
+
+    async def run_many(self, queries: list[hybrid.Query], version: str) -> list[hybrid.Result | VersionGone]:
+        """Many queries at once (the cache warm): one combiner call, or in process."""
+        if self.combiner is None:
+            return await self.slot.get(version).run_many(queries, version)
+        return await self.combiner.run_many.remote([(q, version) for q in queries])
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _run_batch(self, asked: list[tuple[hybrid.Query, str]]) -> list[hybrid.Result | VersionGone]:
@@ -287,15 +363,17 @@ class Ingress(Part):
         ready = all(p["version"] is not None for p in parts.values())
         refused = {name: p["refused"] for name, p in parts.items() if p["refused"]}
         return {"ready": ready, "model_version": self.slot.version, "parts": parts,
-                "refused": refused, "cache": self.cache.stats()}
+                "refused": refused, "cache": {**self.cache.stats(), "warm": self.warm_status.report()}}
 
     def __serve_build_asgi_app__(self):
         return create_app(Backend(self.fronts, self.run, lambda: self.default, self.weights.set, self.readiness,
-                                  self.weights.report), self.cache)
+                                  self.weights.report, lambda: self.events, self.counts, self.disliked,
+                                  self.dislike), self.cache)
 
 
 class AppArgs(BaseModel):
-    """``serve run serve_app.app:build_app bundle=URI [w1=.. w2=.. weights_store=.. cache_size=..]``.
+    """``serve run serve_app.app:build_app bundle=URI [w1=.. w2=.. weights_store=.. cache_size=..
+    warm_size=.. events=..]``.
 
     Without ``bundle`` the deployments get no ``user_config`` from the code: the deploy file
     gives it (``serve_config.yaml``), and changing it there reconfigures replicas in place,
@@ -306,12 +384,15 @@ class AppArgs(BaseModel):
     w2: float = Field(hybrid.DEFAULT_W2, ge=0, le=1)
     weights_store: str | None = None
     cache_size: int = Field(20_000, ge=0)
+    warm_size: int = Field(10_000, ge=0)
+    events: str | None = DEFAULT_EVENTS
 
     def user_config(self) -> dict | None:
         if self.bundle is None:
             return None
         return PartConfig(bundle=self.bundle, weights=DefaultWeights(w1=self.w1, w2=self.w2),
-                          weights_store=self.weights_store, cache_size=self.cache_size).model_dump()
+                          weights_store=self.weights_store, cache_size=self.cache_size,
+                          warm_size=self.warm_size, events=self.events).model_dump()
 
 
 def build_app(args: dict) -> serve.Application:

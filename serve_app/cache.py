@@ -27,11 +27,15 @@ class ResultCache:
         except KeyError:
             self.misses += 1
             value = await compute()
-            if self._lru.maxsize > 0:
-                self._lru[key] = value
+            self.put(key, value)
             return value
         self.hits += 1
         return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store ``value`` (a warm-up's answer) without counting a lookup."""
+        if self._lru.maxsize > 0:
+            self._lru[key] = value
 
     @property
     def size(self) -> int:

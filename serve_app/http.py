@@ -17,14 +17,23 @@ from typing import Annotated, Awaitable, Callable
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from serve_app.api import MAX_TEXT, RecommendRequest, RecommendResponse, Suggestion, UnknownSongBody
+from serve_app.api import (MAX_TEXT, FeedbackRequest, FeedbackResponse, RecommendRequest, RecommendResponse,
+                           Suggestion, UnknownSongBody)
 from serve_app.cache import ResultCache
+from serve_app.events import EventLog
+from serve_app.feedback import Counts, MemoryCounts, Sessions, new_request_id, request_bucket, weights_bucket
 from serve_app.hybrid import Query as RecQuery, Result
 from serve_app.reload import VersionGone
 from serve_app.service import Front, Service, UnknownSong
 from serve_app.weights import WeightsUnavailable
+
+
+FEEDBACK_RATE = parse("10/second")  # per client address and ingress replica
 
 
 class WeightsUpdate(BaseModel):
@@ -57,7 +66,9 @@ class Backend:
     :class:`~serve_app.reload.VersionGone` when that version is no longer served);
     ``weights``/``set_weights``: the default weights and how they change everywhere;
     ``readiness``: ``{"ready": bool, ...}`` for ``/readyz``; ``weights_report``: the
-    weights and which generation each replica applied, for ``GET /admin/weights``.
+    weights and which generation each replica applied, for ``GET /admin/weights``;
+    ``events``: the impression and feedback log (None: feedback is refused); ``counts``: the feedback counters;
+    ``disliked``/``dislike``: a user's session dislikes (track ids), shared by every replica.
     """
 
     fronts: Callable[[], list[Front]]
@@ -66,10 +77,16 @@ class Backend:
     set_weights: Callable[[float, float], Awaitable[dict]]
     readiness: Callable[[], Awaitable[dict]]
     weights_report: Callable[[], Awaitable[dict]]
+    events: Callable[[], EventLog | None]
+    counts: Counts
+    disliked: Callable[[str], Awaitable[frozenset[str]]]
+    dislike: Callable[[str, str], Awaitable[None]]
 
 
-def local_backend(service: Service) -> Backend:
-    """A backend answering from one in-process :class:`Service` (tests, plain uvicorn, one deployment)."""
+def local_backend(service: Service, events: EventLog | None = None, counts: Counts | None = None,
+                  sessions: Sessions | None = None) -> Backend:
+    """A backend answering from one in-process :class:`Service` (tests, plain uvicorn)."""
+    sessions = sessions or Sessions()
 
     async def run(query: RecQuery, version: str) -> Result:
         return service.rec.run(query)
@@ -85,8 +102,14 @@ def local_backend(service: Service) -> Backend:
         w1, w2 = service.default_weights
         return {"w1": w1, "w2": w2}
 
+    async def disliked(user_id: str) -> frozenset[str]:
+        return sessions.disliked(user_id)
+
+    async def dislike(user_id: str, track_id: str) -> None:
+        sessions.dislike(user_id, track_id)
+
     return Backend(lambda: [service.front], run, lambda: service.default_weights, set_weights, readiness,
-                   weights_report)
+                   weights_report, lambda: events, counts or MemoryCounts(), disliked, dislike)
 
 
 def _error(status: int, detail: str, **extra) -> JSONResponse:
@@ -122,7 +145,8 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
     app = FastAPI(title="Segue", summary="Hybrid song recommender",
                   description="Top-K songs for a song, a session, a user or a new song, each with its reason.")
 
-    app.add_middleware(JsonBodies, paths=frozenset({"/recommend"}))
+    app.add_middleware(JsonBodies, paths=frozenset({"/recommend", "/feedback"}))
+    limiter = MovingWindowRateLimiter(MemoryStorage())
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -142,18 +166,34 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
         if isinstance(current, JSONResponse):
             return current
         weights = backend.weights()
+        disliked = await backend.disliked(req.user_id) if req.user_id else frozenset()
         for front in backend.fronts():  # newest first; an older bundle answers while the graph switches
             try:
-                asked = front.ask(req, weights)
+                asked = front.ask(req, weights, disliked)
                 result = await run(asked.query, front.version)
             except UnknownSong as exc:
                 body = UnknownSongBody(detail=str(exc), suggestions=exc.suggestions)
                 return JSONResponse(status_code=404, content=body.model_dump())
             except VersionGone:
                 continue
-            return front.render(result, asked, request.headers.get("x-request-id"))
+            q = asked.query
+            response = front.render(result, asked, new_request_id(q.w1, q.w2))
+            impression(response, req.user_id, weights_bucket(q.w1, q.w2))
+            return response
         return JSONResponse(status_code=503, headers={"Retry-After": "1"},
                             content={"detail": "switching bundles, retry in a second"})
+
+    def impression(response: RecommendResponse, user_id: str | None, bucket: str) -> None:
+        """Log and count the songs a response showed (best effort: the response never waits)."""
+        shown = [r.track_id for r in response.recommendations]
+        if not shown:
+            return
+        backend.counts.inc("segue_impressions", {"weights": bucket, "kind": response.query.kind}, len(shown))
+        events = backend.events()
+        if events is not None:
+            events.record({"type": "impression", "request_id": response.request_id, "user_id": user_id,
+                                   "kind": response.query.kind, "weights": bucket, "track_ids": shown,
+                                   "model_version": response.model_version})
 
     @app.post("/recommend", response_model=RecommendResponse,
               responses={404: {"model": UnknownSongBody}, 422: {"description": "invalid request"}})
@@ -178,6 +218,38 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
         """Autocomplete: titles that start with ``q``, then fuzzy matches."""
         current = current_front()
         return current if isinstance(current, JSONResponse) else current.search(q, limit)
+
+    @app.post("/feedback", response_model=FeedbackResponse,
+              responses={404: {"description": "unknown track_id"}, 429: {"description": "too many requests"},
+                         503: {"description": "not recorded, retry"}})
+    async def feedback(fb: FeedbackRequest, request: Request):
+        """A listener liked, disliked or played (the preview of) a recommended song. Answers once
+        the event is in the event log; a dislike with a ``user_id`` also keeps that song out of
+        the user's recommendations for the session."""
+        client = request.client.host if request.client else "unknown"
+        if not limiter.hit(FEEDBACK_RATE, "feedback", client):
+            return JSONResponse(status_code=429, headers={"Retry-After": "1"},
+                                content={"detail": f"too many feedback requests (limit {FEEDBACK_RATE})"})
+        current = current_front()
+        if isinstance(current, JSONResponse):
+            return current
+        if current.track_index(fb.track_id) is None:
+            return _error(404, f"unknown track_id: {fb.track_id!r}")
+        events = backend.events()
+        if events is None:
+            return _error(503, "feedback is not recorded by this server (no event log configured)")
+        bucket = request_bucket(fb.request_id)
+        try:
+            await events.append({"type": "feedback", "request_id": fb.request_id, "user_id": fb.user_id,
+                                         "track_id": fb.track_id, "signal": fb.signal, "weights": bucket,
+                                         "model_version": current.version})
+        except OSError as exc:
+            return JSONResponse(status_code=503, headers={"Retry-After": "1"},
+                                content={"detail": f"feedback not recorded ({exc}); retry"})
+        backend.counts.inc("segue_feedback", {"signal": fb.signal, "weights": bucket})
+        if fb.signal == "dislike" and fb.user_id:
+            await backend.dislike(fb.user_id, fb.track_id)
+        return FeedbackResponse(recorded=True, request_id=fb.request_id, track_id=fb.track_id, signal=fb.signal)
 
     def admin(authorization: str | None = Header(default=None),
               x_admin_token: str | None = Header(default=None)) -> None:

@@ -212,7 +212,7 @@ class Combiner:
         """Answer ``q``: yields the scorer calls needed (each batch may run concurrently) and
         receives their results in order; returns the :class:`Result`."""
         if q.kind == "attributes":
-            return (yield from self.attribute_steps(dict(q.attributes), q.k, q.diversity))
+            return (yield from self.attribute_steps(dict(q.attributes), q.k, q.diversity, q.exclude))
         if q.kind == "songs":
             plan = self.plan_songs(q.seeds, q.w1, q.w2, q.exclude)
         else:
@@ -239,9 +239,11 @@ class Combiner:
                  for i in picked]
         return Result(items, plan.weights, plan.kind)
 
-    def attribute_steps(self, song: dict, k: int, diversity: float) -> Steps:
+    def attribute_steps(self, song: dict, k: int, diversity: float, exclude: Sequence[int] = ()) -> Steps:
         """A song outside the catalog, described by its attributes: content only."""
-        [(order, cb)] = yield [Call("content", "for_attributes", (song, max(k, self.config.mmr_pool)))]
+        [(order, cb)] = yield [Call("content", "for_attributes", (song, max(k, self.config.mmr_pool) + len(exclude)))]
+        keep = ~np.isin(order, np.asarray(exclude, np.int64))
+        order, cb = order[keep], cb[keep]
         picked = yield from self._pick(order, cb, diversity, k)
         tags = features.song_tokens(song.get("tags"), None)
         items = []

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Collection, Sequence
 
+import numpy as np
 import pandas as pd
 
 from serve_app.api import (QueryEcho, Recommendation, RecommendRequest, RecommendResponse, Suggestion,
@@ -19,6 +21,7 @@ from serve_app.api import (QueryEcho, Recommendation, RecommendRequest, Recommen
 from serve_app.bundle import Bundle
 from serve_app.hybrid import HybridConfig, Query, Recommender, Result
 from serve_app.lookup import Candidate, SongIndex
+from serve_app.reload import VersionGone
 
 
 class UnknownSong(LookupError):
@@ -52,6 +55,7 @@ class Front:
                                                                                           "track_id"))
         previews = cat["spotify_preview_url"] if "spotify_preview_url" in cat else pd.Series([None] * len(cat))
         self._preview = [p if isinstance(p, str) and p else None for p in previews]
+        self._index = {t: i for i, t in enumerate(self._track_id)}
 
     @classmethod
     def from_bundle(cls, b: Bundle) -> "Front":
@@ -79,12 +83,29 @@ class Front:
     def search(self, query: str, limit: int = 10) -> list[Suggestion]:
         return self._candidates(self.songs.search(query, limit))
 
-    def ask(self, req: RecommendRequest, default_weights: tuple[float, float]) -> Asked:
-        """The query for a validated request, with the default weights filled in (so the query
-        alone determines the answer and can key a cache); raises UnknownSong."""
-        w1 = default_weights[0] if req.w1 is None else req.w1
-        w2 = default_weights[1] if req.w2 is None else req.w2
-        common = dict(k=req.k, w1=w1, w2=w2, diversity=req.diversity)
+    def track_index(self, track_id: str) -> int | None:
+        """The catalog index of ``track_id``, None when this bundle does not have it."""
+        return self._index.get(track_id)
+
+    def most_played(self, n: int) -> np.ndarray:
+        """The ``n`` most-played tracks (int64 indices, most played first): the head of the traffic."""
+        plays = self.bundle.catalog["plays"].to_numpy() if "plays" in self.bundle.catalog else None
+        if plays is None or n <= 0:
+            return np.zeros(0, np.int64)
+        return np.argsort(-plays, kind="stable")[:n].astype(np.int64)
+
+    def song_query(self, track: int, default_weights: tuple[float, float]) -> Query:
+        """The query of the minimal request ``{"song", "artist"}`` for ``track`` (what
+        :meth:`ask` builds for it, so the two key the same cache entry)."""
+        return Query("songs", seeds=(track,), **_common(RecommendRequest.model_construct(), default_weights))
+
+    def ask(self, req: RecommendRequest, default_weights: tuple[float, float],
+            exclude: Collection[str] = ()) -> Asked:
+        """The query for a validated request, with the default weights filled in and the
+        ``exclude``d track ids (a listener's dislikes) left out, so that the query alone
+        determines the answer and can key a cache; raises UnknownSong."""
+        common = _common(req, default_weights)
+        common["exclude"] = tuple(sorted(i for i in map(self.track_index, exclude) if i is not None))
         seeds: list[int] = []
         alternatives: list[Suggestion] = []
         if req.song:
@@ -119,6 +140,13 @@ class Front:
             model_version=self.version, request_id=request_id or uuid.uuid4().hex)
 
 
+def _common(req: RecommendRequest, default_weights: tuple[float, float]) -> dict:
+    """The query fields every kind shares: k, diversity and the effective weights."""
+    w1 = default_weights[0] if req.w1 is None else req.w1
+    w2 = default_weights[1] if req.w2 is None else req.w2
+    return dict(k=req.k, w1=w1, w2=w2, diversity=req.diversity)
+
+
 @dataclass
 class Service:
     """Everything one bundle needs to answer requests, in one process."""
@@ -137,6 +165,12 @@ class Service:
     @property
     def default_weights(self) -> tuple[float, float]:
         return self.rec.config.w1, self.rec.config.w2
+
+    async def run_many(self, queries: Sequence[Query], version: str) -> list[Result]:
+        """Many queries' results (the cache warm's runner, as the graph's combiner is)."""
+        if version != self.version:
+            raise VersionGone(f"bundle {version} is not loaded here (serving {self.version})")
+        return [self.rec.run(q) for q in queries]
 
     def recommend(self, req: RecommendRequest, request_id: str | None = None) -> RecommendResponse:
         """The response to one validated request; raises UnknownSong for an unknown seed."""

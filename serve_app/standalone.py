@@ -5,13 +5,17 @@ way to try the API quickly): ``python -m serve_app.standalone --bundle DIR [--po
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 
 import uvicorn
 
 from serve_app import bundle
 from serve_app.cache import ResultCache
+from serve_app.events import EventLog, writer_name
 from serve_app.http import create_app, local_backend
 from serve_app.service import Service
+from serve_app.warm import WarmStatus, warm
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,9 +24,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--cache-size", type=int, default=20_000, help="cached results (0: no cache)")
+    parser.add_argument("--warm-size", type=int, default=10_000,
+                        help="most-played songs whose answers are cached before serving (0: none)")
+    parser.add_argument("--events", default="~/.segue/events",
+                        help="impression and feedback log: directory or s3:// prefix ('' refuses feedback)")
     args = parser.parse_args(argv)
     service = Service.from_bundle(bundle.load(args.bundle))
-    app = create_app(local_backend(service), ResultCache(args.cache_size))
+    cache = ResultCache(args.cache_size)
+    asyncio.run(warm(cache, service.front, service.default_weights, service.run_many, args.warm_size, WarmStatus()))
+    events = EventLog(os.path.expanduser(args.events), writer_name("standalone")) if args.events else None
+    app = create_app(local_backend(service, events), cache)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

@@ -18,6 +18,8 @@ import httpx
 import psutil
 import yaml
 
+from serve_app.ray_env import SERVE_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 TOKEN = "test-admin-token-9f2c"
@@ -36,8 +38,10 @@ class ServeCluster:
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-ray-", dir="/tmp"))  # short: Ray's socket paths
         self.dashboard_port, self.http_port = free_port(), free_port()
         self.weights_store = weights_store
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0",
-                    "SEGUE_ADMIN_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env = {**os.environ, **SERVE_ENV, "RAY_AUTH_MODE": "disabled", "SEGUE_ADMIN_TOKEN": TOKEN,
+                    "RAY_USAGE_STATS_ENABLED": "0"}
+        self.metrics_port = free_port()
+        self.events = self.tmp / "events"
         self.proc: subprocess.Popen | None = None
         self.revision = "1"
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=30.0)
@@ -47,7 +51,7 @@ class ServeCluster:
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={self.tmp}", "--disable-usage-stats",
                f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-               f"--metrics-export-port={free_port()}"]
+               f"--metrics-export-port={self.metrics_port}"]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=open(self.tmp / "ray.log", "w"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
@@ -70,7 +74,7 @@ class ServeCluster:
         app["runtime_env"]["env_vars"]["SEGUE_REVISION"] = revision
         for d in app["deployments"]:
             d["user_config"] = {**d["user_config"], "bundle": str(bundle), "weights_store": str(self.weights_store),
-                                **user_config}
+                                "events": str(self.events), **user_config}
         return cfg
 
     def deploy(self, bundle: Path | str, revision: str | None = None, **user_config) -> None:

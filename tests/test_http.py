@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serve_app import bundle
+from serve_app.feedback import MemoryCounts
 from serve_app.http import Backend, create_app, local_backend
 from serve_app.service import Service
 
@@ -109,7 +110,7 @@ def test_not_ready_is_503_on_readyz_and_recommend():
     async def not_ready() -> dict:
         return {"ready": False, "detail": "bundle not loaded yet"}
 
-    never = Backend(lambda: [], None, lambda: (0.3, 0.7), None, not_ready, None)
+    never = Backend(lambda: [], None, lambda: (0.3, 0.7), None, not_ready, None, lambda: None, MemoryCounts(), None, None)
     c = TestClient(create_app(never))
     assert c.get("/healthz").status_code == 200
     assert c.get("/readyz").status_code == 503

@@ -129,12 +129,12 @@ def test_users_hold_the_rate_at_the_user_pace():
 
 
 def test_serve_config_binds_loopback_without_access_logs(tmp_path):
-    cfg = bh.serve_config("graph", tmp_path, 8123, 0)
+    cfg = bh.serve_config("graph", tmp_path, 8123, bh.Caching(0, 0), tmp_path / "ev")
     assert cfg["http_options"] == {"host": "127.0.0.1", "port": 8123}
     assert cfg["logging_config"] == {"enable_access_log": False}
     app = cfg["applications"][0]
-    assert app["import_path"] == "serve_app.app:build_app" and app["args"]["cache_size"] == 0
-    assert bh.serve_config("single", tmp_path, 8123, 5)["applications"][0]["import_path"] == \
+    assert app["import_path"] == "serve_app.app:build_app" and app["args"]["cache_size"] == app["args"]["warm_size"] == 0
+    assert bh.serve_config("single", tmp_path, 8123, bh.Caching(), tmp_path / "ev")["applications"][0]["import_path"] == \
         "serve_app.app:build_single_app"
 
 

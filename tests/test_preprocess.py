@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -251,3 +252,50 @@ def test_cli_done_when(tmp_path):
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert not list(tmp_path.glob(".b.tmp-*")), "a refused run left its staging directory behind"
     assert bundle.verify(b) == manifest  # the existing bundle is untouched
+
+
+def test_feedback_events_merge_into_the_next_bundle(demo_data, demo_bundle, ray_session, tmp_path):
+    """Likes and preview plays become plays, a dislike drops the pair; what cannot be merged
+    is counted, never raised."""
+    before = bundle.load(str(demo_bundle))
+    raw = pd.read_csv(demo_data / "User Listening History.csv", dtype={"user_id": str})
+    user, other = raw["user_id"].unique()[:2]
+    played = set(before.catalog["track_id"].to_numpy()[before.user_items[
+        int(np.searchsorted(before.user_hash, user_hash([user])[0]))].indices])
+    new_track = next(t for t in before.catalog["track_id"] if t not in played)
+    disliked = raw.loc[raw["user_id"] == other, "track_id"].iloc[0]
+    log = tmp_path / "events" / "dt=2026-11-26"
+    log.mkdir(parents=True)
+    lines = [{"type": "feedback", "signal": "like", "user_id": user, "track_id": new_track},
+             {"type": "feedback", "signal": "play", "user_id": user, "track_id": new_track},
+             {"type": "feedback", "signal": "dislike", "user_id": other, "track_id": disliked},
+             {"type": "feedback", "signal": "like", "track_id": new_track},  # no user: not an interaction
+             {"type": "feedback", "signal": "like", "user_id": user, "track_id": "TR-NOT-IN-CATALOG"},
+             {"type": "feedback", "signal": "shrug", "user_id": user, "track_id": new_track},
+             {"type": "impression", "request_id": "r", "track_ids": [new_track]}]
+    (log / "w.ndjson").write_text("\n".join(map(json.dumps, lines)) + "\n{not json\n")
+
+    manifest = preprocess.run(str(demo_data / "Music Info.csv"), str(demo_data / "User Listening History.csv"),
+                              str(tmp_path / "b"), events_uri=str(tmp_path / "events"))
+    assert manifest["counts"]["feedback_events"] == {
+        "events_read": 8, "impressions": 1, "likes": 2, "plays": 1, "dislikes": 1, "without_user": 1,
+        "rejected": 2, "plays_rejected": 1, "dislikes_rejected": 0, "pairs_dropped_by_dislikes": 1}
+    counts_before = before.manifest["counts"]["interactions"]
+    assert manifest["counts"]["interactions"] == counts_before | {
+        "duplicate_rows_summed": counts_before["duplicate_rows_summed"] + 1}  # the like and the play: one pair
+    after = bundle.load(str(tmp_path / "b"))
+
+    def plays_of(b, uid):
+        r = b.user_items[int(np.searchsorted(b.user_hash, user_hash([uid])[0]))]
+        return dict(zip(b.catalog["track_id"].to_numpy()[r.indices], r.data.tolist()))
+
+    assert plays_of(after, user) == {**plays_of(before, user), new_track: 2}
+    assert plays_of(after, other) == {t: n for t, n in plays_of(before, other).items() if t != disliked}
+    assert after.user_items.nnz == before.user_items.nnz  # one pair added, one dropped
+
+
+def test_a_missing_event_log_is_a_clear_error(demo_data, tmp_path):
+    code = preprocess.main(["--catalog", str(demo_data / "Music Info.csv"), "--interactions",
+                            str(demo_data / "User Listening History.csv"), "--out", str(tmp_path / "b"),
+                            "--events", str(tmp_path / "no-such-log")])
+    assert code == 2 and not (tmp_path / "b").exists()

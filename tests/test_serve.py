@@ -158,6 +158,33 @@ def replicas_at(http: httpx.Client) -> dict[str, int]:
     return http.get("/admin/weights", headers=ADMIN).json()["replicas"]
 
 
+def test_feedback_is_logged_counted_and_a_dislike_reaches_every_ingress_replica(http, cluster, local):
+    ask = {**song(local, 0), "k": 10, "user_id": "serve-listener"}
+    first = http.post("/recommend", json=ask).json()
+    gone = first["recommendations"][0]["track_id"]
+    r = http.post("/feedback", json={"request_id": first["request_id"], "track_id": gone, "signal": "dislike",
+                                     "user_id": "serve-listener"})
+    assert r.status_code == 200 and r.json()["recorded"] is True
+    # the event is on disk when acknowledged
+    logged = [json.loads(line) for f in cluster.events.glob("dt=*/*.ndjson") for line in f.read_text().splitlines()]
+    assert any(e["type"] == "feedback" and e["track_id"] == gone and e["weights"] == "0.3/0.7" for e in logged)
+    # every later answer for that listener, from either ingress replica, leaves the song out
+    for _ in range(12):
+        again = http.post("/recommend", json=ask).json()["recommendations"]
+        assert len(again) == 10 and gone not in [x["track_id"] for x in again]
+    assert http.post("/recommend", json={**ask, "user_id": "someone-else"}).json()["recommendations"][0][
+        "track_id"] == gone
+    # counters at Ray's metrics endpoint (exported every few seconds)
+    deadline, text = time.monotonic() + 40, ""
+    while time.monotonic() < deadline and "segue_feedback" not in text:
+        time.sleep(2)
+        text = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5).text
+    lines = [x for x in text.splitlines() if x.startswith(("segue_feedback", "ray_segue_feedback"))]
+    assert any('signal="dislike"' in x and 'weights="0.3/0.7"' in x and float(x.rsplit(" ", 1)[1]) >= 1
+               for x in lines), lines
+    assert "segue_impressions" in text
+
+
 def test_adjust_weights_reaches_every_replica_within_2s(http, local):
     r = http.post("/adjust_weights", json={"w1": 0.6, "w2": 0.4}, headers=ADMIN)
     assert r.status_code == 200
