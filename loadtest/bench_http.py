@@ -430,7 +430,7 @@ def start_server(variant: str, bundle: Path, port: int, caching: Caching, logs: 
         tmp = Path(tempfile.mkdtemp(prefix="bh-serve-"))
         config = tmp / "serve.yaml"
         config.write_text(yaml.safe_dump(serve_config(variant, bundle, port, caching, events), sort_keys=False))
-        env.update(SERVE_ENV, RAY_TMPDIR=str(tmp))
+        env.update({k: v for k, v in SERVE_ENV.items() if k not in os.environ}, RAY_TMPDIR=str(tmp))  # caller's win
         env.pop("RAY_ADDRESS", None)
         if (Path.home() / ".ray" / "auth_token").exists():
             env.setdefault("RAY_AUTH_MODE", "token")  # RAY_NOTES: the serve CLI fails without it then

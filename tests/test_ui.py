@@ -7,9 +7,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serve_app import bundle
+from serve_app.events import EventLog, read_events
 from serve_app.http import create_app, local_backend
 from serve_app.service import Service
-from ui.app import SEP, Api, autocomplete, build, recommend_view, results_table, split_choice
+from ui.app import SEP, Api, autocomplete, build, feedback_note, recommend_view, results_table, split_choice
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +53,35 @@ def test_input_problems_and_a_dead_server_are_sentences():
     assert "not reachable" in down.message and "Traceback" not in down.message
 
 
+def test_a_thumbs_down_is_recorded_and_the_song_leaves_the_list(service, tmp_path):
+    api = Api("http://testserver", client=TestClient(create_app(local_backend(service, EventLog(str(tmp_path))))))
+    name, artist = service.front.bundle.catalog.name[3], service.front.bundle.catalog.artist[3]
+    view = recommend_view(api, f"{name}{SEP}{artist}", None, "ui-listener", 0.3, 0.7, 0.0, 10)
+    first = view.shown["recs"][0]
+    assert view.shown["user_id"] == "ui-listener" and len(view.shown["recs"]) == 10
+    note = feedback_note(api, view.shown, first["track_id"], "dislike")
+    assert note.startswith("Noted:") and first["song"] in note
+    logged = [e for e in read_events(str(tmp_path)) if e["type"] == "feedback"]
+    assert [(e["track_id"], e["signal"], e["user_id"]) for e in logged] == [(first["track_id"], "dislike",
+                                                                              "ui-listener")]
+    again = recommend_view(api, f"{name}{SEP}{artist}", None, "ui-listener", 0.3, 0.7, 0.0, 10)
+    assert first["track_id"] not in [r["track_id"] for r in again.shown["recs"]]
+    assert feedback_note(api, view.shown, "not-shown", "like") == "That song is no longer on the list."
+    assert feedback_note(api, view.shown, first["track_id"], "like").startswith("Thanks")
+
+
+def test_feedback_without_an_event_log_says_so(api, service):
+    name, artist = service.front.bundle.catalog.name[3], service.front.bundle.catalog.artist[3]
+    view = recommend_view(api, f"{name}{SEP}{artist}", None, None, 0.3, 0.7, 0.0, 10)
+    note = feedback_note(api, view.shown, view.shown["recs"][0]["track_id"], "like")
+    assert note.startswith("Your rating was not recorded: feedback is not recorded by this server")
+
+
 def test_table_escapes_and_labels():
     table = results_table([{"song": "<b>x</b>", "artist": "a&b", "score": 0.5, "cb_score": 0.2, "cf_score": 0.9,
                             "because": "why", "preview_url": "https://p/x.mp3"}])
     assert "<b>x</b>" not in table and "&lt;b&gt;" in table and "a&amp;b" in table
-    assert 'aria-label="preview of' in table and "<caption>" in table
+    assert 'aria-label="preview of' in table and "<caption>" in table and 'data-track=""' in table
     assert split_choice("Song — Band", "ignored") == ("Song", "Band")
     assert split_choice(" Song ", " Band ") == ("Song", "Band")
 

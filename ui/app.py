@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import html
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
 import gradio as gr
 import httpx
@@ -57,6 +58,17 @@ class Api:
     def recommend(self, body: dict) -> Answer:
         return self._call("POST", "/recommend", json=body)
 
+    def feedback(self, request_id: str, track_id: str, signal: str, user_id: str | None) -> Answer:
+        body = {"request_id": request_id, "track_id": track_id, "signal": signal}
+        if user_id:
+            body["user_id"] = user_id
+        answer = self._call("POST", "/feedback", json=body)
+        if answer.status == 429:
+            answer.message = "Too many ratings at once; wait a second."
+        elif answer.status == 503 and isinstance(answer.body, dict) and answer.body.get("detail"):
+            answer.message = f"Your rating was not recorded: {answer.body['detail']}."
+        return answer
+
 
 def song_choice(s: dict) -> str:
     return f"{s['song']}{SEP}{s['artist']}"
@@ -84,6 +96,7 @@ def results_table(recs: list[dict]) -> str:
                f'<span style="display:inline-block;height:8px;width:{60 * min(cf, 1):.0f}px;background:#f59e0b"></span>'
                f'</div>')
         preview = (f'<audio controls preload="none" src="{html.escape(r["preview_url"])}" '
+                   f'data-track="{html.escape(r.get("track_id", ""))}" '
                    f'aria-label="preview of {html.escape(r["song"])}"></audio>' if r.get("preview_url") else "")
         rows.append(f"<tr><td>{i}</td><td>{html.escape(r['song'])}</td><td>{html.escape(r['artist'])}</td>"
                     f"<td>{r.get('score', 0):.3f}{bar}<small>CB {cb:.2f} · CF {cf:.2f}</small></td>"
@@ -113,6 +126,7 @@ class View:
     suggestions: list[str] | None = None
     weights: str = ""
     table: str = ""
+    shown: dict = field(default_factory=dict)  # request_id, user_id, recs: what feedback refers to
 
 
 def recommend_view(api: Api, song_value: str | None, artist_value: str | None, user_value: str | None,
@@ -137,7 +151,44 @@ def recommend_view(api: Api, song_value: str | None, artist_value: str | None, u
         return View(answer.message)
     used = answer.body["weights_used"]
     weights = f"**Weights used:** content {used['w1']:.2f}, collaborative {used['w2']:.2f} — {used['reason']}"
-    return View("", None, weights, results_table(answer.body["recommendations"]))
+    recs = answer.body["recommendations"]
+    shown = {"request_id": answer.body["request_id"], "user_id": body.get("user_id"),
+             "recs": [{"track_id": r["track_id"], "song": r["song"], "artist": r["artist"]} for r in recs]}
+    return View("", None, weights, results_table(recs), shown)
+
+
+def feedback_note(api: Api, shown: dict, track_id: str, signal: str) -> str:
+    """Send one rating of a shown song; the sentence the page shows about it."""
+    rec = next((r for r in shown.get("recs", []) if r["track_id"] == track_id), None)
+    if not shown.get("request_id") or rec is None:
+        return "That song is no longer on the list."
+    answer = api.feedback(shown["request_id"], track_id, signal, shown.get("user_id"))
+    if answer.message:
+        return answer.message
+    if answer.status != 200:
+        return f"Your rating was not recorded (HTTP {answer.status})."
+    name = f"'{rec['song']}' by {rec['artist']}"
+    return {"like": f"Thanks: you liked {name}.",
+            "dislike": f"Noted: {name} will not come back in this session.",
+            "play": f"Playing {name}."}[signal]
+
+
+PLAY_JS = """
+() => document.addEventListener('play', (e) => {
+  const track = e.target && e.target.dataset ? e.target.dataset.track : null;
+  const box = document.querySelector('#segue-played textarea, #segue-played input');
+  const send = document.querySelector('#segue-played-send');
+  if (!track || !box || !send) return;
+  box.value = track;
+  box.dispatchEvent(new Event('input', {bubbles: true}));
+  setTimeout(() => send.click(), 50);
+}, true)
+"""
+
+
+def launch_options() -> dict:
+    """What ``launch()`` needs besides the address: the script that reports preview plays."""
+    return {"js": PLAY_JS}
 
 
 def build(api: Api) -> gr.Blocks:
@@ -159,24 +210,58 @@ def build(api: Api) -> gr.Blocks:
         suggestions = gr.Radio(label="Did you mean", choices=[], visible=False, elem_id="segue-suggestions")
         weights_used = gr.Markdown(elem_id="segue-weights")
         results = gr.HTML(elem_id="segue-results")
+        shown = gr.State({})
+        listener = gr.State(None)  # this browser session's listener id, when no user id is typed
+        played = gr.Textbox(visible="hidden", elem_id="segue-played", label="played preview")
+        played_send = gr.Button("played", visible="hidden", elem_id="segue-played-send")
 
-        def recommend(*values):
-            view = recommend_view(api, *values)
+        def recommend(song_v, artist_v, user_v, *rest):
+            """A song query names this session's listener (for feedback and its dislikes)."""
+            session = rest[-1]
+            user_v = (user_v or "").strip() or (session if (song_v or "").strip() else None)
+            view = recommend_view(api, song_v, artist_v, user_v, *rest[:-1])
             picks = gr.update(choices=view.suggestions or [], value=None, visible=bool(view.suggestions))
-            return view.message, picks, view.weights, view.table
+            return view.message, picks, view.weights, view.table, view.shown
 
         def complete(text):
             choices = autocomplete(api, text)
             return gr.update() if choices is None else gr.update(choices=choices)
 
-        inputs = [song, artist, user, w1, w2, diversity, k]
-        outputs = [message, suggestions, weights_used, results]
+        inputs = [song, artist, user, w1, w2, diversity, k, listener]
+        outputs = [message, suggestions, weights_used, results, shown]
+        demo.load(lambda: f"ui-{uuid.uuid4().hex[:12]}", None, listener)
         song.key_up(complete, song, song, show_progress="hidden")
         go.click(recommend, inputs, outputs)
         song.select(recommend, inputs, outputs)
         for slider in (w1, w2, diversity, k):
             slider.release(recommend, inputs, outputs, show_progress="hidden")
         suggestions.select(lambda picked: (picked, ""), suggestions, [song, artist]).then(recommend, inputs, outputs)
+        played_send.click(lambda current, track: feedback_note(api, current, track, "play"), [shown, played],
+                          message, show_progress="hidden")
+
+        @gr.render(inputs=shown)
+        def rate(current: dict):
+            recs = current.get("recs") if current else None
+            if not recs:
+                return
+            with gr.Column(elem_id="segue-feedback"):
+                gr.Markdown("**Rate these songs** — a thumbs-down takes the song off your list for this session.")
+                for i, rec in enumerate(recs, 1):
+                    with gr.Row(equal_height=True):
+                        gr.Markdown(f"{i}. {html.escape(rec['song'])} — {html.escape(rec['artist'])}")
+                        like = gr.Button("👍 Like", size="sm", min_width=80, elem_id=f"segue-like-{i}",
+                                         elem_classes="segue-like")
+                        dislike = gr.Button("👎 Dislike", size="sm", min_width=80, elem_id=f"segue-dislike-{i}",
+                                            elem_classes="segue-dislike")
+                    like.click(lambda cur, t=rec["track_id"]: feedback_note(api, cur, t, "like"), shown, message,
+                               show_progress="hidden")
+
+                    def disliked(cur, *values, t=rec["track_id"]):
+                        note = feedback_note(api, cur, t, "dislike")
+                        fresh = recommend(*values)
+                        return (note if not fresh[0] else fresh[0], *fresh[1:])
+
+                    dislike.click(disliked, [shown, *inputs], outputs)
     return demo
 
 
@@ -186,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args(argv)
-    build(Api(args.api)).launch(server_name=args.host, server_port=args.port)
+    build(Api(args.api)).launch(server_name=args.host, server_port=args.port, **launch_options())
 
 
 if __name__ == "__main__":
