@@ -16,15 +16,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Headless Chromium for tests/test_browser.py: Debian's package (Playwright drives it; it never
-# downloads a browser of its own). Without it those tests skip, so a failed install only warns.
+# downloads a browser of its own), with fonts for the screenshots' text and the buttons' emoji.
+# Without it those tests skip, so a failed install only warns.
 CHROMIUM_FIND := command -v chromium || command -v chromium-browser || command -v google-chrome
+BROWSER_APT := apt-get install -y -qq --no-install-recommends chromium fonts-liberation fonts-noto-color-emoji
 browser:
 	@( $(CHROMIUM_FIND) ) >/dev/null 2>&1 || { \
 		command -v apt-get >/dev/null 2>&1 && { \
 			export DEBIAN_FRONTEND=noninteractive; \
-			apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null 2>&1 || \
-			{ apt-get update -qq >/dev/null 2>&1 && \
-			  apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null 2>&1; }; } && \
+			$(BROWSER_APT) >/dev/null 2>&1 || \
+			{ apt-get update -qq >/dev/null 2>&1 && $(BROWSER_APT) >/dev/null 2>&1; }; } && \
 		( $(CHROMIUM_FIND) ) >/dev/null 2>&1 || \
 		echo "make browser: could not install chromium with apt-get; the browser tests will be skipped"; }
 

@@ -223,14 +223,16 @@ def build(api: Api) -> gr.Blocks:
             picks = gr.update(choices=view.suggestions or [], value=None, visible=bool(view.suggestions))
             return view.message, picks, view.weights, view.table, view.shown
 
-        def complete(text):
-            choices = autocomplete(api, text)
+        def complete(key: gr.KeyUpData):
+            # the box's value only changes on a pick or on blur: what is typed comes with the key-up
+            # (trigger_mode "multiple" below: with "always_last" Gradio re-sends a stale text)
+            choices = autocomplete(api, key.input_value)
             return gr.update() if choices is None else gr.update(choices=choices)
 
         inputs = [song, artist, user, w1, w2, diversity, k, listener]
         outputs = [message, suggestions, weights_used, results, shown]
         demo.load(lambda: f"ui-{uuid.uuid4().hex[:12]}", None, listener)
-        song.key_up(complete, song, song, show_progress="hidden")
+        song.key_up(complete, None, song, show_progress="hidden", trigger_mode="multiple")
         go.click(recommend, inputs, outputs)
         song.select(recommend, inputs, outputs)
         for slider in (w1, w2, diversity, k):

@@ -1,0 +1,335 @@
+"""Real-browser testing of the Gradio UI: the servers, headless Chromium and page helpers.
+
+Used by ``tests/test_browser.py``; another test module reuses it by importing the fixtures
+(``from tests.ui_browser import browser, ui_page, ui_stack  # noqa: F401``) and the helpers.
+
+* :class:`UiStack` runs the HTTP API in-process (the FastAPI app over a local backend, under
+  uvicorn in a thread) and the Gradio UI pointed at it, each on a free loopback port; the
+  API can be stopped and started again on the same port (the "server down" case).
+* :func:`find_chromium` finds the system Chromium (Debian's ``chromium``; ``make test``
+  installs it): Playwright drives it through ``executable_path`` and never downloads a browser.
+* :class:`SeguePage` names what a person sees and does on the page, by role and label.
+
+The browser reaches loopback only: every other request is aborted and host names other than
+127.0.0.1 do not resolve.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from serve_app import bundle
+from serve_app.events import EventLog
+from serve_app.http import create_app, local_backend
+from serve_app.service import Service
+
+# Gradio's usage analytics and version check would call out of the machine.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from ui.app import SEP, Api, build, launch_options  # noqa: E402  (after the variable above)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "reports" / "screenshots"
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+TIMEOUT_MS = 20_000  # one wait on the page (a cold Gradio answer on a busy 2-core machine)
+LOOPBACK_ONLY = re.compile(r"^(?!(?:https?|wss?)://127\.0\.0\.1[:/])[a-z]+://")
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+def find_chromium() -> str | None:
+    """The Chromium executable: ``$SEGUE_CHROMIUM``, else the first of :data:`CHROMIUM_NAMES` on PATH."""
+    given = os.environ.get("SEGUE_CHROMIUM")
+    if given:
+        return given if os.access(given, os.X_OK) else shutil.which(given)
+    return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ApiServer:
+    """The FastAPI app under uvicorn in a background thread on 127.0.0.1:``port``; restartable."""
+
+    def __init__(self, app, port: int) -> None:
+        self.app, self.port = app, port
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name=f"segue-api-{self.port}", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the API server did not start on {self.url}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.server is None:
+            return
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(timeout)
+        self.server = self.thread = None
+
+    @property
+    def running(self) -> bool:
+        return self.server is not None
+
+
+@dataclass
+class UiStack:
+    """The API and the UI for one test module, and a client of the API for expected answers."""
+
+    service: Service
+    api_server: ApiServer
+    api: Api  # a direct client of the API (not the UI's)
+    ui: object  # the launched gr.Blocks
+    ui_url: str
+    events: str  # the API's event log
+    chosen: dict = field(default_factory=dict)  # memo of songs picked for the tests
+
+    def song(self, row: int) -> tuple[str, str]:
+        catalog = self.service.front.bundle.catalog
+        return str(catalog.name[row]), str(catalog.artist[row])
+
+    def recommend(self, title: str, artist: str | None, w1: float = 0.3, w2: float = 0.7,
+                  diversity: float = 0.0, k: int = 10) -> list[str]:
+        """``title — artist`` of what the API answers for the body the UI would send."""
+        answer = self.api.recommend({"song": title, "artist": artist, "k": k, "w1": w1, "w2": w2,
+                                     "diversity": diversity})
+        assert answer.status == 200, (answer.status, answer.body)
+        return [f"{r['song']}{SEP}{r['artist']}" for r in answer.body["recommendations"]]
+
+    def typeable_song(self) -> tuple[str, str]:
+        """A catalog song with listeners (its default ranking is not the content-only one) and
+        a prefix of its title whose autocomplete lists it: (prefix, ``title — artist``)."""
+        if "typeable" not in self.chosen:
+            for row in range(3, 200):
+                title, artist = self.song(row)
+                prefix = title[: max(4, (len(title) * 2) // 3)].rstrip()
+                found = self.api.search(prefix)
+                if len(prefix) >= 4 and isinstance(found.body, list) and any(
+                        s["song"] == title and s["artist"] == artist for s in found.body) and (
+                        self.recommend(title, artist) != self.recommend(title, artist, w1=1.0, w2=0.0)):
+                    self.chosen["typeable"] = prefix, f"{title}{SEP}{artist}"
+                    break
+            else:
+                raise AssertionError("no catalog song is found by a prefix of its title")
+        return self.chosen["typeable"]
+
+    def misspelt_song(self) -> tuple[str, str]:
+        """A misspelling of a catalog title the API does not resolve but suggests: (typed, choice)."""
+        if "misspelt" not in self.chosen:
+            for row in range(3, 400):
+                title, artist = self.song(row)
+                if len(title) < 14:
+                    continue
+                typed = title[:-3] + "zqx"
+                answer = self.api.recommend({"song": typed, "k": 10})
+                options = answer.body.get("suggestions", []) if isinstance(answer.body, dict) else []
+                if answer.status == 404 and any(s["song"] == title and s["artist"] == artist for s in options):
+                    self.chosen["misspelt"] = typed, f"{title}{SEP}{artist}"
+                    break
+            else:
+                raise AssertionError("no misspelt title gets a 404 with its song among the suggestions")
+        return self.chosen["misspelt"]
+
+
+@pytest.fixture(scope="module")
+def ui_stack(demo_bundle, tmp_path_factory):
+    """API (with an event log for feedback) + UI on free loopback ports; both stopped at teardown."""
+    service = Service.from_bundle(bundle.load(str(demo_bundle)))
+    events = str(tmp_path_factory.mktemp("ui-events"))
+    api_server = ApiServer(create_app(local_backend(service, EventLog(events, "ui-test"))), free_port())
+    api_server.start()
+    ui_api, direct, ui = Api(api_server.url), Api(api_server.url), None
+    try:
+        ui = build(ui_api)
+        ui.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                  show_error=False, ssr_mode=False, **launch_options())  # as `python -m ui.app` does
+        yield UiStack(service, api_server, direct, ui, ui.local_url.rstrip("/"), events)
+    finally:
+        if ui is not None:
+            ui.close(verbose=False)
+        api_server.stop()
+        ui_api.client.close()
+        direct.client.close()
+
+
+@pytest.fixture(scope="module")
+def browser(request):
+    """Headless system Chromium (skips when none is installed), warmed up on the UI once."""
+    executable = find_chromium()
+    if executable is None:
+        given = os.environ.get("SEGUE_CHROMIUM")
+        pytest.skip(f"no Chromium executable at SEGUE_CHROMIUM={given!r}" if given else
+                    "no Chromium executable found (`make test` installs Debian's chromium with apt; "
+                    "or set SEGUE_CHROMIUM to one)")
+    ui_stack = request.getfixturevalue("ui_stack")  # only once a browser is there to use it
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=executable, headless=True,
+            args=["--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--no-first-run"])
+        try:
+            page = _new_page(browser)
+            SeguePage(page, ui_stack.ui_url).open(timeout=60_000)  # the first Gradio load is slow
+            page.context.close()
+            yield browser
+        finally:
+            browser.close()
+
+
+def _new_page(browser: Browser) -> Page:
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    context.set_default_timeout(TIMEOUT_MS)
+    context.route(LOOPBACK_ONLY, lambda route: route.abort())
+    return context.new_page()
+
+
+@pytest.fixture
+def ui_page(browser, ui_stack, request):
+    """A fresh page (own context) on the UI; its screenshot goes to reports/screenshots/<test>.png."""
+    page = _new_page(browser)
+    segue = SeguePage(page, ui_stack.ui_url)
+    segue.open()
+    yield segue
+    segue.screenshot(SCREENSHOTS / f"{request.node.name}.png")
+    page.context.close()
+
+
+class SeguePage:
+    """The Segue page as a person uses it: by roles, labels and the ``segue-*`` element ids."""
+
+    def __init__(self, page: Page, url: str) -> None:
+        self.page, self.url = page, url
+
+    def open(self, timeout: float = TIMEOUT_MS) -> "SeguePage":
+        self.page.goto(self.url, wait_until="domcontentloaded", timeout=timeout)
+        expect(self.song_box).to_be_editable(timeout=timeout)
+        expect(self.recommend_button).to_be_enabled(timeout=timeout)
+        return self
+
+    # what is on the page
+    @property
+    def song_box(self) -> Locator:
+        return self.page.get_by_role("combobox", name="Song", exact=True)
+
+    @property
+    def artist_box(self) -> Locator:
+        return self.page.get_by_role("textbox", name="Artist (optional)")
+
+    @property
+    def recommend_button(self) -> Locator:
+        return self.page.get_by_role("button", name="Recommend", exact=True)
+
+    @property
+    def message(self) -> Locator:
+        return self.page.locator("#segue-message")
+
+    @property
+    def weights_line(self) -> Locator:
+        return self.page.locator("#segue-weights")
+
+    @property
+    def suggestions(self) -> Locator:
+        return self.page.locator("#segue-suggestions")
+
+    @property
+    def results(self) -> Locator:
+        return self.page.locator("#segue-results").get_by_role("table", name="Recommended songs")
+
+    @property
+    def result_rows(self) -> Locator:
+        return self.results.locator("tbody tr")
+
+    @property
+    def toasts(self) -> Locator:
+        return self.page.get_by_test_id("toast-body")
+
+    def option(self, choice: str) -> Locator:
+        """One entry of the song box's autocomplete list."""
+        return self.page.get_by_role("option", name=choice, exact=True)
+
+    def suggestion(self, choice: str) -> Locator:
+        return self.suggestions.get_by_role("radio", name=choice, exact=True)
+
+    def rating_button(self, row: int, signal: str) -> Locator:
+        """The thumbs-up (``"like"``) or thumbs-down (``"dislike"``) button of result ``row`` (1-based)."""
+        return self.page.locator(f"#segue-{signal}-{row}")
+
+    def slider(self, label: str) -> Locator:
+        """The range input of the slider whose label starts with ``label``."""
+        return self.page.get_by_role("slider", name=f"range slider for {label}")
+
+    def slider_number(self, label: str) -> Locator:
+        return self.page.get_by_role("spinbutton", name=f"number input for {label}")
+
+    def result_songs(self) -> list[str]:
+        """``title — artist`` of each result row, top first."""
+        songs = self.result_rows.locator("td:nth-child(2)").all_inner_texts()
+        artists = self.result_rows.locator("td:nth-child(3)").all_inner_texts()
+        return [f"{s.strip()}{SEP}{a.strip()}" for s, a in zip(songs, artists)]
+
+    def expect_results(self, songs: list[str]) -> None:
+        """Wait until the table lists exactly ``songs`` (``title — artist``), in order."""
+        expect(self.result_rows.locator("td:nth-child(2)")).to_have_text([s.rpartition(SEP)[0] for s in songs])
+        assert self.result_songs() == songs
+
+    # what a person does
+    def type_song(self, text: str) -> None:
+        """Type into the song box key by key (each key-up asks the API for autocomplete choices)."""
+        self.song_box.click()
+        self.song_box.press_sequentially(text, delay=40)
+
+    def pick_song(self, choice: str) -> None:
+        """Pick ``title — artist`` from the autocomplete list (which then asks for recommendations)."""
+        self.option(choice).click()
+        expect(self.song_box).to_have_value(choice)
+
+    def recommend(self) -> None:
+        self.recommend_button.click()
+
+    def drag_slider(self, label: str, to: str) -> None:
+        """Drag a slider's handle to its ``"max"`` or ``"min"`` end with the mouse and let go;
+        the UI re-queries on release."""
+        self.slider(label).scroll_into_view_if_needed()
+        box = self.slider(label).bounding_box()
+        value = float(self.slider(label).input_value())
+        low, high = float(self.slider(label).get_attribute("min")), float(self.slider(label).get_attribute("max"))
+        y = box["y"] + box["height"] / 2
+        start = box["x"] + 8 + (box["width"] - 16) * (value - low) / ((high - low) or 1)
+        end = box["x"] + (box["width"] - 2 if to == "max" else 2)
+        self.page.mouse.move(start, y)
+        self.page.mouse.down()
+        self.page.mouse.move(end, y, steps=8)
+        self.page.mouse.up()
+        expect(self.slider(label)).to_have_value(self.slider(label).get_attribute(to))
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(path), full_page=True)
