@@ -113,3 +113,15 @@ def test_a_thumbs_down_is_recorded_and_the_song_leaves_the_list(ui_page, ui_stac
     front = ui_stack.service.front
     track = front.track_index(logged[0]["track_id"])
     assert (front._name[track], front._artist[track]) == (gone_title, gone_artist)
+
+
+def test_playing_a_preview_is_recorded(ui_page, ui_stack):
+    pick_typed_song(ui_page, ui_stack)
+    ui_page.recommend()
+    expect(ui_page.result_rows).to_have_count(10)
+    audio = ui_page.results.locator("audio[data-track]").first
+    track = audio.get_attribute("data-track")
+    audio.evaluate("a => { a.muted = true; a.play().catch(() => {}); }")  # what its play button does
+    expect(ui_page.message).to_contain_text("Playing")
+    plays = [e for e in read_events(ui_stack.events) if e["type"] == "feedback" and e["signal"] == "play"]
+    assert [e["track_id"] for e in plays][-1:] == [track] and plays[-1]["user_id"].startswith("ui-")
