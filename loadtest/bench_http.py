@@ -40,6 +40,7 @@ import os
 import platform
 import random
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
@@ -414,7 +415,7 @@ def serve_config(variant: str, bundle: Path, port: int, caching: Caching, events
 
 def start_server(variant: str, bundle: Path, port: int, caching: Caching, logs: Path) -> Server:
     """Start ``variant`` in its own process group (not waiting for it)."""
-    env = {**os.environ, "SEGUE_ADMIN_TOKEN": os.environ.get("SEGUE_ADMIN_TOKEN") or "bench-http",
+    env = {**os.environ, "SEGUE_ADMIN_TOKEN": os.environ.get("SEGUE_ADMIN_TOKEN") or secrets.token_urlsafe(24),
            "PYTHONUNBUFFERED": "1"}
     log = logs / f"{variant}-{port}.log"
     events = logs / f"events-{variant}-{port}"  # impressions are logged as in production

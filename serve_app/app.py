@@ -37,7 +37,7 @@ from serve_app.events import EventLog, writer_name
 from serve_app.feedback import Sessions
 from serve_app.collaborative import CollabScorer
 from serve_app.content import ContentScorer
-from serve_app.http import Backend, create_app
+from serve_app.http import Backend, create_app, require_admin_token
 from serve_app.reload import BundleSlot, VersionGone
 from serve_app.service import Front, Service
 from serve_app.warm import WarmStatus, warm
@@ -269,6 +269,7 @@ class Ingress(Part):
     from a whole in-process recommender (the single-deployment variant)."""
 
     def __init__(self, combiner: DeploymentHandle | None = None) -> None:
+        require_admin_token()
         self.combiner = combiner
         self.cache = ResultCache()
         build = Service.from_bundle if combiner is None else Front.from_bundle

@@ -34,6 +34,8 @@ from serve_app.weights import WeightsUnavailable
 
 
 FEEDBACK_RATE = parse("10/second")  # per client address and ingress replica
+ADMIN_RATE = parse("10/second")  # the same, for the admin routes (checked before the token)
+MAX_BODY_BYTES = 64 * 1024  # larger request bodies are refused with 413
 
 
 class WeightsUpdate(BaseModel):
@@ -55,6 +57,23 @@ def admin_token() -> str | None:
     if not token and os.environ.get("SEGUE_ADMIN_TOKEN_FILE"):
         token = Path(os.environ["SEGUE_ADMIN_TOKEN_FILE"]).read_text().strip()
     return token or None
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def require_admin_token() -> None:
+    """Refuse to serve with no admin token or a short (guessable) one, unless
+    ``SEGUE_DEMO=1`` says this is a demo (then the admin routes answer 403 without a token)."""
+    if os.environ.get("SEGUE_DEMO") == "1":
+        return
+    token = admin_token()
+    if token is None:
+        raise RuntimeError("no admin token: set SEGUE_ADMIN_TOKEN or SEGUE_ADMIN_TOKEN_FILE "
+                           "(or SEGUE_DEMO=1 to run a demo without the admin routes)")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise RuntimeError(f"the admin token is too weak: use at least {MIN_TOKEN_CHARS} random characters "
+                           "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
 
 
 @dataclass
@@ -143,7 +162,8 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
     are cached by (query, bundle version) when a ``cache`` is given: the query holds the
     effective weights, so neither a weight change nor a bundle switch can serve a stale one."""
     app = FastAPI(title="Segue", summary="Hybrid song recommender",
-                  description="Top-K songs for a song, a session, a user or a new song, each with its reason.")
+                  description="Top-K songs for a song, a session, a user or a new song, each with its reason.",
+                  max_body_size=MAX_BODY_BYTES)
 
     app.add_middleware(JsonBodies, paths=frozenset({"/recommend", "/feedback"}))
     limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -251,9 +271,12 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
             await backend.dislike(fb.user_id, fb.track_id)
         return FeedbackResponse(recorded=True, request_id=fb.request_id, track_id=fb.track_id, signal=fb.signal)
 
-    def admin(authorization: str | None = Header(default=None),
+    def admin(request: Request, authorization: str | None = Header(default=None),
               x_admin_token: str | None = Header(default=None)) -> None:
-        """Admin routes need ``Authorization: Bearer <admin token>`` (or ``X-Admin-Token``)."""
+        """Admin routes need ``Authorization: Bearer <admin token>`` (or ``X-Admin-Token``);
+        each client address gets at most ``ADMIN_RATE`` tries."""
+        if not limiter.hit(ADMIN_RATE, "admin", request.client.host if request.client else "unknown"):
+            raise HTTPException(429, f"too many admin requests (limit {ADMIN_RATE})", headers={"Retry-After": "1"})
         given = x_admin_token or (authorization[7:] if authorization and authorization.startswith("Bearer ")
                                   else None)
         expected = admin_token()

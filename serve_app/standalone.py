@@ -13,7 +13,7 @@ import uvicorn
 from serve_app import bundle
 from serve_app.cache import ResultCache
 from serve_app.events import EventLog, writer_name
-from serve_app.http import create_app, local_backend
+from serve_app.http import create_app, local_backend, require_admin_token
 from serve_app.service import Service
 from serve_app.warm import WarmStatus, warm
 
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", default="~/.segue/events",
                         help="impression and feedback log: directory or s3:// prefix ('' refuses feedback)")
     args = parser.parse_args(argv)
+    require_admin_token()
     service = Service.from_bundle(bundle.load(args.bundle))
     cache = ResultCache(args.cache_size)
     asyncio.run(warm(cache, service.front, service.default_weights, service.run_many, args.warm_size, WarmStatus()))

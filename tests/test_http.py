@@ -127,3 +127,50 @@ def test_hostile_strings_never_5xx(client, text):
         assert client.post("/recommend", content=json.dumps(body),
                            headers={"content-type": "application/json"}).status_code < 500, body
     assert client.get("/songs/search", params={"q": text or "x"}).status_code < 500
+
+
+def test_bodies_over_the_limit_are_413_even_without_a_length(client, service):
+    from serve_app.http import MAX_BODY_BYTES
+
+    name, artist = seed(service, 2)
+    big = {"song": name, "artist": artist, "pad": "x" * MAX_BODY_BYTES}
+    assert client.post("/recommend", json=big).status_code == 413
+    assert client.post("/feedback", json={"request_id": "r" * MAX_BODY_BYTES}).status_code == 413
+
+    def chunks():
+        yield b'{"song": "'
+        for _ in range(MAX_BODY_BYTES // 1000 + 1):
+            yield b"x" * 1000
+        yield b'"}'
+
+    r = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    # a large but legal body (a 50-song session) is served
+    songs = [{"song": n, "artist": a} for n, a in (seed(service, i) for i in range(50))]
+    assert client.post("/recommend", json={"songs": songs, "k": 10}).status_code == 200
+
+
+def test_admin_routes_are_rate_limited_per_client(client):
+    codes = [client.post("/adjust_weights", json={"w1": 0.5, "w2": 0.5},
+                         headers={"Authorization": "Bearer wrong-token"}).status_code for _ in range(14)]
+    assert codes[:10] == [403] * 10 and set(codes[10:]) == {429}
+
+
+@pytest.mark.parametrize("env, refused", [
+    ({}, "no admin token"),
+    ({"SEGUE_ADMIN_TOKEN": "short"}, "too weak"),
+    ({"SEGUE_ADMIN_TOKEN": "a-long-enough-random-token"}, None),
+    ({"SEGUE_DEMO": "1"}, None),
+])
+def test_the_service_refuses_to_start_without_a_real_token(monkeypatch, env, refused):
+    from serve_app.http import require_admin_token
+
+    for name in ("SEGUE_ADMIN_TOKEN", "SEGUE_ADMIN_TOKEN_FILE", "SEGUE_DEMO"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if refused:
+        with pytest.raises(RuntimeError, match=refused):
+            require_admin_token()
+    else:
+        require_admin_token()
