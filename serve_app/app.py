@@ -163,19 +163,30 @@ class Follower:
         return {"w1": state.w1, "w2": state.w2, "generation": state.generation, "replicas": replicas}
 
 
+LATENCY_BOUNDS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]
+
+
 class RayCounts:
-    """Counters at Ray's metrics endpoint (Prometheus: ``ray_<name>_total``), one per name,
-    created on first use with the tag keys it is first given."""
+    """Metrics at Ray's metrics endpoint (Prometheus), one per name, created on first use
+    with the tag keys it is first given."""
 
     def __init__(self) -> None:
-        self._counters: dict[str, metrics.Counter] = {}
+        self._metrics: dict[str, metrics.Metric] = {}
+
+    def _get(self, kind, name: str, tags: dict[str, str], **kw):
+        metric = self._metrics.get(name)
+        if metric is None:
+            metric = self._metrics[name] = kind(name, description=f"Segue {name}", tag_keys=tuple(sorted(tags)), **kw)
+        return metric
 
     def inc(self, name: str, tags: dict[str, str], value: float = 1.0) -> None:
-        counter = self._counters.get(name)
-        if counter is None:
-            counter = self._counters[name] = metrics.Counter(name, description=f"Segue {name}",
-                                                             tag_keys=tuple(sorted(tags)))
-        counter.inc(value, tags)
+        self._get(metrics.Counter, name, tags).inc(value, tags)
+
+    def observe(self, name: str, tags: dict[str, str], value: float) -> None:
+        self._get(metrics.Histogram, name, tags, boundaries=LATENCY_BOUNDS_MS).observe(value, tags)
+
+    def set(self, name: str, tags: dict[str, str], value: float) -> None:
+        self._get(metrics.Gauge, name, tags).set(value, tags)
 
 
 CPU = {"num_cpus": 0.25}
@@ -290,6 +301,8 @@ class Ingress(Part):
     def _fresh_cache(self) -> None:
         """A new bundle or new default weights: drop every answer, warm the head again."""
         self.cache.clear()
+        for i, state in enumerate(self.slot.states()):  # 1 for the version served, 0 for the one kept
+            self.counts.set("segue_bundle", {"version": state.version}, 1.0 if i == 0 else 0.0)
         if self._warm_task is not None:
             self._warm_task.cancel()
         fronts = self.fronts()

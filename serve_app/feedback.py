@@ -38,19 +38,33 @@ def request_bucket(request_id: str) -> str:
 
 
 class Counts(Protocol):
-    """Where the counters go (Ray's metrics in Serve, memory in one process)."""
+    """Where the metrics go (Ray's metrics in Serve, memory in one process): counters
+    (``inc``), latency histograms in milliseconds (``observe``) and gauges (``set``)."""
 
     def inc(self, name: str, tags: dict[str, str], value: float = 1.0) -> None: ...
 
+    def observe(self, name: str, tags: dict[str, str], value: float) -> None: ...
+
+    def set(self, name: str, tags: dict[str, str], value: float) -> None: ...
+
 
 class MemoryCounts:
-    """Counters in a dict, keyed by ``(name, sorted tags)``."""
+    """Metrics in dicts, keyed by ``(name, sorted tags)``: counter totals (and observation
+    counts), observed values, gauge values."""
 
     def __init__(self) -> None:
         self.values: Counter = Counter()
+        self.observed: dict[tuple, list[float]] = {}
+        self.gauges: dict[tuple, float] = {}
 
     def inc(self, name: str, tags: dict[str, str], value: float = 1.0) -> None:
         self.values[(name, tuple(sorted(tags.items())))] += value
+
+    def observe(self, name: str, tags: dict[str, str], value: float) -> None:
+        self.observed.setdefault((name, tuple(sorted(tags.items()))), []).append(value)
+
+    def set(self, name: str, tags: dict[str, str], value: float) -> None:
+        self.gauges[(name, tuple(sorted(tags.items())))] = value
 
     def get(self, name: str, **tags: str) -> float:
         return self.values[(name, tuple(sorted(tags.items())))]

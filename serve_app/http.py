@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Awaitable, Callable
@@ -157,6 +158,37 @@ class JsonBodies:
         await self.app(scope, receive, send)
 
 
+class RequestMetrics:
+    """ASGI middleware: every request counted by route, method and status code
+    (``segue_requests``) and its latency observed in ms (``segue_request_ms``); paths that
+    are not routes count as ``other``, so the tags stay few."""
+
+    def __init__(self, app, counts: Counts, routes: frozenset[str]) -> None:
+        self.app = app
+        self.counts = counts
+        self.routes = routes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client gets if the app raises before answering
+        started = time.perf_counter()
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope["path"] if scope["path"] in self.routes else "other"
+            self.counts.inc("segue_requests", {"route": route, "method": scope["method"], "code": str(status)})
+            self.counts.observe("segue_request_ms", {"route": route}, (time.perf_counter() - started) * 1000)
+
+
 def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
     """The FastAPI app; every route asks ``backend`` for the bundle of the moment. Results
     are cached by (query, bundle version) when a ``cache`` is given: the query holds the
@@ -192,11 +224,14 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
                 asked = front.ask(req, weights, disliked)
                 result = await run(asked.query, front.version)
             except UnknownSong as exc:
+                backend.counts.inc("segue_unknown_songs", {})
                 body = UnknownSongBody(detail=str(exc), suggestions=exc.suggestions)
                 return JSONResponse(status_code=404, content=body.model_dump())
             except VersionGone:
                 continue
             q = asked.query
+            if result.weights.fallback:
+                backend.counts.inc("segue_fallbacks", {"fallback": result.weights.fallback})
             response = front.render(result, asked, new_request_id(q.w1, q.w2))
             impression(response, req.user_id, weights_bucket(q.w1, q.w2))
             return response
@@ -321,4 +356,6 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
         return {"model_version": current.version, "code_version": current.bundle.manifest.get("code_version"),
                 "weights": {"w1": w1, "w2": w2}}
 
+    app.add_middleware(RequestMetrics, counts=backend.counts,
+                       routes=frozenset(r.path for r in app.routes if hasattr(r, "path")))
     return app

@@ -56,11 +56,13 @@ class HybridConfig:
 
 @dataclass(frozen=True)
 class Weights:
-    """The weights a query actually used, and why they differ from the requested ones."""
+    """The weights a query actually used, and why they differ from the requested ones;
+    ``fallback`` names the cold-start path taken (``cold_seed``, ``new_song``, ``new_user``)."""
 
     w1: float
     w2: float
     reason: str
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ class Combiner:
             w1 = w1 if w1 > 0 else 1.0  # a CF-only request still gets an answer: the content ranking
         else:
             reason = f"{what} has {evidence:g} {unit}: CF weight x{factor:.2f}"
-        return Weights(w1, w2 * factor, reason)
+        return Weights(w1, w2 * factor, reason, "cold_seed" if evidence <= 0 else None)
 
     # ------------------------------------------------------------------ plans
     def plan_songs(self, seeds: Sequence[int], w1: float | None, w2: float | None,
@@ -252,7 +254,7 @@ class Combiner:
             shared = [x for x in self.tags[t] if x in tags][:3]
             items.append(Item(t, float(cb[p]), float(cb[p]), 0.0,
                               "shares tags " + ", ".join(shared) if shared else "similar audio profile"))
-        return Result(items, Weights(1.0, 0.0, "new song: content only"), "attributes")
+        return Result(items, Weights(1.0, 0.0, "new song: content only", "new_song"), "attributes")
 
     def _pick(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> Steps:
         """Positions of the ranked ``tracks`` to return: the first ``k``, or the content side's
@@ -291,7 +293,7 @@ class Combiner:
         plays = self.catalog["plays"].to_numpy()
         items = [Item(int(t), float(plays[t] / max(plays[top[0]], 1)), 0.0, 0.0,
                       f"popular: {int(self.listeners[t]):,} listeners") for t in top]
-        return Result(items, Weights(0.0, 0.0, "new user: most played songs"), "popular")
+        return Result(items, Weights(0.0, 0.0, "new user: most played songs", "new_user"), "popular")
 
 
 def run_steps(steps: Steps, execute: Callable[[list[Call]], list[Any]]) -> Result:

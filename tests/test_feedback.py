@@ -208,4 +208,22 @@ def test_curl_style_form_bodies_work_on_feedback(app, service):
 def test_an_empty_answer_counts_no_impressions(app):
     r = app.post("/recommend", json={"attributes": {}})
     assert r.status_code == 200 and r.json()["recommendations"] == []
-    assert sum(app.counts.values.values()) == 0
+    assert not [k for k in app.counts.values if k[0] == "segue_impressions"]
+
+
+def test_requests_fallbacks_and_unknown_songs_are_counted(app, service):
+    cold = int(service.front.bundle.catalog.index[service.front.bundle.catalog["listeners"] == 0][0])
+    app.post("/recommend", json={**head_song(service), "k": 3})
+    app.post("/recommend", json={"song": service.front._name[cold], "artist": service.front._artist[cold]})
+    app.post("/recommend", json={"user_id": "never-seen-user"})
+    app.post("/recommend", json={"attributes": {"tags": "rock"}})
+    app.post("/recommend", json={"song": "zzzz no such song qqq"})
+    app.get("/no/such/path")
+    c = app.counts
+    assert c.get("segue_requests", route="/recommend", method="POST", code="200") == 4
+    assert c.get("segue_requests", route="/recommend", method="POST", code="404") == 1
+    assert c.get("segue_requests", route="other", method="GET", code="404") == 1
+    assert {k[1]: v for k, v in c.values.items() if k[0] == "segue_fallbacks"} == {
+        (("fallback", "cold_seed"),): 1, (("fallback", "new_user"),): 1, (("fallback", "new_song"),): 1}
+    assert c.get("segue_unknown_songs") == 1
+    assert len(c.observed[("segue_request_ms", (("route", "/recommend"),))]) == 5

@@ -182,7 +182,10 @@ def test_feedback_is_logged_counted_and_a_dislike_reaches_every_ingress_replica(
     lines = [x for x in text.splitlines() if x.startswith(("segue_feedback", "ray_segue_feedback"))]
     assert any('signal="dislike"' in x and 'weights="0.3/0.7"' in x and float(x.rsplit(" ", 1)[1]) >= 1
                for x in lines), lines
-    assert "segue_impressions" in text
+    for name in ("segue_impressions", "segue_requests", "segue_request_ms", "segue_bundle"):
+        assert name in text, name
+    assert any('route="/recommend"' in x and 'code="200"' in x for x in text.splitlines()
+               if "segue_requests" in x and not x.startswith("#"))
 
 
 def test_adjust_weights_reaches_every_replica_within_2s(http, local):
