@@ -11,7 +11,9 @@ it with Locust ``FastHttpUser`` (one process, ``loadtest/locustfile.py``) and st
 * **variants** — ``uvicorn``: the FastAPI app in one plain uvicorn process
   (``serve_app.standalone``); ``single``: one Serve deployment doing all the work
   (``serve_app.app:build_single_app``); ``graph``: the Serve graph ingress -> combiner ->
-  content, collab (``serve_app.app:build_app``). Serve runs through ``serve run CONFIG``
+  content, collab (``serve_app.app:build_app``); only when asked for, ``floor``: a Serve
+  deployment with a fixed answer (``loadtest/serve_floor.py``), Serve's own cost per
+  request on this machine. Serve runs through ``serve run CONFIG``
   with its own local Ray (``--address local``, own temp dir), stopped with SIGTERM.
 * **mixes** — ``realistic``: seed songs drawn in proportion to their play counts (songs
   never played are never drawn); ``uniform``: every catalog song equally likely.
@@ -60,6 +62,7 @@ from serve_app.ray_env import SERVE_ENV
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 VARIANTS = ("uvicorn", "single", "graph")
+OPT_IN_VARIANTS = ("floor",)  # Serve's own floor (loadtest/serve_floor.py): only when asked for
 MIXES = ("realistic", "uniform")
 TARGET_RATE = 10_000 / 60  # 10,000 requests a minute
 P99_LIMIT_MS = 100.0
@@ -402,7 +405,8 @@ class Caching:
 
 
 def serve_config(variant: str, bundle: Path, port: int, caching: Caching, events: Path) -> dict[str, Any]:
-    builder = {"single": "serve_app.app:build_single_app", "graph": "serve_app.app:build_app"}[variant]
+    builder = {"single": "serve_app.app:build_single_app", "graph": "serve_app.app:build_app",
+               "floor": "loadtest.serve_floor:build"}[variant]
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": "127.0.0.1", "port": port},
@@ -656,7 +660,7 @@ def ratios(runs: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
         single = by.get(("single", mix))
         if not single:
             continue
-        for other in ("graph", "uvicorn"):
+        for other in ("graph", "uvicorn", "floor"):
             r = by.get((other, mix))
             if not r:
                 continue
@@ -767,7 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--songs", type=int, default=30_000)
     parser.add_argument("--plays", type=int, default=9_700_000)
     parser.add_argument("--bundle", type=Path, help="use this bundle instead of building one at --songs/--plays")
-    parser.add_argument("--variants", type=lambda s: _csv(s, VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", type=lambda s: _csv(s, VARIANTS + OPT_IN_VARIANTS),
+                        default=list(VARIANTS))
     parser.add_argument("--mixes", type=lambda s: _csv(s, MIXES), default=list(MIXES))
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="target rate, req/s (default 10,000 a minute)")
     parser.add_argument("--duration", type=float, help="seconds at the target rate (default 45; quick 10)")

@@ -136,6 +136,8 @@ def test_serve_config_binds_loopback_without_access_logs(tmp_path):
     assert app["import_path"] == "serve_app.app:build_app" and app["args"]["cache_size"] == app["args"]["warm_size"] == 0
     assert bh.serve_config("single", tmp_path, 8123, bh.Caching(), tmp_path / "ev")["applications"][0]["import_path"] == \
         "serve_app.app:build_single_app"
+    assert bh.serve_config("floor", tmp_path, 8123, bh.Caching(), tmp_path / "ev")["applications"][0][
+        "import_path"] == "loadtest.serve_floor:build"
 
 
 def test_best_step_and_the_first_failure_above_it():
