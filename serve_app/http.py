@@ -200,6 +200,10 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
     app.add_middleware(JsonBodies, paths=frozenset({"/recommend", "/feedback"}))
     limiter = MovingWindowRateLimiter(MemoryStorage())
 
+    def allowed(rate, scope: str, request: Request) -> bool:
+        """Count one hit of the client's address against ``rate``; False once it is used up."""
+        return limiter.hit(rate, scope, request.client.host if request.client else "unknown")
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _invalid(exc.errors(), skip=1)
@@ -281,8 +285,7 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
         """A listener liked, disliked or played (the preview of) a recommended song. Answers once
         the event is in the event log; a dislike with a ``user_id`` also keeps that song out of
         the user's recommendations for the session."""
-        client = request.client.host if request.client else "unknown"
-        if not limiter.hit(FEEDBACK_RATE, "feedback", client):
+        if not allowed(FEEDBACK_RATE, "feedback", request):
             return JSONResponse(status_code=429, headers={"Retry-After": "1"},
                                 content={"detail": f"too many feedback requests (limit {FEEDBACK_RATE})"})
         current = current_front()
@@ -310,7 +313,7 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
               x_admin_token: str | None = Header(default=None)) -> None:
         """Admin routes need ``Authorization: Bearer <admin token>`` (or ``X-Admin-Token``);
         each client address gets at most ``ADMIN_RATE`` tries."""
-        if not limiter.hit(ADMIN_RATE, "admin", request.client.host if request.client else "unknown"):
+        if not allowed(ADMIN_RATE, "admin", request):
             raise HTTPException(429, f"too many admin requests (limit {ADMIN_RATE})", headers={"Retry-After": "1"})
         given = x_admin_token or (authorization[7:] if authorization and authorization.startswith("Bearer ")
                                   else None)

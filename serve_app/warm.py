@@ -50,7 +50,8 @@ async def warm(cache: ResultCache, front: Front, weights: tuple[float, float], r
     retried every ``retry_s`` for up to ``not_ready_s``; any other failure stops the warm,
     never the caller."""
     tracks = front.most_played(min(count, cache.size))
-    status.__init__(state="running", target=len(tracks), started=time.monotonic())
+    status.state, status.entries, status.target, status.detail = "running", 0, len(tracks), None
+    status.started, status.seconds = time.monotonic(), 0.0
     waited = 0.0
     try:
         start = 0
