@@ -4,6 +4,10 @@ Writing hashes every file into the manifest; loading verifies the manifest and e
 checksum before a single array is used, so a truncated, modified, missing or extra file
 is refused with an error that names it. Nothing here can execute code from a bundle:
 Parquet, JSON and ``.npz``/``.npy`` read with ``allow_pickle=False`` only.
+
+On S3 a prefix holds one sub-prefix per version plus a ``LATEST`` pointer that is
+rewritten only after a new version is uploaded and checked, so readers of the prefix see
+the old version or the new one; a version prefix can be named directly to pin it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +31,9 @@ from serve_app import storage
 from serve_app.users import hash_probe
 
 MANIFEST = "manifest.json"
+POINTER = "LATEST"
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "segue-bundles"
+_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 FORMAT = "segue-bundle"
 FORMAT_VERSION = 1
 ALLOWED_SUFFIXES = {".parquet", ".npz", ".npy", ".json"}
@@ -49,6 +57,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _utc_now() -> str:
+    """The current UTC time as an ISO-8601 string (seconds), for manifests and pointers."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def _data_files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
@@ -70,7 +83,7 @@ def write_manifest(root: Path, meta: dict[str, Any]) -> dict[str, Any]:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "version": f"b-{content_id}",
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": _utc_now(),
         **meta,
         "files": files,
     }
@@ -114,10 +127,11 @@ def verify(root: Path) -> dict[str, Any]:
 def publish(staging: Path, out_uri: str, overwrite: bool = False) -> None:
     """Move a finished bundle from ``staging`` to ``out_uri`` (local dir or ``s3://``).
 
-    Locally the switch is a rename, so readers see the old bundle or the new one, never a mix.
+    Locally the switch is a rename; on S3 it is the ``LATEST`` pointer, written last (see
+    :func:`_publish_s3`). Either way readers see the old bundle or the new one, never a mix.
     """
     if storage.is_s3(out_uri):
-        storage.upload_dir(staging, out_uri)
+        _publish_s3(staging, out_uri.rstrip("/"), overwrite)
         shutil.rmtree(staging)
         return
     out = storage.local_path(out_uri)
@@ -132,6 +146,19 @@ def publish(staging: Path, out_uri: str, overwrite: bool = False) -> None:
         if out.exists():
             out.rmdir()
         staging.rename(out)
+
+
+def _publish_s3(staging: Path, prefix_uri: str, overwrite: bool) -> None:
+    """Upload ``staging`` to ``<prefix_uri>/<version>/`` (data files, then the manifest, each
+    checked), then point ``<prefix_uri>/LATEST`` at it; an existing version is only replaced
+    with ``overwrite``."""
+    version = verify(staging)["version"]
+    version_uri = f"{prefix_uri}/{version}"
+    if not overwrite and storage.read_text(f"{version_uri}/{MANIFEST}") is not None:
+        raise FileExistsError(f"{version_uri} is already published (use --overwrite to replace it)")
+    storage.upload_dir(staging, version_uri, last=MANIFEST)
+    pointer = {"version": version, "uri": version_uri, "published_at": _utc_now()}
+    storage.write_text(f"{prefix_uri}/{POINTER}", json.dumps(pointer) + "\n")
 
 
 def staging_dir(out_uri: str) -> Path:
@@ -210,15 +237,59 @@ class Bundle:
         return self.manifest["version"]
 
 
+def _version_in(text: str, name: str) -> str:
+    """The ``version`` a pointer or manifest names, refused unless it is a plain name (it
+    becomes an S3 key and a cache directory)."""
+    try:
+        version = json.loads(text).get("version")
+    except (json.JSONDecodeError, AttributeError):
+        version = None
+    if not isinstance(version, str) or not _VERSION_NAME.fullmatch(version):
+        raise BundleError(name, f"no usable 'version' ({version!r})")
+    return version
+
+
+def resolve(uri: str) -> str:
+    """The bundle prefix an ``s3://`` URI stands for: the version its ``LATEST`` pointer
+    names, else the URI itself (a pinned version)."""
+    uri = uri.rstrip("/")
+    text = storage.read_text(f"{uri}/{POINTER}")
+    return uri if text is None else f"{uri}/{_version_in(text, POINTER)}"
+
+
 def fetch(uri: str, cache_dir: Path | None = None) -> Path:
-    """Local directory holding the bundle at ``uri`` (downloaded first when it is on S3)."""
+    """Local directory holding the bundle at ``uri``. An S3 bundle is downloaded once into a
+    cache entry named by its version and manifest digest, so versions never mix."""
     if not storage.is_s3(uri):
         return storage.local_path(uri)
-    bucket, prefix = storage.split_s3(uri)
-    cache = cache_dir or Path(tempfile.gettempdir()) / "segue-bundles"
-    target = cache / bucket / prefix.replace("/", "__")
-    storage.download_dir(uri, target)
+    source = resolve(uri)
+    text = storage.read_text(f"{source}/{MANIFEST}")
+    if text is None:
+        raise FileNotFoundError(f"no {MANIFEST} under {source} (not a bundle, or an upload that did not finish)")
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    target = (cache_dir or DEFAULT_CACHE) / f"{_version_in(text, MANIFEST)}-{digest[:12]}"
+    if not target.is_dir():
+        _download(source, target, digest)
     return target
+
+
+def _download(source: str, target: Path, digest: str) -> None:
+    """Download ``source`` into a private directory, verify it, then rename it to ``target``:
+    a cache entry only ever holds a complete, verified bundle."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        storage.download_dir(source, tmp)
+        verify(tmp)
+        if sha256_file(tmp / MANIFEST) != digest:
+            raise BundleError(MANIFEST, f"replaced under {source} during the download")
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():  # else another process cached the same bundle first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 PARTS = ("content", "content_transform", "user_items", "content_nn", "cf_nn")
