@@ -97,11 +97,13 @@ def clean(table: pa.Table, malformed_lines: int = 0, examples: list[str] | None 
 
     invalid: dict[str, int] = {}
     for col in NUMERIC_COLUMNS:
+        dtype = np.float64 if col in ("year", "duration_ms") else np.float32
         values = pd.to_numeric(frame[col], errors="coerce")
+        values = values.where(values.abs() <= np.finfo(dtype).max)  # inf or too large for the dtype: not a number
         bad = int((values.isna() & frame[col].notna()).sum())
         if bad:
             invalid[col] = bad
-        frame[col] = values.astype("float32" if col not in ("year", "duration_ms") else "float64")
+        frame[col] = values.astype(dtype)
 
     frame["song_key"] = [song_key(n, a) for n, a in zip(frame["name"], frame["artist"])]
     repeat = frame["song_key"].duplicated(keep="first")

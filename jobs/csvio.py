@@ -2,6 +2,7 @@
 
 Bad rows (wrong field count, broken quoting) are skipped and counted by physical line,
 so a stray quote that swallows the lines after it is still counted, never silently lost.
+Invalid UTF-8 becomes U+FFFD and a line of any length parses.
 """
 
 from __future__ import annotations
@@ -46,27 +47,25 @@ def parse(data: bytes, column_names: list[str], skip_header: bool, quoting: bool
             result.examples.append(text[:200])
         return "skip"
 
-    def read(buf: bytes) -> pa.Table:
-        return pacsv.read_csv(
-            io.BytesIO(buf),
-            read_options=pacsv.ReadOptions(column_names=column_names, skip_rows=1 if skip_header else 0,
-                                           block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(quote_char='"' if quoting else False, newlines_in_values=quoting,
-                                             ignore_empty_lines=False, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in column_names},
-                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
-        )
-
-    if not data.strip():
-        return result
     if skip_header:
-        data = data.removeprefix(BOM)
+        data = data.removeprefix(BOM).partition(b"\n")[2]
+    if not data:
+        return result
     try:
-        result.table = read(data)
-    except pa.ArrowInvalid:
-        # invalid UTF-8 somewhere: keep the rows, with U+FFFD in place of the bad bytes
-        result.malformed_lines, result.examples = 0, []
-        result.table = read(data.decode("utf-8", errors="replace").encode("utf-8"))
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        # U+FFFD in place of the bad bytes, before parsing: pyarrow cannot hand a malformed row
+        # holding invalid UTF-8 to ``on_invalid`` (it prints a traceback instead)
+        data = data.decode("utf-8", errors="replace").encode("utf-8")
+    result.table = pacsv.read_csv(
+        io.BytesIO(data),
+        # one block: pyarrow refuses a row that straddles two blocks (a long line in a dirty file)
+        read_options=pacsv.ReadOptions(column_names=column_names, block_size=len(data) + 1),
+        parse_options=pacsv.ParseOptions(quote_char='"' if quoting else False, newlines_in_values=quoting,
+                                         ignore_empty_lines=False, invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in column_names},
+                                             strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
     return result
 
 
@@ -81,13 +80,13 @@ def read_range(uri: str, start: int, end: int, size: int) -> bytes:
             if cut < 0 or cut + 1 == len(buf):
                 return b""  # the range lies inside a line that an earlier range owns
             buf = buf[cut + 1:]
-        pos = end
-        while pos < size and not buf.endswith(b"\n"):
+        parts, pos = [buf], end
+        while pos < size and not parts[-1].endswith(b"\n"):  # a list: a long line is not copied over and over
             more = fh.read_at(min(1 << 16, size - pos), pos)
             cut = more.find(b"\n")
-            buf += more if cut < 0 else more[:cut + 1]
+            parts.append(more if cut < 0 else more[:cut + 1])
             pos += len(more)
-    return buf
+    return b"".join(parts)
 
 
 def plan_ranges(files: list[str], chunk_bytes: int, required: Sequence[str]

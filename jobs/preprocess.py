@@ -180,7 +180,8 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
                            "collaborative": dataclasses.asdict(cf_config)},
                 "users": {"hash": HASH_NAME, "hash_probe": hash_probe()},
                 "counts": {
-                    "catalog": {"rows_read": cat.rows_read, "songs": len(songs), "rejected": cat.rejected,
+                    "catalog": {"rows_read": cat.rows_read, "rows_kept": len(songs) + cat.merged_duplicate_songs,
+                                "songs": len(songs), "rejected": cat.rejected,
                                 "merged_duplicate_songs": cat.merged_duplicate_songs,
                                 "invalid_numeric_cells": cat.invalid_numeric_cells, "rejected_examples": cat.examples},
                     "interactions": {"rows_read": acc.rows_read, "rows_kept": kept, "rejected": acc.rejected_counts(),
