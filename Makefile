@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR := data/demo
 DEMO_BUNDLE := artifacts/demo
 
-.PHONY: install browser demo-data bundle run test docs-screenshot bench-data bench-core bench-http evaluate clean
+.PHONY: install browser demo-data bundle run test docs-screenshot bench-data bench-core bench-http reliability evaluate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ bench-core: install
 
 bench-http: install
 	$(PY) -m loadtest.bench_http
+
+# Upgrades, replica loss, bad bundles, hostile input, the admin surface, S3 and metrics on a
+# private local Serve cluster under load: reports/reliability.json and reports/reliability.md.
+reliability: install bundle
+	$(PY) -m loadtest.reliability
 
 HETREC_SRC ?= ../shared/data/hetrec2011-lastfm-2k
 evaluate: install

@@ -11,6 +11,9 @@ throughput, from a random phase so that the users do not fire together), so
 ``users x user-rate`` is the offered rate as long as a response takes less than
 ``1 / user-rate`` seconds; 0 means no pacing (closed loop).
 Any answer other than 200 is a failure (a 404 on a catalog song would be a bug).
+``--request-log FILE`` (``LOCUST_REQUEST_LOG``) appends one tab-separated line per request:
+start time (Unix seconds), response time in ms, HTTP status (0: no response) and 1/0 for
+success; the reliability scenarios (``loadtest/reliability.py``) cut it into time windows.
 """
 
 from __future__ import annotations
@@ -35,6 +38,23 @@ def _arguments(parser) -> None:
     parser.add_argument("--user-rate", env_var="LOCUST_USER_RATE", type=float, default=0.0,
                         help="requests per second per user (0: no pacing)")
     parser.add_argument("--k", env_var="LOCUST_K", type=int, default=10, help="recommendations asked per request")
+    parser.add_argument("--request-log", env_var="LOCUST_REQUEST_LOG", default="",
+                        help="append one line per request (start, ms, status, ok) to this file")
+
+
+@events.test_start.add_listener
+def _open_request_log(environment, **_) -> None:
+    path = environment.parsed_options.request_log
+    if not path:
+        return
+    out = open(path, "a", buffering=1)  # line-buffered: a killed run keeps what it logged
+
+    def log(start_time, response_time, response, exception, **__) -> None:
+        status = getattr(response, "status_code", 0) or 0
+        out.write(f"{start_time:.3f}\t{response_time:.1f}\t{status}\t{0 if exception else 1}\n")
+
+    environment.events.request.add_listener(log)
+    environment.events.quitting.add_listener(lambda **__: out.close())
 
 
 def sampler(path: str) -> SeedSampler:

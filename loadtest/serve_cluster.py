@@ -1,12 +1,15 @@
 """A private local Ray cluster running the Serve app the way operators run it: `ray start`
 (own temp dir, loopback, free ports) and `serve deploy` of a copy of serve_config.yaml.
 
-Stopping kills only the processes this cluster started (never `ray stop`).
+Stopping kills only the processes this cluster started (never `ray stop`). Used by the
+Serve tests (tests/test_serve.py) and the reliability scenarios (loadtest/reliability.py).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +25,6 @@ from serve_app.ray_env import SERVE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
-TOKEN = "test-admin-token-9f2c"
 
 
 def free_port() -> int:
@@ -32,14 +34,16 @@ def free_port() -> int:
 
 
 class ServeCluster:
-    """``start()``, ``deploy(...)``, ``url(path)``, ``stop()``."""
+    """``start()``, ``deploy(...)``, ``wait_ready()``, ``replicas(...)``, ``stop()``; ``env`` adds
+    variables to Ray's (S3 endpoint, …), ``token`` is the admin token (random by default)."""
 
-    def __init__(self, weights_store: Path) -> None:
+    def __init__(self, weights_store: Path, token: str | None = None, env: dict[str, str] | None = None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-ray-", dir="/tmp"))  # short: Ray's socket paths
         self.dashboard_port, self.http_port = free_port(), free_port()
         self.weights_store = weights_store
-        self.env = {**os.environ, **SERVE_ENV, "RAY_AUTH_MODE": "disabled", "SEGUE_ADMIN_TOKEN": TOKEN,
-                    "RAY_USAGE_STATS_ENABLED": "0"}
+        self.token = token or secrets.token_urlsafe(24)
+        self.env = {**os.environ, **SERVE_ENV, "RAY_AUTH_MODE": "disabled", "SEGUE_ADMIN_TOKEN": self.token,
+                    "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
         self.metrics_port = free_port()
         self.events = self.tmp / "events"
         self.proc: subprocess.Popen | None = None
@@ -104,8 +108,16 @@ class ServeCluster:
             time.sleep(1)
         raise TimeoutError(f"not ready on {version}: {body}")
 
-    def stop(self) -> None:
-        """Serve down, then this cluster's processes (and only those)."""
+    def replicas(self, deployment: str) -> list[dict]:
+        """The deployment's replicas as Serve's REST API reports them (``state``, ``pid``, ``replica_id``, …)."""
+        r = httpx.get(f"http://127.0.0.1:{self.dashboard_port}/api/serve/applications/", timeout=10)
+        r.raise_for_status()
+        app = r.json()["applications"].get("segue") or {}
+        return app.get("deployments", {}).get(deployment, {}).get("replicas", [])
+
+    def stop(self, keep_logs: Path | None = None) -> None:
+        """Serve down, then this cluster's processes (and only those), then its temp dir
+        (Serve's logs copied to ``keep_logs`` first, when given)."""
         if self.proc is None:
             return
         try:
@@ -126,3 +138,6 @@ class ServeCluster:
                 break
         self.client.close()
         self.proc = None
+        if keep_logs is not None:
+            shutil.copytree(self.tmp / "session_latest" / "logs" / "serve", keep_logs, dirs_exist_ok=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)

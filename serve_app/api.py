@@ -59,7 +59,10 @@ class RecommendRequest(BaseModel):
     (a new song); without any of them, ``user_id`` asks for a personalised list (an id the
     bundle has never seen gets the new-user answer, popularity narrowed by ``tags`` and
     ``genres``). A ``user_id`` next to a song query names the listener, for feedback.
+    Unknown fields are refused (422): a misspelt ``w1`` must not be ignored silently.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     song: Text | None = None
     artist: Text | None = None

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import logging
 import os
+import threading
+from typing import Awaitable, Callable, TypeVar
 
 import pandas as pd
 import ray
@@ -44,6 +47,7 @@ from serve_app.warm import WarmStatus, warm
 from serve_app.weights import WeightBoard, WeightState, WeightsUnavailable
 
 log = logging.getLogger("segue.app")
+T = TypeVar("T")
 HANDLE_TIMEOUT_S = 10.0
 SESSIONS_TIMEOUT_S = 0.5
 DEFAULT_EVENTS = "~/.segue/events"
@@ -100,6 +104,16 @@ class Part:
 
     def status(self) -> dict:
         return self.slot.status()
+
+
+async def once_more(call: Callable[[], Awaitable[T]]) -> T:
+    """A handle call, retried once when the replica it went to died under it (killed, node
+    lost): scoring calls are idempotent and Serve routes the retry to a live replica."""
+    try:
+        return await call()
+    except ray.exceptions.RayActorError as exc:
+        log.warning("replica lost during a call (%s); retrying once", type(exc).__name__)
+        return await call()
 
 
 class Scorer(Part):
@@ -191,24 +205,32 @@ class RayCounts:
 
 CPU = {"num_cpus": 0.25}
 AUTOSCALE = {"min_replicas": 1, "initial_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 16}
+# Serve notices a dead replica at its next health check (default every 10 s): every 2 s, a
+# killed replica is replaced in well under 10 s (docs/RELIABILITY.md).
+DEPLOYMENT = {"ray_actor_options": CPU, "max_ongoing_requests": 100, "autoscaling_config": AUTOSCALE,
+              "health_check_period_s": 2.0}
 
 
-@serve.deployment(ray_actor_options=CPU, max_ongoing_requests=100, autoscaling_config=AUTOSCALE)
+@serve.deployment(**DEPLOYMENT)
 class Content(Scorer):
     def __init__(self) -> None:
+        # new songs' vectors need scikit-learn (1.4 s to import): beside the start-up, so it
+        # neither delays the replica (nor its recovery after a crash) nor the first new song
+        threading.Thread(target=importlib.import_module, args=("sklearn.feature_extraction.text",),
+                         daemon=True).start()
         self.slot = BundleSlot(lambda b: ContentScorer(b.content, b.content_transform,
                                                        pd.factorize(b.catalog["artist"])[0]),
                                parts=("content", "content_transform"))
 
 
-@serve.deployment(ray_actor_options=CPU, max_ongoing_requests=100, autoscaling_config=AUTOSCALE)
+@serve.deployment(**DEPLOYMENT)
 class Collab(Scorer):
     def __init__(self) -> None:
         self.slot = BundleSlot(lambda b: CollabScorer(b.cf_nn, b.content_nn, b.catalog["listeners"].to_numpy()),
                                parts=("cf_nn", "content_nn"))
 
 
-@serve.deployment(ray_actor_options=CPU, max_ongoing_requests=100, autoscaling_config=AUTOSCALE)
+@serve.deployment(**DEPLOYMENT)
 class Combiner(Part):
     def __init__(self, content: DeploymentHandle, collab: DeploymentHandle) -> None:
         self.config = hybrid.HybridConfig()
@@ -255,9 +277,10 @@ class Combiner(Part):
         for i, c in enumerate(calls):
             groups.setdefault((c.side, c.method), []).append(i)
         try:
-            outs = await asyncio.gather(*[self.sides[side].call_many.remote(version, method,
-                                                                            [calls[i].args for i in idx])
-                                          for (side, method), idx in groups.items()])
+            outs = await asyncio.gather(*[
+                once_more(lambda side=side, method=method, idx=idx: self.sides[side].call_many.remote(
+                    version, method, [calls[i].args for i in idx]))
+                for (side, method), idx in groups.items()])
         except VersionGone as exc:  # a side has not loaded this version yet (or any more)
             raise VersionGone(str(exc)) from None
         answers: list = [None] * len(calls)
@@ -273,7 +296,7 @@ class Combiner(Part):
         return {"combiner": self.slot.status(), "content": content, "collab": collab}
 
 
-@serve.deployment(ray_actor_options=CPU, max_ongoing_requests=100, autoscaling_config=AUTOSCALE)
+@serve.deployment(**DEPLOYMENT)
 @serve.ingress()
 class Ingress(Part):
     """The HTTP API. With a combiner handle it is the graph's ingress; without one it answers
@@ -360,12 +383,12 @@ class Ingress(Part):
         """Many queries at once (the cache warm): one combiner call, or in process."""
         if self.combiner is None:
             return await self.slot.get(version).run_many(queries, version)
-        return await self.combiner.run_many.remote([(q, version) for q in queries])
+        return await once_more(lambda: self.combiner.run_many.remote([(q, version) for q in queries]))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _run_batch(self, asked: list[tuple[hybrid.Query, str]]) -> list[hybrid.Result | VersionGone]:
         """Concurrent requests' queries go to the combiner in one call."""
-        return await self.combiner.run_many.remote(asked)
+        return await once_more(lambda: self.combiner.run_many.remote(asked))
 
     async def readiness(self) -> dict:
         parts = {"ingress": self.slot.status()}

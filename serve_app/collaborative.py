@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.preprocessing import normalize
 
 from serve_app.neighbors import MapBlocks, ProductRows, rows_dot, top_k_rows, top_per_row
 from serve_app.neighbors import score as neighbor_scores
@@ -66,6 +65,8 @@ def weight(item_users: sp.csr_matrix, config: CFConfig) -> sp.csr_matrix:
 def item_neighbors(user_items: sp.csr_matrix, config: CFConfig = CFConfig(), block: int = 512,
                    map_blocks: MapBlocks | None = None) -> sp.csr_matrix:
     """``(n_items, n_items)`` CSR: each item's ``config.k`` nearest items by the chosen similarity."""
+    from sklearn.preprocessing import normalize  # preprocessing only: Serve replicas start without it
+
     item_users = weight(user_items.T.tocsr(), config)
     if config.similarity == "cosine":
         unit = normalize(item_users, norm="l2", axis=1)

@@ -9,6 +9,7 @@ songs 404 with suggestions, admin calls without a valid token 401/403.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from serve_app.service import Front, Service, UnknownSong
 from serve_app.weights import WeightsUnavailable
 
 
+log = logging.getLogger("segue.http")
 FEEDBACK_RATE = parse("10/second")  # per client address and ingress replica
 ADMIN_RATE = parse("10/second")  # the same, for the admin routes (checked before the token)
 MAX_BODY_BYTES = 64 * 1024  # larger request bodies are refused with 413
@@ -161,7 +163,8 @@ class JsonBodies:
 class RequestMetrics:
     """ASGI middleware: every request counted by route, method and status code
     (``segue_requests``) and its latency observed in ms (``segue_request_ms``); paths that
-    are not routes count as ``other``, so the tags stay few."""
+    are not routes count as ``other``, so the tags stay few. Answers >= 400 are logged one
+    line each (under Serve: JSON with the request id)."""
 
     def __init__(self, app, counts: Counts, routes: frozenset[str]) -> None:
         self.app = app
@@ -185,8 +188,12 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             route = scope["path"] if scope["path"] in self.routes else "other"
+            ms = (time.perf_counter() - started) * 1000
             self.counts.inc("segue_requests", {"route": route, "method": scope["method"], "code": str(status)})
-            self.counts.observe("segue_request_ms", {"route": route}, (time.perf_counter() - started) * 1000)
+            self.counts.observe("segue_request_ms", {"route": route}, ms)
+            if status >= 400:  # access logs are off for speed; the refused and failed ones are logged
+                log.log(logging.ERROR if status >= 500 else logging.INFO, "%s %s -> %d in %.1f ms",
+                        scope["method"], route, status, ms)
 
 
 def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:

@@ -7,6 +7,10 @@ took the graph from 63 to 130 req/s at the 167 req/s target (docs/SERVING.md).
 Direct ingress stays off: it opens an HTTP port on every ingress replica (ranges
 30000-31000 and 40000-41000) beside the proxy's. ``RAY_worker_niceness=0``: Ray's
 default nice 15 starves replicas on a busy machine (RAY_NOTES).
+``RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1``: the throughput mode keeps up to 1,000
+request-path log lines in memory before writing them; Segue logs only refused and failed
+requests (access logs are off), so the buffer saves nothing and would delay those lines,
+or lose them with a crashed replica.
 
 ``python -m serve_app.ray_env`` prints it as ``KEY=value`` words for ``env``.
 """
@@ -17,6 +21,7 @@ SERVE_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     "RAY_worker_niceness": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
 }
 
 if __name__ == "__main__":

@@ -43,12 +43,15 @@ class WarmStatus:
 
 
 async def warm(cache: ResultCache, front: Front, weights: tuple[float, float], run_many: RunMany, count: int,
-               status: WarmStatus, batch: int = 32, not_ready_s: float = 60.0, retry_s: float = 1.0) -> None:
+               status: WarmStatus, batch: int = 32, not_ready_s: float = 60.0, retry_s: float = 1.0,
+               duty: float = 0.5) -> None:
     """Put the answers for ``front``'s ``count`` most-played songs (at most the cache's size)
     into ``cache``, most played first, ``batch`` queries per ``run_many`` call. Answers the
     graph cannot give yet (a part still loading this version: :class:`VersionGone`) are
     retried every ``retry_s`` for up to ``not_ready_s``; any other failure stops the warm,
-    never the caller."""
+    never the caller. After each batch the warm pauses so that it keeps the graph busy for
+    at most ``duty`` of the time: live requests (and replicas restarting beside it) come
+    first."""
     tracks = front.most_played(min(count, cache.size))
     status.state, status.entries, status.target, status.detail = "running", 0, len(tracks), None
     status.started, status.seconds = time.monotonic(), 0.0
@@ -57,7 +60,9 @@ async def warm(cache: ResultCache, front: Front, weights: tuple[float, float], r
         start = 0
         while start < len(tracks):
             queries = [front.song_query(int(t), weights) for t in tracks[start:start + batch]]
+            asked = time.monotonic()
             results = await run_many(queries, front.version)
+            took = time.monotonic() - asked
             if results and all(isinstance(r, VersionGone) for r in results):
                 if waited >= not_ready_s:
                     raise results[0]
@@ -70,6 +75,7 @@ async def warm(cache: ResultCache, front: Front, weights: tuple[float, float], r
                     status.entries += 1
             start += batch
             status.seconds = time.monotonic() - status.started
+            await asyncio.sleep(took * (1.0 - duty) / duty)
         status.state = "done"
         log.info("cache warmed: %d answers for bundle %s in %.1f s", status.entries, front.version, status.seconds)
     except asyncio.CancelledError:

@@ -1,21 +1,21 @@
-"""Generated input for every operation of the app's own OpenAPI schema, valid and invalid
-(schemathesis's positive and negative modes over the in-process app): no request gets a
-5xx. Hand-written hostile cases are in tests/test_http.py."""
+"""Hostile input against the in-process app (loadtest/hostile.py; the reliability run sends
+the same to the live Serve graph): schemathesis's positive and negative modes over every
+operation of the app's own OpenAPI schema, and the hand-written cases. No request gets a
+5xx; each hand-written case gets the status it should."""
 
 from __future__ import annotations
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis.generation import GenerationMode
+from fastapi.testclient import TestClient
 
+from loadtest.hostile import cases, fuzz_schema, run_cases
 from serve_app import bundle
 from serve_app.events import EventLog
 from serve_app.http import create_app, local_backend
 from serve_app.service import Service
 
-EXAMPLES = 120  # per operation and mode
+TOKEN = "fuzz-admin-token-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -25,22 +25,17 @@ def app(demo_bundle, tmp_path_factory):
 
 
 def test_no_generated_request_gets_a_5xx(app, monkeypatch):
-    monkeypatch.setenv("SEGUE_ADMIN_TOKEN", "fuzz-admin-token-0123456789")
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    sent: dict[str, int] = {}
-    operations = [found.ok() for found in schema.get_all_operations()]
-    for operation, mode in [(op, mode) for op in operations for mode in GenerationMode]:
+    monkeypatch.setenv("SEGUE_ADMIN_TOKEN", TOKEN)
+    result = fuzz_schema(schemathesis.openapi.from_asgi("/openapi.json", app))
+    assert not result["server_errors"], result["server_errors"]
+    assert result["operations"] == 9 and result["requests"] >= 1000, result["by_operation"]
 
-        @given(case=operation.as_strategy(mode))
-        @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-        def call(case):
-            response = case.call()
-            sent[f"{operation.label} {mode.value}"] = sent.get(f"{operation.label} {mode.value}", 0) + 1
-            assert response.status_code < 500, (case.method, case.path, case.query, case.body,
-                                                response.status_code, response.text[:200])
 
-        try:
-            call()
-        except Unsatisfiable:  # nothing to get wrong: an operation without parameters or body
-            assert mode is GenerationMode.NEGATIVE and not sent.get(f"{operation.label} {mode.value}")
-    assert len(operations) == 9 and sum(sent.values()) >= 1000, sent
+def test_hand_written_hostile_cases_get_the_right_4xx(app, demo_bundle, monkeypatch):
+    monkeypatch.setenv("SEGUE_ADMIN_TOKEN", TOKEN)
+    row = bundle.load(str(demo_bundle), parts=()).catalog.iloc[0]
+    found = cases(row["name"], row["artist"], TOKEN)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        result = run_cases(client, found)
+    assert not result["unexpected"], result["unexpected"]
+    assert result["server_errors"] == 0 and result["cases"] == len(found) >= 40

@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from serve_app import bundle as bundle_mod
 from serve_app.api import RecommendRequest
 from serve_app.service import Service
-from tests.serve_cluster import TOKEN, ServeCluster
+from loadtest.serve_cluster import ServeCluster
 
+TOKEN = "test-admin-token-9f2c"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -46,7 +47,7 @@ def bundles(demo_bundle, ray_session, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def cluster(bundles, tmp_path_factory):
-    c = ServeCluster(tmp_path_factory.mktemp("weights") / "weights.json")
+    c = ServeCluster(tmp_path_factory.mktemp("weights") / "weights.json", token=TOKEN)
     try:
         c.start()
         c.deploy(bundles["a"])

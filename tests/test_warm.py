@@ -125,3 +125,25 @@ def test_a_cancelled_warm_keeps_what_it_stored(service):
         return status
 
     assert asyncio.run(scenario()).state == "idle"
+
+
+@pytest.mark.parametrize("duty, pause", [(0.5, 0.2), (0.25, 0.6), (1.0, 0.0)])
+def test_the_warm_pauses_to_leave_the_graph_to_live_requests(service, monkeypatch, duty, pause):
+    """Each batch that kept the graph busy for 0.2 s is followed by a pause that makes the
+    warm's share of the time ``duty`` (a fake clock: nothing here waits)."""
+    from serve_app import warm as warm_module
+
+    clock, pauses = [100.0], []
+    monkeypatch.setattr(warm_module.time, "monotonic", lambda: clock[0])
+
+    async def busy(queries, version):
+        clock[0] += 0.2
+        return await service.run_many(queries, version)
+
+    async def no_wait(seconds):
+        pauses.append(round(seconds, 6))
+
+    monkeypatch.setattr(warm_module.asyncio, "sleep", no_wait)
+    status = run_warm(service, ResultCache(100), 40, busy, batch=10, duty=duty)
+    assert status.state == "done" and status.entries == 40
+    assert pauses == [pause] * 4
