@@ -14,7 +14,9 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -34,10 +36,13 @@ def free_port() -> int:
 
 
 class ServeCluster:
-    """``start()``, ``deploy(...)``, ``wait_ready()``, ``replicas(...)``, ``stop()``; ``env`` adds
-    variables to Ray's (S3 endpoint, …), ``token`` is the admin token (random by default)."""
+    """``start()``, ``add_node()``, ``deploy(...)``, ``wait_ready()``, ``replicas(...)``,
+    ``remove_node()``, ``stop()``; ``env`` adds variables to Ray's (S3 endpoint, …), ``token``
+    is the admin token (random by default); ``proxy_location`` and ``deployment_options``
+    (set on every deployment) override serve_config.yaml's."""
 
-    def __init__(self, weights_store: Path, token: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, weights_store: Path, token: str | None = None, env: dict[str, str] | None = None,
+                 proxy_location: str | None = None, deployment_options: dict | None = None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-ray-", dir="/tmp"))  # short: Ray's socket paths
         self.dashboard_port, self.http_port = free_port(), free_port()
         self.weights_store = weights_store
@@ -47,15 +52,20 @@ class ServeCluster:
         self.metrics_port = free_port()
         self.events = self.tmp / "events"
         self.proc: subprocess.Popen | None = None
+        self.nodes: list[subprocess.Popen] = []
+        self.gcs_port = free_port()
+        self.proxy_location = proxy_location
+        self.deployment_options = deployment_options or {}
         self.revision = "1"
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=30.0)
 
-    def start(self) -> None:
-        cmd = [str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}",
+    def start(self, num_cpus: float = 2, limits: tuple[str, ...] = ()) -> None:
+        """The head node (``limits``: more ``ray start`` flags, e.g. ``--memory=…``)."""
+        cmd = [str(BIN / "ray"), "start", "--head", "--block", f"--port={self.gcs_port}",
                "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-               "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={self.tmp}", "--disable-usage-stats",
+               "--include-dashboard=true", f"--num-cpus={num_cpus}", f"--temp-dir={self.tmp}", "--disable-usage-stats",
                f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-               f"--metrics-export-port={self.metrics_port}"]
+               f"--metrics-export-port={self.metrics_port}", *limits]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=open(self.tmp / "ray.log", "w"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
@@ -70,13 +80,46 @@ class ServeCluster:
             time.sleep(1)
         raise RuntimeError(f"ray start failed: {(self.tmp / 'ray.log').read_text()[-2000:]}")
 
+    def add_node(self, num_cpus: float, limits: tuple[str, ...] = ()) -> subprocess.Popen:
+        """A worker node joining the head (its own ports and worker-port range); returns once
+        the cluster counts it."""
+        first = 20000 + 1000 * len(self.nodes)
+        cmd = [str(BIN / "ray"), "start", "--block", f"--address=127.0.0.1:{self.gcs_port}",
+               "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--disable-usage-stats",
+               f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
+               f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+               f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+               f"--min-worker-port={first}", f"--max-worker-port={first + 999}", *limits]
+        proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=open(self.tmp / f"node-{first}.log", "w"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.nodes.append(proc)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(self.alive_nodes()) < 1 + len(self.nodes):
+            if proc.poll() is not None:
+                raise RuntimeError(f"ray start (worker) failed: {(self.tmp / f'node-{first}.log').read_text()[-2000:]}")
+            time.sleep(1)
+        return proc
+
+    def alive_nodes(self) -> list[dict]:
+        """The cluster's live nodes, as the dashboard reports them."""
+        r = httpx.get(f"http://127.0.0.1:{self.dashboard_port}/nodes?view=summary", timeout=10)
+        return [n for n in r.json()["data"]["summary"] if n.get("raylet", {}).get("state") == "ALIVE"]
+
+    def remove_node(self, proc: subprocess.Popen) -> None:
+        """Take a worker node away abruptly: SIGKILL to all of its processes."""
+        _kill_tree(proc.pid, (signal.SIGKILL,))
+        self.nodes.remove(proc)
+
     def config(self, bundle: Path | str, revision: str, **user_config) -> dict:
         """serve_config.yaml with this cluster's port, the bundle and ``user_config`` changes."""
         cfg = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
         cfg["http_options"]["port"] = self.http_port
+        if self.proxy_location:
+            cfg["proxy_location"] = self.proxy_location
         app = cfg["applications"][0]
         app["runtime_env"]["env_vars"]["SEGUE_REVISION"] = revision
         for d in app["deployments"]:
+            d.update(self.deployment_options)
             d["user_config"] = {**d["user_config"], "bundle": str(bundle), "weights_store": str(self.weights_store),
                                 "events": str(self.events), **user_config}
         return cfg
@@ -125,19 +168,64 @@ class ServeCluster:
                            env=self.env, capture_output=True, timeout=60)
         except subprocess.TimeoutExpired:
             pass
-        root = psutil.Process(self.proc.pid)
-        procs = [root, *root.children(recursive=True)]
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for p in procs:
-                try:
-                    p.send_signal(sig)
-                except psutil.NoSuchProcess:
-                    pass
-            _, alive = psutil.wait_procs(procs, timeout=10)
-            if not alive:
-                break
+        for proc in [*self.nodes, self.proc]:
+            _kill_tree(proc.pid, (signal.SIGTERM, signal.SIGKILL))
+        self.nodes = []
         self.client.close()
         self.proc = None
         if keep_logs is not None:
             shutil.copytree(self.tmp / "session_latest" / "logs" / "serve", keep_logs, dirs_exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Traffic:
+    """Requests in a loop on a thread; records every status and the versions answered."""
+
+    def __init__(self, cluster: "ServeCluster", bodies: list[dict]) -> None:
+        self.client = httpx.Client(base_url=str(cluster.client.base_url), timeout=30.0)
+        self.bodies = bodies
+        self.statuses: Counter = Counter()
+        self.answers: list[dict] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            body = self.bodies[i % len(self.bodies)]
+            i += 1
+            try:
+                r = self.client.post("/recommend", json=body)
+                self.statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    self.answers.append({"body": body, **r.json()})
+            except httpx.HTTPError as exc:
+                self.errors.append(repr(exc))
+
+    def __enter__(self) -> "Traffic":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.client.close()
+
+
+def _kill_tree(pid: int, signals: tuple[int, ...]) -> None:
+    """``signals`` in turn to a process and all of its children, until they are gone."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for sig in signals:
+        for p in procs:
+            try:
+                p.send_signal(sig)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        if not alive:
+            break

@@ -399,7 +399,8 @@ class Ingress(Part):
                 return {"ready": False, "detail": f"graph not reachable: {type(exc).__name__}", "parts": parts}
         ready = all(p["version"] is not None for p in parts.values())
         refused = {name: p["refused"] for name, p in parts.items() if p["refused"]}
-        return {"ready": ready, "model_version": self.slot.version, "parts": parts,
+        return {"ready": ready, "model_version": self.slot.version, "revision": os.environ.get("SEGUE_REVISION"),
+                "parts": parts,
                 "refused": refused, "cache": {**self.cache.stats(), "warm": self.warm_status.report()}}
 
     def __serve_build_asgi_app__(self):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 from serve_app import bundle as bundle_mod
 from serve_app.api import RecommendRequest
 from serve_app.service import Service
-from loadtest.serve_cluster import ServeCluster
+from loadtest.serve_cluster import ServeCluster, Traffic
 
 TOKEN = "test-admin-token-9f2c"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -245,41 +244,6 @@ def test_weights_survive_a_replica_kill_and_an_upgrade(http, cluster, bundles, l
 
 
 # ---------------------------------------------------------------------------- hot reload
-class Traffic:
-    """Requests in a loop on a thread; records every status and the versions answered."""
-
-    def __init__(self, cluster: ServeCluster, bodies: list[dict]) -> None:
-        self.client = httpx.Client(base_url=str(cluster.client.base_url), timeout=30.0)
-        self.bodies = bodies
-        self.statuses: Counter = Counter()
-        self.answers: list[dict] = []
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        i = 0
-        while not self._stop.is_set():
-            body = self.bodies[i % len(self.bodies)]
-            i += 1
-            try:
-                r = self.client.post("/recommend", json=body)
-                self.statuses[r.status_code] += 1
-                if r.status_code == 200:
-                    self.answers.append({"body": body, **r.json()})
-            except httpx.HTTPError as exc:
-                self.errors.append(repr(exc))
-
-    def __enter__(self) -> "Traffic":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-        self.client.close()
-
-
 def catalog_of(bundles: dict[str, Path], versions: dict[str, str]) -> dict[str, set[str]]:
     return {versions[k]: set(pd.read_parquet(bundles[k] / "catalog.parquet")["track_id"]) for k in ("a", "b")}
 
