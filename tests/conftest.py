@@ -53,14 +53,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def generated_data(tmp_path_factory, name: str, plays: int, seed: int, songs: int = 1500) -> Path:
+    """Deterministic demo data (``jobs.demo_data``) in a fresh temp dir."""
+    from jobs import demo_data
+
+    out = tmp_path_factory.mktemp(name)
+    demo_data.generate(out, songs=songs, plays=plays, seed=seed)
+    return out
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A small deterministic demo data set (1,500 songs / 60,000 plays)."""
-    from jobs import demo_data
-
-    out = tmp_path_factory.mktemp("demo")
-    demo_data.generate(out, songs=1500, plays=60_000, seed=3)
-    return out
+    return generated_data(tmp_path_factory, "demo", plays=60_000, seed=3)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.serve_cluster import BIN, ServeCluster, Traffic
+from tests.conftest import generated_data
 
 LIMITS = ("--memory=3000000000", "--object-store-memory=300000000")
 
@@ -21,11 +22,7 @@ LIMITS = ("--memory=3000000000", "--object-store-memory=300000000")
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """Demo data big enough that the job splits the plays into several read tasks."""
-    from jobs import demo_data
-
-    out = tmp_path_factory.mktemp("multinode-data")
-    demo_data.generate(out, songs=1500, plays=400_000, seed=5)
-    return out
+    return generated_data(tmp_path_factory, "multinode-data", plays=400_000, seed=5)
 
 
 @pytest.fixture(scope="module")
