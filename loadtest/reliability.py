@@ -456,7 +456,8 @@ def summary(report: dict[str, Any]) -> str:
              "| scenario | target | figures | passed |", "|---|---|---|---|"]
     for s in report["scenarios"]:
         load = s.get("load", {})
-        figures = [f"{k} {v}" for k, v in s.items() if k.endswith("_s") and isinstance(v, (int, float))]
+        figures = [f"{k} {v}" for k, v in s.items()
+                   if k not in ("passed", "seconds") and isinstance(v, (int, float, bool))]
         if load:
             figures.insert(0, f"{load['requests']} requests, {load['failed']} failed, p50 {load['p50_ms']} / "
                               f"p99 {load['p99_ms']} ms")
