@@ -39,10 +39,12 @@ class ServeCluster:
     """``start()``, ``add_node()``, ``deploy(...)``, ``wait_ready()``, ``replicas(...)``,
     ``remove_node()``, ``stop()``; ``env`` adds variables to Ray's (S3 endpoint, …), ``token``
     is the admin token (random by default); ``proxy_location`` and ``deployment_options``
-    (set on every deployment) override serve_config.yaml's."""
+    (set on every deployment) override serve_config.yaml's; ``cwd`` is where Ray starts (the
+    repository by default: Ray puts that directory first on the replicas' path)."""
 
     def __init__(self, weights_store: Path, token: str | None = None, env: dict[str, str] | None = None,
-                 proxy_location: str | None = None, deployment_options: dict | None = None) -> None:
+                 proxy_location: str | None = None, deployment_options: dict | None = None,
+                 cwd: Path = ROOT) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-ray-", dir="/tmp"))  # short: Ray's socket paths
         self.dashboard_port, self.http_port = free_port(), free_port()
         self.weights_store = weights_store
@@ -56,6 +58,7 @@ class ServeCluster:
         self.gcs_port = free_port()
         self.proxy_location = proxy_location
         self.deployment_options = deployment_options or {}
+        self.cwd = cwd
         self.revision = "1"
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=30.0)
 
@@ -66,7 +69,7 @@ class ServeCluster:
                "--include-dashboard=true", f"--num-cpus={num_cpus}", f"--temp-dir={self.tmp}", "--disable-usage-stats",
                f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
                f"--metrics-export-port={self.metrics_port}", *limits]
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=open(self.tmp / "ray.log", "w"),
+        self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=open(self.tmp / "ray.log", "w"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -90,7 +93,7 @@ class ServeCluster:
                f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
                f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
                f"--min-worker-port={first}", f"--max-worker-port={first + 999}", *limits]
-        proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=open(self.tmp / f"node-{first}.log", "w"),
+        proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=open(self.tmp / f"node-{first}.log", "w"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes.append(proc)
         deadline = time.monotonic() + 90
@@ -110,26 +113,28 @@ class ServeCluster:
         _kill_tree(proc.pid, (signal.SIGKILL,))
         self.nodes.remove(proc)
 
-    def config(self, bundle: Path | str, revision: str, **user_config) -> dict:
-        """serve_config.yaml with this cluster's port, the bundle and ``user_config`` changes."""
+    def config(self, bundle: Path | str, revision: str, runtime_env: dict | None = None, **user_config) -> dict:
+        """serve_config.yaml with this cluster's port, the bundle, ``runtime_env`` entries and ``user_config`` changes."""
         cfg = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
         cfg["http_options"]["port"] = self.http_port
         if self.proxy_location:
             cfg["proxy_location"] = self.proxy_location
         app = cfg["applications"][0]
         app["runtime_env"]["env_vars"]["SEGUE_REVISION"] = revision
+        app["runtime_env"].update(runtime_env or {})
         for d in app["deployments"]:
             d.update(self.deployment_options)
             d["user_config"] = {**d["user_config"], "bundle": str(bundle), "weights_store": str(self.weights_store),
                                 "events": str(self.events), **user_config}
         return cfg
 
-    def deploy(self, bundle: Path | str, revision: str | None = None, **user_config) -> None:
-        """Deploy with this bundle and ``user_config`` changes; a new ``revision`` rolls the code
-        (the last one deployed is kept otherwise)."""
+    def deploy(self, bundle: Path | str, revision: str | None = None, runtime_env: dict | None = None,
+               **user_config) -> None:
+        """Deploy with this bundle, ``runtime_env`` entries (e.g. py_modules) and ``user_config``
+        changes; a new ``revision`` rolls the code (the last one deployed is kept otherwise)."""
         self.revision = revision or self.revision
         path = self.tmp / f"serve-{time.monotonic_ns()}.yaml"
-        path.write_text(yaml.safe_dump(self.config(bundle, self.revision, **user_config)))
+        path.write_text(yaml.safe_dump(self.config(bundle, self.revision, runtime_env, **user_config)))
         out = subprocess.run([str(BIN / "serve"), "deploy", str(path), "-a", f"http://127.0.0.1:{self.dashboard_port}"],
                              env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
         if out.returncode != 0:

@@ -24,6 +24,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from serve_app import code_revision
 from serve_app.api import (MAX_TEXT, FeedbackRequest, FeedbackResponse, RecommendRequest, RecommendResponse,
                            Suggestion, UnknownSongBody)
 from serve_app.cache import ResultCache
@@ -358,13 +359,13 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
 
     @app.get("/version")
     def version():
-        """Bundle and code versions, and the default weights in force."""
+        """Bundle and code versions (``code_revision``: the deployed code zip's commit), and the default weights."""
         current = current_front()
         if isinstance(current, JSONResponse):
             return current
         w1, w2 = backend.weights()
         return {"model_version": current.version, "code_version": current.bundle.manifest.get("code_version"),
-                "weights": {"w1": w1, "w2": w2}}
+                "code_revision": code_revision(), "weights": {"w1": w1, "w2": w2}}
 
     app.add_middleware(RequestMetrics, counts=backend.counts,
                        routes=frozenset(r.path for r in app.routes if hasattr(r, "path")))

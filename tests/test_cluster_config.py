@@ -360,6 +360,14 @@ def test_s3_writes_require_server_side_encryption():
             assert set(st["Condition"]["StringEquals"]["s3:x-amz-server-side-encryption"]) == {"AES256", "aws:kms"}
 
 
+def test_nodes_read_the_code_zips_but_cannot_write_them():
+    """s3:GetObject on code/* (the runtime-env agent fetches the deploy's py_modules zip); no write there
+    (only CI's role uploads code: test_s3_writes_only_under_state_and_events)."""
+    reads = {resource for _, action, resource in grants(SERVING_POLICY) if action == "s3:GetObject"}
+    assert f"{BUCKET_ARN}/code/*" in reads
+    assert [r for _, a, r in grants(SERVING_POLICY) if is_s3_write(a) and r.startswith(f"{BUCKET_ARN}/code/")] == []
+
+
 def test_bucket_listing_is_limited_by_prefix():
     """s3:ListBucket only for the bundles/ and state/ prefixes."""
     listing = [st for st, action, _ in grants(SERVING_POLICY) if action == "s3:ListBucket"]
@@ -466,6 +474,12 @@ def test_cluster_state_is_on_s3_where_the_nodes_may_read_and_write():
         assert re.fullmatch(rf"s3://{BUCKET}/bundles/[^/]+", config["bundle"])
         assert config["weights_store"].startswith(f"s3://{BUCKET}/state/")
         assert config["events"].startswith(f"s3://{BUCKET}/events")
+
+
+def test_cluster_code_is_the_commits_zip_under_code():
+    """runtime_env.py_modules: the one zip s3://<bucket>/code/<revision>/serve_app.zip (the render fills the revision)."""
+    [app] = CLUSTER_DEPLOY["applications"]
+    assert app["runtime_env"]["py_modules"] == [f"s3://{BUCKET}/code/REPLACE_WITH_REVISION/serve_app.zip"]
 
 
 # --- placeholders and the checks themselves --------------------------------------------------

@@ -541,7 +541,7 @@ def test_deploy_renders_the_cluster_config_with_this_commit_and_its_image():
     assert w["image"] == "${{ vars.SEGUE_IMAGE_REPOSITORY }}:${{ github.sha }}@${{ needs.image.outputs.digest }}"
     assert w["ray-auth-token"] == "${{ secrets.RAY_AUTH_TOKEN }}"
     assert w["ssh-private-key"] == "${{ secrets.RAY_HEAD_SSH_KEY }}"
-    placeholders = set(re.findall(r"REPLACE_WITH_[A-Z_]+", TEMPLATE.read_text()))
+    placeholders = set(re.findall(r"REPLACE_WITH_[A-Z_]+", TEMPLATE.read_text())) - {sd.REVISION_PLACEHOLDER}
     given = set(re.findall(r"^(REPLACE_WITH_[A-Z_]+)=", w["placeholders"], re.M))
     assert placeholders <= given
 
@@ -556,6 +556,7 @@ def test_rollback_redeploys_a_saved_config_or_a_previous_commit():
     assert by_run["with"]["config"] == "${{ runner.temp }}/rollback/${{ inputs.rollback_config }}.yaml"
     assert by_sha["with"]["template"] == "rollback-src/cluster/serve_config.aws.yaml"
     assert by_sha["with"]["revision"] == "${{ inputs.rollback_sha }}"
+    assert by_sha["with"]["pyproject"] == "rollback-src/pyproject.toml"
     check = steps[0]
     assert "^[0-9a-f]{40}$" in check["run"] and "^[0-9]+$" in check["run"]
 
@@ -563,7 +564,7 @@ def test_rollback_redeploys_a_saved_config_or_a_previous_commit():
 def test_serve_deploy_action_saves_the_rollback_point_before_deploying():
     """Steps in order: write file, tunnel, image check, snapshot, upload artifact, serve deploy, wait, close."""
     names = [s.get("name", "") for s in ACTION_DEF["runs"]["steps"]]
-    order = ["Write the deploy file", "Open an SSH tunnel", "Check that the cluster runs the image",
+    order = ["Write the deploy file", "Open an SSH tunnel", "Check that the cluster's image has",
              "Save the live config", "Upload the configs", "serve deploy", "Wait until", "Close the tunnel"]
     positions = [next(i for i, n in enumerate(names) if n.startswith(prefix)) for prefix in order]
     assert positions == sorted(positions)
@@ -610,11 +611,13 @@ def test_render_fills_the_cluster_config_and_sets_revision_and_image():
         assert env["SEGUE_REVISION"] == SHA and env["SEGUE_IMAGE"] == image
     assert sd.placeholders_left(out) == []
     assert "s3://segue-test-bucket/bundles/v7" in yaml.safe_dump(out)
+    assert [app["runtime_env"]["py_modules"] for app in out["applications"]] == [
+        [f"s3://segue-test-bucket/code/{SHA}/serve_app.zip"]]
     stripped = copy.deepcopy(out)
     for app, original in zip(stripped["applications"], template["applications"]):
         app["runtime_env"]["env_vars"].pop("SEGUE_IMAGE")
         app["runtime_env"]["env_vars"]["SEGUE_REVISION"] = original["runtime_env"]["env_vars"]["SEGUE_REVISION"]
-    assert stripped == sd.fill(template, FILLED)
+    assert stripped == sd.fill(template, {**FILLED, "REPLACE_WITH_REVISION": SHA})
 
 
 def test_rendered_cluster_config_passes_serves_schema():
@@ -668,9 +671,11 @@ def test_render_command_writes_the_deploy_file(tmp_path):
     out = tmp_path / "deployed.yaml"
     placeholders = "\n".join(f"{k}={v}" for k, v in FILLED.items()) + "\nREPLACE_WITH_KMS_KEY_ID=\n"
     assert sd.main(["render", "--template", str(TEMPLATE), "--revision", SHA, "--image", f"{REPO}:{SHA}",
-                    "--placeholders", placeholders, "--out", str(out)]) == 0
+                    "--pyproject", str(ROOT / "pyproject.toml"), "--placeholders", placeholders, "--out", str(out)]) == 0
     assert sd.main(["check", str(out)]) == 0
     assert sd.revisions(sd.load(out)) == {"segue": SHA}
+    env = sd.load(out)["applications"][0]["runtime_env"]["env_vars"]
+    assert env["SEGUE_DEPS"] == sd.deps_hash(ROOT / "pyproject.toml")
 
 
 def test_check_refuses_a_file_without_applications_or_revision(tmp_path):
@@ -756,26 +761,92 @@ def test_readyz_counts_only_a_ready_answer_of_the_expected_revision():
     assert sd.ready(200, b'{"ready": true, "revision": "new"}', "new")
 
 
-def test_image_check_compares_tag_and_digest_with_the_heads_container():
-    """The head must run repo:tag of SEGUE_IMAGE (and, when both are known, the same digest)."""
-    digest = "sha256:" + "b" * 64
-    config = {"applications": [{"name": "segue", "runtime_env": {"env_vars": {
-        "SEGUE_REVISION": SHA, "SEGUE_IMAGE": f"{REPO}:{SHA}@{digest}"}}}]}
-    assert sd.image_mismatches(config, f"{REPO}:{SHA}", [f"{REPO}@{digest}"]) == []
-    assert sd.image_mismatches(config, f"{REPO}:{SHA}", []) == []
-    assert "the cluster runs" in sd.image_mismatches(config, f"{REPO}:old", [])[0]
-    assert sd.image_mismatches(config, f"{REPO}:{SHA}", [f"{REPO}@sha256:{'c' * 64}"])
-    no_image = {"applications": [{"name": "segue", "runtime_env": {"env_vars": {"SEGUE_REVISION": SHA}}}]}
-    assert sd.image_mismatches(no_image, f"{REPO}:old", []) == []
+DEPS = "d" * 64
+
+
+def test_image_check_compares_the_dependency_hash_with_the_heads_image_label():
+    """The head's image must carry the deploy file's SEGUE_DEPS as its segue.deps-hash label; a file without one is not checked."""
+    config = sd.render({"applications": [{"name": "segue"}]}, SHA, f"{REPO}:{SHA}", deps=DEPS)
+    assert sd.deps_mismatches(config, DEPS) == []
+    assert "the cluster's image has" in sd.deps_mismatches(config, "e" * 64)[0]
+    assert "no label" in sd.deps_mismatches(config, "")[0]
+    no_deps = {"applications": [{"name": "segue", "runtime_env": {"env_vars": {"SEGUE_REVISION": SHA}}}]}
+    assert sd.deps_mismatches(no_deps, "") == []
 
 
 def test_image_command_fails_with_what_to_do(tmp_path, capsys):
-    """`serve_deploy.py image` exits 1 and says to `ray up` the new image when the head runs another."""
+    """`serve_deploy.py image` exits 1 and says to `ray up` this commit's image when the dependencies changed."""
     path = tmp_path / "deployed.yaml"
-    sd.dump(sd.render({"applications": [{"name": "segue"}]}, SHA, f"{REPO}:{SHA}"), path)
-    assert sd.main(["image", "--config", str(path), "--running", f"{REPO}:old"]) == 1
-    assert "ray up" in capsys.readouterr().err
-    assert sd.main(["image", "--config", str(path), "--running", f"{REPO}:{SHA}"]) == 0
+    sd.dump(sd.render({"applications": [{"name": "segue"}]}, SHA, f"{REPO}:{SHA}", deps=DEPS), path)
+    assert sd.main(["image", "--config", str(path), "--running-deps", "e" * 64]) == 1
+    err = capsys.readouterr().err
+    assert "ray up" in err and f"{REPO}:{SHA}" in err
+    assert sd.main(["image", "--config", str(path), "--running-deps", DEPS + "\n"]) == 0
+
+
+def test_deps_hash_follows_the_dependency_list_only(tmp_path):
+    """Order and spaces do not change the hash; a changed dependency does; dev extras do not count."""
+    def write(deps: list[str], dev: list[str]) -> Path:
+        path = tmp_path / f"p{len(list(tmp_path.iterdir()))}.toml"
+        path.write_text(f"[project]\ndependencies = {deps!r}\n[project.optional-dependencies]\ndev = {dev!r}\n")
+        return path
+    base = sd.deps_hash(write(["numpy>=2.0", "ray[serve]>=2.60"], ["pytest"]))
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+    assert sd.deps_hash(write(["ray[serve] >= 2.60", "numpy>=2.0"], ["pytest>=9", "moto"])) == base
+    assert sd.deps_hash(write(["numpy>=2.1", "ray[serve]>=2.60"], ["pytest"])) != base
+
+
+def test_code_zip_is_the_package_under_one_top_directory_with_its_revision(tmp_path):
+    """serve_app-<rev>/serve_app/…: Ray strips the one top directory, leaving serve_app importable; _build.py says
+    the revision (a stale one is replaced), no caches, and the same tree always gives the same bytes."""
+    import zipfile
+
+    package = tmp_path / "serve_app"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "app.py").write_text("X = 1\n")
+    (package / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\0")
+    (package / "_build.py").write_text("REVISION = 'stale'\n")
+    first = sd.code_zip(package, SHA, tmp_path / "a" / "serve_app.zip")
+    with zipfile.ZipFile(first) as zf:
+        names = sorted(zf.namelist())
+        assert names == [f"serve_app-{SHA}/serve_app/{n}" for n in ("__init__.py", "_build.py", "app.py")]
+        zf.extractall(tmp_path / "unzipped")
+    build = (tmp_path / "unzipped" / f"serve_app-{SHA}" / "serve_app" / "_build.py").read_text()
+    namespace: dict = {}
+    exec(build, namespace)  # noqa: S102 (the file just written)
+    assert namespace["REVISION"] == SHA
+    assert sd.code_zip(package, SHA, tmp_path / "b" / "serve_app.zip").read_bytes() == first.read_bytes()
+    with pytest.raises(ValueError):
+        sd.code_zip(package, "a b", tmp_path / "c.zip")
+
+
+def test_code_command_zips_the_real_package(tmp_path):
+    """`serve_deploy.py code` (the image job's call) zips serve_app, every module of it."""
+    import zipfile
+
+    out = tmp_path / "serve_app.zip"
+    assert sd.main(["code", "--package", str(ROOT / "serve_app"), "--revision", SHA, "--out", str(out)]) == 0
+    modules = {p.name for p in (ROOT / "serve_app").glob("*.py")} | {"_build.py"}
+    with zipfile.ZipFile(out) as zf:
+        assert {Path(n).name for n in zf.namelist()} >= modules
+
+
+def test_image_job_labels_the_dependency_hash_and_uploads_the_code_zip_with_sse():
+    """The image carries segue.deps-hash; the zip goes to code/<sha>/serve_app.zip, where the template's py_modules
+    points, with SSE (KMS when the bucket has a key), from the image job's OIDC role."""
+    steps = WF["deploy.yml"]["jobs"]["image"]["steps"]
+    push = next(s for s in steps if s.get("id") == "push")
+    assert "serve_deploy.py deps-hash pyproject.toml" in push["run"] and '--label "segue.deps-hash=$deps"' in push["run"]
+    upload = next(s for s in steps if s.get("name", "").startswith("Upload the code zip"))
+    assert upload["env"]["GIT_SHA"] == "${{ github.sha }}" and upload["env"]["BUCKET"] == "${{ vars.SEGUE_BUCKET }}"
+    assert 'serve_deploy.py code --package serve_app --revision "$GIT_SHA"' in upload["run"]
+    assert '"s3://$BUCKET/code/$GIT_SHA/serve_app.zip" "${sse[@]}"' in upload["run"]
+    assert "--sse AES256" in upload["run"] and "--sse aws:kms --sse-kms-key-id" in upload["run"]
+    [app] = _template()["applications"]
+    assert app["runtime_env"]["py_modules"] == ["s3://REPLACE_WITH_BUCKET/code/REPLACE_WITH_REVISION/serve_app.zip"]
+    check = next(s for s in ACTION_DEF["runs"]["steps"] if s.get("name", "").startswith("Check that the cluster's image"))
+    assert '\\"segue.deps-hash\\"' in check["run"] and "--running-deps" in check["run"]
 
 
 def test_placeholder_lines_are_parsed_strictly():

@@ -1,16 +1,22 @@
 """The deploy workflow's steps that need more than a shell line (.github/workflows/deploy.yml).
 
+``code``      the commit's ``serve_app`` as a zip for ``runtime_env.py_modules`` (with a generated
+              ``serve_app/_build.py`` naming the commit); the workflow uploads it to
+              ``s3://<bucket>/code/<sha>/serve_app.zip``, where the template's py_modules points.
+``deps-hash`` the hash of pyproject.toml's dependencies: the image job labels the image with it.
 ``render``    cluster/serve_config.aws.yaml -> the file to deploy: its ``REPLACE_WITH_…``
-              placeholders filled, every application's ``runtime_env.env_vars.SEGUE_REVISION``
-              set to the commit and ``SEGUE_IMAGE`` to the image built from it (and
-              ``runtime_env.image_uri`` too, where a template runs the application in its own
-              image), so a deploy always changes the config and Serve rolls every replica (an
-              unchanged config does not redeploy changed code).
+              placeholders filled (``REPLACE_WITH_REVISION``, in the py_modules URI, with the
+              commit), every application's ``runtime_env.env_vars.SEGUE_REVISION`` set to the
+              commit, ``SEGUE_IMAGE`` to the image built from it (and ``runtime_env.image_uri``
+              too, where a template runs the application in its own image) and ``SEGUE_DEPS`` to
+              its dependency hash, so a deploy always changes the config and Serve rolls every
+              replica onto the commit's zip (an unchanged config does not redeploy changed code).
 ``check``     a deploy file is fit to deploy: applications, a revision each, no placeholder
               left, no secrets.
-``image``     the cluster runs the image the deploy file names: the nodes' code comes from
-              the image the launcher started them with (cluster/aws.yaml), so a deploy of
-              another commit's revision would run old code under a new revision.
+``image``     the cluster's image holds the dependencies the deploy file's code needs (its
+              ``segue.deps-hash`` label is the file's ``SEGUE_DEPS``): the code comes with the
+              deploy, the dependencies only with the image the launcher started the nodes from
+              (cluster/aws.yaml), so a change of dependencies needs that image and `ray up`.
 ``snapshot``  the config live on the cluster now, as a deploy file (the rollback point), and
               its replica ids (``wait`` needs them to know when all were replaced).
 ``wait``      until Serve has rolled every replica to the new config and is healthy, then
@@ -24,12 +30,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import re
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +46,7 @@ import yaml
 
 REVISION_VAR = "SEGUE_REVISION"
 IMAGE_VAR = "SEGUE_IMAGE"
+REVISION_PLACEHOLDER = "REPLACE_WITH_REVISION"
 
 # Environment variable names whose values are secrets: they never go into a deploy file
 # (the replicas read the admin token from a file or the node's environment instead).
@@ -44,6 +54,11 @@ SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|PRIVATE_KEY|ACCESS_KEY_
 SECRET_VALUE = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----")
 REVISION = re.compile(r"^[0-9A-Za-z._-]{1,64}$")
 PLACEHOLDER = re.compile(r"REPLACE_WITH_[A-Z0-9_]+")
+
+DEPS_VAR = "SEGUE_DEPS"
+PACKAGE = "serve_app"
+BUILD_MODULE = "_build.py"
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same tree always gives the same zip
 
 FAILED_APP = {"DEPLOY_FAILED"}
 FAILED_DEPLOYMENT = {"DEPLOY_FAILED"}
@@ -68,6 +83,33 @@ def applications(config: dict) -> list[dict]:
     if not isinstance(apps, list) or not apps or not all(isinstance(a, dict) for a in apps):
         raise ValueError("the deploy file has no applications")
     return apps
+
+
+def code_zip(package: str | Path, revision: str, out: str | Path) -> Path:
+    """Zip ``package`` (serve_app) for runtime_env py_modules, with ``_build.py`` saying ``revision``.
+
+    Ray strips a remote zip's single top-level directory and puts what is left on the
+    replicas' path, so the package sits one level down: ``serve_app-<revision>/serve_app/…``.
+    """
+    if not REVISION.match(revision):
+        raise ValueError(f"not a revision: {revision!r}")
+    package, out = Path(package), Path(out)
+    top = f"{package.name}-{revision}/{package.name}"
+    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                   and p.relative_to(package).as_posix() != BUILD_MODULE)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = f'"""Written by .github/scripts/serve_deploy.py: the commit of this zip."""\n\nREVISION = {revision!r}\n'
+    entries = [(p.relative_to(package).as_posix(), p.read_bytes()) for p in files] + [(BUILD_MODULE, build.encode())]
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in entries:
+            zf.writestr(zipfile.ZipInfo(f"{top}/{name}", ZIP_TIME), data, compress_type=zipfile.ZIP_DEFLATED)
+    return out
+
+
+def deps_hash(pyproject: str | Path) -> str:
+    """sha256 of pyproject.toml's ``[project].dependencies`` (sorted, spaces dropped): what the image installs."""
+    deps = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))["project"]["dependencies"]
+    return hashlib.sha256("\n".join(sorted(d.replace(" ", "") for d in deps)).encode()).hexdigest()
 
 
 def _strings(node: Any):
@@ -153,8 +195,10 @@ def check(config: dict) -> None:
         raise ValueError("secrets do not belong in a deploy file: " + "; ".join(secrets))
 
 
-def render(template: dict, revision: str, image: str, values: dict[str, str] | None = None) -> dict:
-    """The deploy file: the template filled in, with every application's revision and image set."""
+def render(template: dict, revision: str, image: str, values: dict[str, str] | None = None,
+           deps: str | None = None) -> dict:
+    """The deploy file: the template filled in (the revision too), with every application's
+    revision, image and dependency hash set."""
     if not REVISION.match(revision):
         raise ValueError(f"not a revision: {revision!r}")
     name, _, digest = image.partition("@")
@@ -163,7 +207,7 @@ def render(template: dict, revision: str, image: str, values: dict[str, str] | N
         raise ValueError(f"not an image reference with a tag or digest: {image!r}")
     if "@" in image and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
         raise ValueError(f"not an image digest: {digest!r}")
-    config = fill(copy.deepcopy(template), values or {})
+    config = fill(copy.deepcopy(template), {**(values or {}), REVISION_PLACEHOLDER: revision})
     for app in applications(config):
         runtime_env = app.setdefault("runtime_env", {}) or {}
         app["runtime_env"] = runtime_env
@@ -171,34 +215,28 @@ def render(template: dict, revision: str, image: str, values: dict[str, str] | N
         runtime_env["env_vars"] = env
         env[REVISION_VAR] = str(revision)
         env[IMAGE_VAR] = image
+        if deps:
+            env[DEPS_VAR] = deps
         if "image_uri" in runtime_env:
             runtime_env["image_uri"] = image
     check(config)
     return config
 
 
-def _split_image(ref: str) -> tuple[str, str | None]:
-    """``repo:tag@sha256:…`` -> (``repo:tag``, ``sha256:…`` or None)."""
-    name, _, digest = ref.strip().partition("@")
-    return name, digest or None
+def _env(app: dict) -> dict:
+    """An application's ``runtime_env.env_vars`` (empty when it has none)."""
+    return ((app.get("runtime_env") or {}).get("env_vars")) or {}
 
 
-def image_mismatches(config: dict, running: str, running_digests: list[str]) -> list[str]:
-    """Why the node image (``running``: the head container's image reference, and its
-    repository digests) is not the image the deploy file names; empty when it is, or when
-    the file names none."""
-    run_name, _ = _split_image(running)
-    known = {_split_image(d)[1] for d in running_digests if "@" in d}
+def deps_mismatches(config: dict, running_deps: str) -> list[str]:
+    """Why the cluster's image (``running_deps``: its segue.deps-hash label) lacks the
+    dependencies the deploy file's code needs; empty when it has them, or when the file names none."""
     problems = []
     for app in applications(config):
-        want = ((((app.get("runtime_env") or {}).get("env_vars")) or {}).get(IMAGE_VAR))
-        if not want:
-            continue
-        want_name, want_digest = _split_image(str(want))
-        if want_name != run_name:
-            problems.append(f"{app.get('name')}: wants {want_name}, the cluster runs {run_name or 'nothing'}")
-        elif want_digest and known and want_digest not in known:
-            problems.append(f"{app.get('name')}: wants {want_name}@{want_digest}, the cluster's {run_name} is {sorted(known)}")
+        want = _env(app).get(DEPS_VAR)
+        if want and str(want) != running_deps:
+            problems.append(f"{app.get('name')}: needs dependencies {str(want)[:12]}…, "
+                            f"the cluster's image has {running_deps[:12] + '…' if running_deps else 'no label'}")
     return problems
 
 
@@ -310,7 +348,8 @@ def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 
 
 def cmd_render(args) -> int:
-    config = render(load(args.template), args.revision, args.image, parse_placeholders(args.placeholders))
+    config = render(load(args.template), args.revision, args.image, parse_placeholders(args.placeholders),
+                    deps_hash(args.pyproject))
     dump(config, args.out)
     print(f"{args.out}: revision {args.revision}, image {args.image}")
     return 0
@@ -323,19 +362,30 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_code(args) -> int:
+    out = code_zip(args.package, args.revision, args.out)
+    print(f"{out}: {args.package} at {args.revision}")
+    return 0
+
+
+def cmd_deps_hash(args) -> int:
+    print(deps_hash(args.pyproject))
+    return 0
+
+
 def cmd_image(args) -> int:
     config = load(args.config)
-    wanted = [((a.get("runtime_env") or {}).get("env_vars") or {}).get(IMAGE_VAR) for a in applications(config)]
-    if not any(wanted):
-        print(f"warning: {args.config} names no {IMAGE_VAR}; not checked against the cluster's image")
+    if not any(_env(app).get(DEPS_VAR) for app in applications(config)):
+        print(f"warning: {args.config} names no {DEPS_VAR}; not checked against the cluster's image")
         return 0
-    problems = image_mismatches(config, args.running, args.running_digests.split())
+    problems = deps_mismatches(config, args.running_deps.strip())
     if problems:
-        print("the cluster does not run the image of this deploy: " + "; ".join(problems), file=sys.stderr)
-        print("Its nodes run the code of the image cluster/aws.yaml names: set docker.image to the image "
-              "above, `ray up` (cluster/README.md), then run this deploy again.", file=sys.stderr)
+        images = sorted({str(_env(app).get(IMAGE_VAR)) for app in applications(config)})
+        print("the dependencies changed (pyproject.toml): " + "; ".join(problems), file=sys.stderr)
+        print(f"The code cannot roll alone: set docker.image in cluster/aws.yaml to {', '.join(images)}, "
+              "`ray up` (cluster/README.md), then run this deploy again.", file=sys.stderr)
         return 1
-    print(f"the cluster runs {args.running}: the image of this deploy")
+    print(f"the cluster's image has this deploy's dependencies ({args.running_deps.strip()[:12]}…)")
     return 0
 
 
@@ -399,10 +449,19 @@ def cmd_wait(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("code")
+    p.add_argument("--package", default=PACKAGE, help="the package directory to zip")
+    p.add_argument("--revision", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=cmd_code)
+    p = sub.add_parser("deps-hash")
+    p.add_argument("pyproject", nargs="?", default="pyproject.toml")
+    p.set_defaults(run=cmd_deps_hash)
     p = sub.add_parser("render")
     p.add_argument("--template", required=True)
     p.add_argument("--revision", required=True)
     p.add_argument("--image", required=True)
+    p.add_argument("--pyproject", required=True, help="the commit's pyproject.toml (its dependency hash)")
     p.add_argument("--out", required=True)
     p.add_argument("--placeholders", default="", help="REPLACE_WITH_X=value lines")
     p.set_defaults(run=cmd_render)
@@ -411,8 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(run=cmd_check)
     p = sub.add_parser("image")
     p.add_argument("--config", required=True)
-    p.add_argument("--running", required=True, help="the image reference the head's container runs")
-    p.add_argument("--running-digests", default="", help="its repository digests (repo@sha256:…), space-separated")
+    p.add_argument("--running-deps", required=True, help="the segue.deps-hash label of the head container's image")
     p.set_defaults(run=cmd_image)
     p = sub.add_parser("snapshot")
     p.add_argument("--address", required=True)
@@ -431,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, OSError, yaml.YAMLError) as exc:
+    except (ValueError, OSError, KeyError, yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
