@@ -50,6 +50,7 @@ log = logging.getLogger("segue.app")
 T = TypeVar("T")
 HANDLE_TIMEOUT_S = 10.0
 SESSIONS_TIMEOUT_S = 0.5
+HEAD_NODE = "node:__internal_head__"  # Ray's resource of the head node
 DEFAULT_EVENTS = "~/.segue/events"
 
 
@@ -125,6 +126,14 @@ class Scorer(Part):
         return [getattr(state, method)(*a) for a in args]
 
 
+def shared_actor(cls: type, name: str):
+    """The application's one named actor of ``cls`` (created by the first replica that asks,
+    found by the others), restarted by Ray if it dies; placed on the head node, which
+    outlives the workers an autoscaler removes, so it rarely has to restart at all."""
+    return ray.remote(cls).options(name=name, namespace="segue", lifetime="detached", get_if_exists=True,
+                                   num_cpus=0, max_restarts=-1, resources={HEAD_NODE: 0.001})
+
+
 class Follower:
     """Keeps a replica's default weights equal to the application's weight board."""
 
@@ -141,10 +150,7 @@ class Follower:
         if self.board is None:
             store = os.path.expanduser(cfg.weights_store) if cfg.weights_store else None
             # restarted by Ray if its process dies; it reloads the saved weights when it starts
-            self.board = ray.remote(WeightBoard).options(
-                name=self.board_name, namespace="segue", lifetime="detached", get_if_exists=True, num_cpus=0,
-                max_restarts=-1,
-            ).remote(store, cfg.weights.w1, cfg.weights.w2)
+            self.board = shared_actor(WeightBoard, self.board_name).remote(store, cfg.weights.w1, cfg.weights.w2)
         self._apply(await self.board.offer_config.remote(cfg.weights.w1, cfg.weights.w2))
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._follow())
@@ -347,9 +353,7 @@ class Ingress(Part):
             self.events = EventLog(root, writer_name(f"ingress-{serve.get_replica_context().replica_id.unique_id}")) \
                 if root else None
         if self.sessions is None:
-            self.sessions = ray.remote(Sessions).options(
-                name=f"segue-sessions-{serve.get_replica_context().app_name}", namespace="segue",
-                lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1).remote()
+            self.sessions = shared_actor(Sessions, f"segue-sessions-{serve.get_replica_context().app_name}").remote()
 
     async def disliked(self, user_id: str) -> frozenset[str]:
         """The user's session dislikes; none when the sessions actor does not answer in time

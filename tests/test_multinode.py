@@ -87,6 +87,15 @@ def test_multinode_serve_spans_both_nodes_and_survives_losing_the_worker(cluster
     assert len(set().union(*placed.values())) == 2, placed
     assert all(len(nodes) == 2 for nodes in placed.values()), placed  # Serve spreads each deployment's 2 replicas
 
+    # the application's shared actors (weights board, session dislikes) live on the head
+    from ray.util.state import list_actors
+
+    head = next(n["raylet"]["nodeId"] for n in cluster.alive_nodes() if n["raylet"].get("isHeadNode"))
+    shared = {a.name: a.node_id for a in list_actors(address=f"http://127.0.0.1:{cluster.dashboard_port}",
+                                                     filters=[("state", "=", "ALIVE")], detail=True)
+              if a.name.startswith(("segue-weights-", "segue-sessions-"))}
+    assert len(shared) == 2 and set(shared.values()) == {head}, (shared, head)
+
     found = cluster.client.get("/songs/search", params={"q": "a", "limit": 20}).json()
     bodies = [{"song": s["song"], "artist": s["artist"], "k": 10} for s in found]
     assert bodies
