@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import subprocess
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,8 @@ LB_SG = "REPLACE_WITH_LB_SG_ID"
 OPERATOR_CIDR = "REPLACE_WITH_OPERATOR_CIDR"
 BUCKET = "REPLACE_WITH_BUCKET"
 BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
+TARGET_GROUP_ARN = "REPLACE_WITH_TARGET_GROUP_ARN"
+REGISTER = "elasticloadbalancing:RegisterTargets"
 WRITABLE_PREFIXES = ("state/", "events/")
 PLACEHOLDER = re.compile(r"REPLACE_WITH_[A-Z0-9_]+")
 ECR_IMAGE = re.compile(r"^(?P<account>[^.]+)\.dkr\.ecr\.(?P<region>[^.]+)\.amazonaws\.com/segue:[^/\s]+$")
@@ -48,10 +54,11 @@ PREPARED = prepare_config(copy.deepcopy(LAUNCHER))  # what `ray up` works from: 
 INGRESS = load_json("security-group-ingress.json")
 SERVING_POLICY = load_json("iam-policy.json")
 HEAD_POLICY = load_json("iam-head-policy.json")
+WORKER_POLICY = load_json("iam-worker-policy.json")
 OPERATOR_POLICY = load_json("iam-operator-policy.json")
 TRUST_POLICY = load_json("iam-trust-policy.json")
 POLICIES = {"iam-policy.json": SERVING_POLICY, "iam-head-policy.json": HEAD_POLICY,
-            "iam-operator-policy.json": OPERATOR_POLICY}
+            "iam-worker-policy.json": WORKER_POLICY, "iam-operator-policy.json": OPERATOR_POLICY}
 LOCAL_DEPLOY = load_yaml(ROOT / "serve_config.yaml")
 CLUSTER_DEPLOY = load_yaml(CLUSTER / "serve_config.aws.yaml")
 NODE_TYPES = PREPARED["available_node_types"]
@@ -155,6 +162,23 @@ def fetched_secrets(kind: str) -> dict[str, str]:
     return {sid: path for command in before for sid, path in re.findall(r"\bsecret (\S+) > (\S+)", command)}
 
 
+def registrations(kind: str) -> list[str]:
+    """The start commands of `kind` that register the node with the load balancer's target group."""
+    return [command for command in PREPARED[f"{kind}_start_ray_commands"] if "register_targets" in command]
+
+
+def register_snippet(command: str) -> str:
+    """The Python program of the registration command (`python -c '…'`)."""
+    [code] = re.findall(r"python -c '([^']*)'", command)
+    return code
+
+
+def load_balancer_grants(policies: dict[str, dict]) -> list[tuple[str, str, str]]:
+    """(policy, action, resource) for every Elastic Load Balancing right, in any policy."""
+    return [(name, action, resource) for name, policy in policies.items()
+            for _, action, resource in grants(policy) if action.startswith("elasticloadbalancing:")]
+
+
 def deployments(deploy: dict) -> dict[str, dict]:
     [app] = deploy["applications"]
     return {d["name"]: d for d in app["deployments"]}
@@ -234,6 +258,89 @@ def test_launcher_creates_no_iam_role(no_aws):
     config = copy.deepcopy(PREPARED)
     config["head_node"] = {}
     assert aws_config._configure_iam_role(config) == {**PREPARED, "head_node": {}}
+
+
+# --- the load balancer's targets ----------------------------------------------------------------
+
+def test_workers_register_with_the_target_group_after_ray_starts():
+    """Each worker, once `ray start` has run, registers itself with the target group placeholder on 8000."""
+    commands = PREPARED["worker_start_ray_commands"]
+    [command] = registrations("worker")
+    assert commands.index(command) > commands.index(start("worker")[0])
+    assert "register REPLACE_WITH_TARGET_GROUP_ARN" in command
+    assert f'Targets=[{{"Id": node, "Port": {SERVE_PORT}}}]' in register_snippet(command)
+
+
+def test_head_is_not_a_load_balancer_target():
+    """The head (GCS, Serve controller, autoscaler) stays off the data path: it registers nothing."""
+    assert registrations("head") == []
+    assert not any(TARGET_GROUP_ARN in command for command in PREPARED["head_start_ray_commands"])
+
+
+class FakeResponse:
+    def __init__(self, body: str):
+        self.body = body
+
+    def read(self) -> bytes:
+        return self.body.encode()
+
+
+def test_registration_asks_imdsv2_for_the_instance_id_and_registers_it(monkeypatch, capsys):
+    """The snippet takes an IMDSv2 session token (PUT), reads the instance id with it, and registers
+    that id on port 8000 with the target group given as its argument."""
+    requests, calls = [], []
+
+    def urlopen(request, timeout):
+        headers = {k.lower(): v for k, v in request.header_items()}
+        requests.append((request.get_method(), request.full_url, headers))
+        return FakeResponse("session-token" if request.full_url.endswith("/api/token") else "i-0abc")
+
+    class Elbv2:
+        def register_targets(self, **kwargs):
+            calls.append(kwargs)
+
+    monkeypatch.setattr("urllib.request.urlopen", urlopen)
+    monkeypatch.setitem(sys.modules, "boto3", types.SimpleNamespace(client=lambda name: {"elbv2": Elbv2()}[name]))
+    monkeypatch.setattr(sys, "argv", ["-c", "arn:tg"])
+    [command] = registrations("worker")
+    exec(compile(register_snippet(command), "<register>", "exec"), {})
+    (put, token_url, put_headers), (get, id_url, get_headers) = requests
+    assert (put, token_url, get, id_url) == ("PUT", "http://169.254.169.254/latest/api/token",
+                                              "GET", "http://169.254.169.254/latest/meta-data/instance-id")
+    assert put_headers["x-aws-ec2-metadata-token-ttl-seconds"] == "60"
+    assert get_headers["x-aws-ec2-metadata-token"] == "session-token"
+    assert calls == [{"TargetGroupArn": "arn:tg", "Targets": [{"Id": "i-0abc", "Port": SERVE_PORT}]}]
+    assert "registered i-0abc" in capsys.readouterr().out
+
+
+def run_registration(tmp_path: Path, failures: int) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run the worker's registration command with `python` failing `failures` times (then succeeding)
+    and `sleep` a no-op, both stubs on PATH; returns the result and the stub's calls."""
+    log = tmp_path / "calls"
+    (tmp_path / "python").write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\n[ "$(wc -l < {log})" -gt {failures} ]\n')
+    (tmp_path / "sleep").write_text("#!/bin/sh\nexit 0\n")
+    for stub in ("python", "sleep"):
+        (tmp_path / stub).chmod(0o755)
+    [command] = registrations("worker")
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+    return result, log.read_text().splitlines()
+
+
+def test_registration_retries_a_transient_failure(tmp_path):
+    """Two failed attempts, then success: the command succeeds quietly after the third call."""
+    result, calls = run_registration(tmp_path, failures=2)
+    assert result.returncode == 0 and len(calls) == 3 and "WARNING" not in result.stderr
+    assert all(call.endswith(TARGET_GROUP_ARN) for call in calls)
+
+
+def test_registration_never_fails_the_node_start(tmp_path):
+    """A lasting failure: 5 attempts, a WARNING naming the target group, and exit status 0 (a failed
+    start command would make the autoscaler terminate the worker as "launch failed")."""
+    result, calls = run_registration(tmp_path, failures=99)
+    assert result.returncode == 0 and len(calls) == 5
+    assert "WARNING" in result.stderr and TARGET_GROUP_ARN in result.stderr
 
 
 # --- the network -----------------------------------------------------------------------------
@@ -394,8 +501,17 @@ def test_kms_is_usable_only_through_s3():
 
 
 def test_workers_policy_has_no_ec2_or_iam_rights():
-    """The policy every node has grants no EC2 or IAM action (only the head's autoscaler launches)."""
-    assert [a for _, a, _ in grants(SERVING_POLICY) if a.startswith(("ec2:", "iam:"))] == []
+    """The policies a worker has grant no EC2 or IAM action (only the head's autoscaler launches)."""
+    for policy in (SERVING_POLICY, WORKER_POLICY):
+        assert [a for _, a, _ in grants(policy) if a.startswith(("ec2:", "iam:"))] == []
+
+
+def test_the_only_load_balancer_right_is_registering_with_the_target_group():
+    """Across every policy, Elastic Load Balancing allows only RegisterTargets, on the one target
+    group, in the workers' policy (no DeregisterTargets or listener changes, nothing on the head)."""
+    assert load_balancer_grants(POLICIES) == [("iam-worker-policy.json", REGISTER, TARGET_GROUP_ARN)]
+    assert WORKER_POLICY["Statement"] == [{"Sid": "RegisterSelfWithTheTargetGroup", "Effect": "Allow",
+                                           "Action": REGISTER, "Resource": TARGET_GROUP_ARN}]
 
 
 def test_head_passes_only_the_worker_role_to_ec2():
@@ -513,6 +629,8 @@ def with_grant(action: str, resource: str) -> dict:
                  with_grant("secretsmanager:GetSecretValue", "*"), id="any-secret"),
     pytest.param(s3_writes_outside_state, with_grant("s3:PutObject", f"{BUCKET_ARN}/bundles/*"), id="bundle-write"),
     pytest.param(s3_deletes, with_grant("s3:DeleteObject", f"{BUCKET_ARN}/state/*"), id="state-delete"),
+    pytest.param(lambda p: load_balancer_grants({"iam-policy.json": p}),
+                 with_grant("elasticloadbalancing:DeregisterTargets", TARGET_GROUP_ARN), id="lb-deregister"),
     pytest.param(literal_tokens, "export RAY_AUTH_TOKEN=x && ray start --head", id="token-in-env"),
     pytest.param(literal_tokens, "echo 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 > t",
                  id="hex-token"),
