@@ -40,7 +40,7 @@ import numpy as np
 
 from loadtest.bench_http import LOCUSTFILE, code_version, machine, users_for, warming, write_seeds
 from loadtest.hostile import cases, fuzz_schema, run_cases
-from loadtest.serve_cluster import ROOT, ServeCluster, free_port
+from loadtest.serve_cluster import ROOT, ServeCluster, free_port, wait_for
 
 DEPLOYMENTS = ("Ingress", "Combiner", "Content", "Collab")
 RATE = 30.0  # steady offered load, req/s: a quarter of what the graph sustains on this box
@@ -102,16 +102,6 @@ class SteadyLoad:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 # ----------------------------------------------------------------------------- the scenarios

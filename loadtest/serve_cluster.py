@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any, Callable
 
 import httpx
 import psutil
@@ -181,6 +182,17 @@ class ServeCluster:
         if keep_logs is not None:
             shutil.copytree(self.tmp / "session_latest" / "logs" / "serve", keep_logs, dirs_exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
+    """``predicate()``'s first true value, polled every ``every`` s; TimeoutError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out waiting for {what}")
 
 
 class Traffic:

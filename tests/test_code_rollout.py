@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from loadtest.serve_cluster import ServeCluster, Traffic
+from loadtest.serve_cluster import ServeCluster, Traffic, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "segue-code"
@@ -32,17 +32,6 @@ def _deploy_script():
 def code_uri(revision: str) -> str:
     """Where the workflow uploads a commit's zip (cluster/serve_config.aws.yaml's py_modules)."""
     return f"s3://{BUCKET}/code/{revision}/serve_app.zip"
-
-
-def wait_for(predicate, timeout: float, what: str):
-    """``predicate()``'s first true value, polled every 0.5 s until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(what)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from serve_app import bundle as bundle_mod
 from serve_app.api import RecommendRequest
 from serve_app.service import Service
-from loadtest.serve_cluster import ServeCluster, Traffic
+from loadtest.serve_cluster import ServeCluster, Traffic, wait_for
 
 TOKEN = "test-admin-token-9f2c"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -208,16 +208,6 @@ def replica_pids(cluster: ServeCluster, deployment: str) -> list[int]:
     root = psutil.Process(cluster.proc.pid)
     return [p.pid for p in root.children(recursive=True)
             if any(f"ServeReplica:segue:{deployment}" in part for part in p.cmdline()[:1])]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise TimeoutError(what)
 
 
 def test_weights_survive_a_replica_kill_and_an_upgrade(http, cluster, bundles, local):
