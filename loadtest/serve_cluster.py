@@ -29,6 +29,8 @@ from serve_app.ray_env import SERVE_ENV
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
 
+DEPLOYMENTS = ("Ingress", "Combiner", "Content", "Collab")  # serve_config.yaml's, in graph order
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -163,6 +165,18 @@ class ServeCluster:
         r.raise_for_status()
         app = r.json()["applications"].get("segue") or {}
         return app.get("deployments", {}).get(deployment, {}).get("replicas", [])
+
+    def running(self, field: str = "replica_id") -> dict[str, list]:
+        """Per deployment, ``field`` (``replica_id``, ``pid``, ``node_id``, …) of each RUNNING replica."""
+        return {d: [r[field] for r in self.replicas(d) if r["state"] == "RUNNING"] for d in DEPLOYMENTS}
+
+    def replaced(self, before: dict[str, list], per_deployment: int = 2) -> bool:
+        """Whether every deployment runs ``per_deployment`` replicas again, all RUNNING and none
+        of them one of ``before`` (a code rollout is over)."""
+        old = {rid for ids in before.values() for rid in ids}
+        return all(len(reps) == per_deployment and all(r["state"] == "RUNNING" and r["replica_id"] not in old
+                                                       for r in reps)
+                   for reps in (self.replicas(d) for d in DEPLOYMENTS))
 
     def stop(self, keep_logs: Path | None = None) -> None:
         """Serve down, then this cluster's processes (and only those), then its temp dir

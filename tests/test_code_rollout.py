@@ -18,7 +18,6 @@ from loadtest.serve_cluster import ServeCluster, Traffic, wait_for
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "segue-code"
 REVISIONS = ("rollout-1", "rollout-2")
-DEPLOYMENTS = ("Ingress", "Combiner", "Content", "Collab")
 
 
 def _deploy_script():
@@ -53,19 +52,6 @@ def code_revisions(cluster: ServeCluster, reads: int = 20) -> Counter:
     return Counter(cluster.client.get("/version").json()["code_revision"] for _ in range(reads))
 
 
-def replica_ids(cluster: ServeCluster) -> dict[str, dict[str, str]]:
-    """Per deployment: replica id -> state."""
-    return {d: {r["replica_id"]: r["state"] for r in cluster.replicas(d)} for d in DEPLOYMENTS}
-
-
-def all_replaced(cluster: ServeCluster, old: set[str]) -> bool:
-    """Every deployment has replicas, none of them from ``old``, all RUNNING."""
-    now = replica_ids(cluster)
-    ids = {rid for reps in now.values() for rid in reps}
-    states = {state for reps in now.values() for state in reps.values()}
-    return all(now.values()) and not ids & old and states == {"RUNNING"}
-
-
 def test_serve_deploy_rolls_new_code_from_s3_without_a_failed_request(code_bucket, demo_bundle, tmp_path):
     # Ray puts the directory it starts in first on the replicas' path: start it outside the
     # checkout, as on the nodes, or the checkout's serve_app shadows the zip's
@@ -79,13 +65,12 @@ def test_serve_deploy_rolls_new_code_from_s3_without_a_failed_request(code_bucke
         catalog = pd.read_parquet(demo_bundle / "catalog.parquet")
         bodies = [{"song": catalog["name"].iloc[i], "artist": catalog["artist"].iloc[i], "k": 10}
                   for i in range(0, 300, 7)]
-        before = replica_ids(cluster)
-        old = {rid for reps in before.values() for rid in reps}
+        before = cluster.running()
         with Traffic(cluster, bodies) as traffic:
             time.sleep(2)
             started = time.monotonic()
             cluster.deploy(demo_bundle, revision="2", runtime_env={"py_modules": [code_uri("rollout-2")]})
-            wait_for(lambda: all_replaced(cluster, old), 300, "every replica replaced and RUNNING")
+            wait_for(lambda: cluster.replaced(before), 300, "every replica replaced and RUNNING")
             cluster.wait_ready()
             wait_for(lambda: code_revisions(cluster) == {"rollout-2": 20}, 60, "/version on rollout-2")
             seconds = time.monotonic() - started

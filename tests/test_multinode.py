@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.serve_cluster import BIN, ServeCluster, Traffic
+from loadtest.serve_cluster import BIN, ServeCluster, Traffic, wait_for
 from tests.conftest import generated_data
 
 LIMITS = ("--memory=3000000000", "--object-store-memory=300000000")
@@ -75,15 +75,9 @@ def test_multinode_serve_spans_both_nodes_and_survives_losing_the_worker(cluster
     assert job["returncode"] == 0, job["log"]
     cluster.deploy(job["bundle"])
     cluster.wait_ready()
-    deployments = ("Ingress", "Combiner", "Content", "Collab")
-
-    def placed() -> dict[str, list[str]]:
-        return {d: [r["node_id"] for r in cluster.replicas(d) if r["state"] == "RUNNING"] for d in deployments}
-
-    deadline = time.monotonic() + 120
-    while any(len(nodes) < 2 for nodes in placed().values()) and time.monotonic() < deadline:
-        time.sleep(1)
-    placed = {d: set(nodes) for d, nodes in placed().items()}
+    nodes_of = wait_for(lambda: (lambda p: p if all(len(n) == 2 for n in p.values()) else None)(
+        cluster.running("node_id")), 120, "two running replicas of each deployment", every=1.0)
+    placed = {d: set(nodes) for d, nodes in nodes_of.items()}
     assert len(set().union(*placed.values())) == 2, placed
     assert all(len(nodes) == 2 for nodes in placed.values()), placed  # Serve spreads each deployment's 2 replicas
 

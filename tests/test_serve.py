@@ -204,16 +204,10 @@ def test_adjust_weights_reaches_every_replica_within_2s(http, local):
     assert http.post("/recommend", json={**seed, "w1": 0.2, "w2": 0.8}).json()["weights_used"]["w1"] == 0.2
 
 
-def replica_pids(cluster: ServeCluster, deployment: str) -> list[int]:
-    root = psutil.Process(cluster.proc.pid)
-    return [p.pid for p in root.children(recursive=True)
-            if any(f"ServeReplica:segue:{deployment}" in part for part in p.cmdline()[:1])]
-
-
 def test_weights_survive_a_replica_kill_and_an_upgrade(http, cluster, bundles, local):
     gen = http.post("/adjust_weights", json={"w1": 0.45, "w2": 0.55}, headers=ADMIN).json()["generation"]
     before = set(replicas_at(http))
-    pids = replica_pids(cluster, "Combiner")
+    pids = cluster.running("pid")["Combiner"]
     assert len(pids) == 2
     psutil.Process(pids[0]).kill()
     wait_for(lambda: len(set(k for k, v in replicas_at(http).items() if k.startswith("Combiner#") and v == gen)
