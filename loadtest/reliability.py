@@ -40,9 +40,8 @@ import numpy as np
 
 from loadtest.bench_http import LOCUSTFILE, code_version, machine, users_for, warming, write_seeds
 from loadtest.hostile import cases, fuzz_schema, run_cases
-from loadtest.serve_cluster import ROOT, ServeCluster, free_port, wait_for
+from loadtest.serve_cluster import DEPLOYMENTS, ROOT, ServeCluster, free_port, wait_for
 
-DEPLOYMENTS = ("Ingress", "Combiner", "Content", "Collab")
 RATE = 30.0  # steady offered load, req/s: a quarter of what the graph sustains on this box
 RECOVERY_LIMIT_S = 10.0
 KILL_FAILURE_LIMIT = 1
@@ -133,7 +132,7 @@ class Run:
         return {**figures, "seconds": round(time.time() - t0, 1), "load": window(self.load.requests(), t0, time.time())}
 
     def replica_ids(self) -> dict[str, set[str]]:
-        return {d: {r["replica_id"] for r in self.cluster.replicas(d) if r["state"] == "RUNNING"} for d in DEPLOYMENTS}
+        return {d: set(ids) for d, ids in self.cluster.running().items()}
 
     def answered_version(self) -> str | None:
         r = self.cluster.client.post("/recommend", json={**self.song, "k": 5})
@@ -142,13 +141,13 @@ class Run:
 
 def rolling_upgrade_code(run: Run) -> dict[str, Any]:
     """``serve deploy`` of a new code revision: Serve replaces every replica, one by one."""
+    run.steady()  # the replicas to compare with are those of the steady state
     before = run.replica_ids()
 
     def act() -> dict[str, Any]:
         started = time.monotonic()
         run.cluster.deploy(run.bundles["a"], revision="2")
-        wait_for(lambda: all(len(ids) == 2 and not ids & before[d] for d, ids in run.replica_ids().items()),
-                 300, "every replica replaced", every=1.0)
+        wait_for(lambda: run.cluster.replaced(before), 300, "every replica replaced", every=1.0)
         run.cluster.wait_ready()
         return {"rollout_s": round(time.monotonic() - started, 1), "replicas_replaced": sum(
             len(before[d] - ids) for d, ids in run.replica_ids().items())}
@@ -160,6 +159,7 @@ def rolling_upgrade_code(run: Run) -> dict[str, Any]:
 def rolling_upgrade_config(run: Run) -> dict[str, Any]:
     """``serve deploy`` with only ``user_config`` changed (the default weights): applied in
     place by ``reconfigure``, no replica restarts."""
+    run.steady()  # the replicas to compare with are those of the steady state
     before = run.replica_ids()
 
     def act() -> dict[str, Any]:

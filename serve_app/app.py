@@ -210,7 +210,7 @@ class RayCounts:
 
 
 CPU = {"num_cpus": 0.25}
-AUTOSCALE = {"min_replicas": 1, "initial_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 16}
+AUTOSCALE = {"min_replicas": 2, "initial_replicas": 2, "max_replicas": 2, "target_ongoing_requests": 16}
 # Serve notices a dead replica at its next health check (default every 10 s): every 2 s, a
 # killed replica is replaced in well under 10 s (docs/RELIABILITY.md).
 DEPLOYMENT = {"ray_actor_options": CPU, "max_ongoing_requests": 100, "autoscaling_config": AUTOSCALE,
