@@ -24,7 +24,7 @@ import httpx
 import psutil
 import yaml
 
-from serve_app.ray_env import SERVE_ENV
+from serve_app.ray_env import serve_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
@@ -38,22 +38,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proxy_ports() -> dict[str, str]:
+    """Free ports for the fixed ones of Serve's proxies on a node (HAProxy's stats 8404 and
+    metrics 9101, the fallback Python proxy's 8500), so that clusters can run side by side."""
+    return {name: str(free_port()) for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                                                "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")}
+
+
 class ServeCluster:
     """``start()``, ``add_node()``, ``deploy(...)``, ``wait_ready()``, ``replicas(...)``,
-    ``remove_node()``, ``stop()``; ``env`` adds variables to Ray's (S3 endpoint, …), ``token``
+    ``remove_node()``, ``stop()``; ``proxy`` is the HTTP ingress (serve_app/ray_env.py:
+    ``haproxy`` by default, ``SEGUE_PROXY`` or ``python``), whose fixed ports are free ones of
+    this cluster's (``proxy_ports``); ``env`` adds variables to Ray's (S3 endpoint, …), ``token``
     is the admin token (random by default); ``proxy_location`` and ``deployment_options``
     (set on every deployment) override serve_config.yaml's; ``cwd`` is where Ray starts (the
     repository by default: Ray puts that directory first on the replicas' path)."""
 
     def __init__(self, weights_store: Path, token: str | None = None, env: dict[str, str] | None = None,
                  proxy_location: str | None = None, deployment_options: dict | None = None,
-                 cwd: Path = ROOT) -> None:
+                 cwd: Path = ROOT, proxy: str | None = None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-ray-", dir="/tmp"))  # short: Ray's socket paths
         self.dashboard_port, self.http_port = free_port(), free_port()
         self.weights_store = weights_store
         self.token = token or secrets.token_urlsafe(24)
-        self.env = {**os.environ, **SERVE_ENV, "RAY_AUTH_MODE": "disabled", "SEGUE_ADMIN_TOKEN": self.token,
-                    "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+        self.env = {**os.environ, **serve_env(proxy), **proxy_ports(), "RAY_AUTH_MODE": "disabled",
+                    "SEGUE_ADMIN_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
         self.metrics_port = free_port()
         self.events = self.tmp / "events"
         self.proc: subprocess.Popen | None = None
@@ -96,7 +105,8 @@ class ServeCluster:
                f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
                f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
                f"--min-worker-port={first}", f"--max-worker-port={first + 999}", *limits]
-        proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=open(self.tmp / f"node-{first}.log", "w"),
+        env = {**self.env, **proxy_ports(), "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(free_port())}
+        proc = subprocess.Popen(cmd, env=env, cwd=self.cwd, stdout=open(self.tmp / f"node-{first}.log", "w"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes.append(proc)
         deadline = time.monotonic() + 90

@@ -1,28 +1,60 @@
 """Environment for every Ray process that serves Segue (set it where Ray starts).
 
-Serve's throughput-optimised mode without its direct ingress: user code and request
-routing on each replica's own event loop instead of extra threads, gRPC between
-deployments, buffered request-path logs, GC frozen after start. On this 2-core box it
-took the graph from 63 to 130 req/s at the 167 req/s target (docs/SERVING.md).
-Direct ingress stays off: it opens an HTTP port on every ingress replica (ranges
-30000-31000 and 40000-41000) beside the proxy's. ``RAY_worker_niceness=0``: Ray's
-default nice 15 starves replicas on a busy machine (RAY_NOTES).
-``RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1``: the throughput mode keeps up to 1,000
-request-path log lines in memory before writing them; Segue logs only refused and failed
-requests (access logs are off), so the buffer saves nothing and would delay those lines,
-or lose them with a crashed replica.
+HTTP enters through Serve's HAProxy ingress (``SEGUE_PROXY=haproxy``, the default): HAProxy
+in front of the ingress replicas' own HTTP servers (Serve's direct ingress), instead of
+Serve's Python proxy. On this 2-core box it took the graph from 140 to 620 req/s at
+saturation and the p99 at 167 req/s from 380 to 36 ms (docs/SERVING.md). One HAProxy
+thread (``RAY_SERVE_HAPROXY_NBTHREAD=1``; Ray's default is 4): HAProxy needs a fraction of
+a core here and the replicas need the rest. HAProxy is started through ``segue-haproxy``
+(``serve_app/haproxy_launcher.py``), which keeps its stats and metrics listeners on
+loopback and ties its life to Serve's manager process.
+
+``SEGUE_PROXY=python`` is the fallback: Serve's Python proxy on the HTTP port and no direct
+ingress (which would open an HTTP port on every ingress replica beside the proxy's).
+
+Both: Serve's throughput-optimised mode (user code and request routing on each replica's
+own event loop, gRPC between deployments, GC frozen after start);
+``RAY_worker_niceness=0`` (Ray's default nice 15 starves replicas on a busy machine);
+``RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1`` (the throughput mode keeps up to 1,000
+request-path log lines in memory; Segue logs only refused and failed requests, so the
+buffer saves nothing and would delay those lines, or lose them with a crashed replica).
 
 ``python -m serve_app.ray_env`` prints it as ``KEY=value`` words for ``env``.
 """
 
 from __future__ import annotations
 
-SERVE_ENV: dict[str, str] = {
+import os
+import sys
+from pathlib import Path
+
+PROXIES = ("haproxy", "python")
+
+BASE_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
     "RAY_worker_niceness": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
 }
 
+
+def haproxy_launcher() -> str:
+    """Absolute path of the ``segue-haproxy`` console script beside this Python."""
+    return str(Path(sys.executable).parent / "segue-haproxy")
+
+
+def serve_env(proxy: str | None = None) -> dict[str, str]:
+    """The variables for ``proxy`` (``haproxy`` or ``python``; default ``$SEGUE_PROXY`` or haproxy)."""
+    proxy = proxy or os.environ.get("SEGUE_PROXY") or "haproxy"
+    if proxy == "haproxy":
+        return {**BASE_ENV, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+                "RAY_SERVE_HAPROXY_BINARY_PATH": haproxy_launcher()}
+    if proxy == "python":
+        return {**BASE_ENV, "RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+    raise ValueError(f"SEGUE_PROXY={proxy!r}: one of {', '.join(PROXIES)}")
+
+
 if __name__ == "__main__":
-    print(" ".join(f"{k}={v}" for k, v in SERVE_ENV.items()))
+    try:
+        print(" ".join(f"{k}={v}" for k, v in serve_env().items()))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
