@@ -54,7 +54,7 @@ run: install bundle $(ADMIN_TOKEN_FILE)
 	@$(PY) -m ui.app --api http://127.0.0.1:8000 --port 7860 & ui=$$!; \
 	trap 'kill $$ui 2>/dev/null' EXIT INT TERM; \
 	SEGUE_ADMIN_TOKEN_FILE=$${SEGUE_ADMIN_TOKEN_FILE:-$(CURDIR)/$(ADMIN_TOKEN_FILE)} \
-		env $$($(PY) -m serve_app.ray_env) $(VENV)/bin/serve run serve_config.yaml
+		RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token} env $$($(PY) -m serve_app.ray_env) $(VENV)/bin/serve run serve_config.yaml
 
 test: install browser
 	$(PY) -m pytest -q
