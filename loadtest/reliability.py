@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import httpx
 import numpy as np
+import psutil
 
 from loadtest.bench_http import LOCUSTFILE, code_version, machine, users_for, warming, write_seeds
 from loadtest.hostile import cases, fuzz_schema, run_cases
@@ -44,6 +45,7 @@ from loadtest.serve_cluster import DEPLOYMENTS, ROOT, ServeCluster, free_port, w
 
 RATE = 30.0  # steady offered load, req/s: a quarter of what the graph sustains on this box
 RECOVERY_LIMIT_S = 10.0
+HAPROXY_RECOVERY_LIMIT_S = 15.0
 KILL_FAILURE_LIMIT = 1
 BURST = 40  # admin tries sent at once: the limit is 10/s per client and ingress replica (2 here)
 BUCKET = "segue-reliability"
@@ -190,6 +192,57 @@ def replica_loss(run: Run, deployment: str) -> dict[str, Any]:
     out = run.measure(act)
     passed = out["load"]["failed"] <= KILL_FAILURE_LIMIT and out["recovery_s"] < RECOVERY_LIMIT_S
     return {**out, "target": f"<= {KILL_FAILURE_LIMIT} failed request, recovery < {RECOVERY_LIMIT_S:.0f} s",
+            "passed": passed}
+
+
+def haproxy_killed(run: Run) -> dict[str, Any]:
+    """``kill -9`` of the HAProxy process: clients are refused until Serve's proxy health check
+    (every 2 s, three misses) restarts its manager, which starts a new HAProxy."""
+    def act() -> dict[str, Any]:
+        victim = wait_for(run.cluster.serving_haproxy, 30, "the HAProxy on the port")
+        killed = time.time()
+        victim.kill()
+        wait_for(lambda: (lambda p: p and p.pid != victim.pid)(run.cluster.serving_haproxy()), 120,
+                 "a new HAProxy on the port", every=0.2)
+        wait_for(lambda: run.answered_version() is not None, 60, "answers again", every=0.2)
+        failed = window(run.load.requests(), killed, time.time())
+        log = run.load.requests()
+        after = log[log[:, 0] >= killed]
+        bad = after[after[:, 3] == 0]
+        return {"killed": f"haproxy pid {victim.pid}", "back_s": round(time.time() - killed, 1),
+                "refused_for_s": round(float(bad[:, 0].max() - killed), 1) if len(bad) else 0.0,
+                "client_saw": failed["failed_statuses"]}
+
+    out = run.measure(act)
+    passed = out["back_s"] < HAPROXY_RECOVERY_LIMIT_S
+    return {**out, "target": f"a new HAProxy answers within {HAPROXY_RECOVERY_LIMIT_S:.0f} s (requests meanwhile "
+                             "are refused: one HAProxy per node, the load balancer's health check covers it on "
+                             "a cluster)", "passed": passed}
+
+
+def unclean_stop(cluster: ServeCluster, bundle: Path, version: str, weights: Path) -> dict[str, Any]:
+    """SIGKILL to the whole Serve process tree at once: no HAProxy may outlive it, and the
+    next start on the same port must come up and answer."""
+    haproxy = [p.pid for p in cluster.haproxy()]
+    port = cluster.http_port
+    started = time.monotonic()
+    cluster.kill()
+    left = [pid for pid in haproxy if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    listeners = [c for c in psutil.net_connections(kind="tcp") if c.laddr and c.laddr.port == port
+                 and c.status == psutil.CONN_LISTEN]
+    again = ServeCluster(weights, http_port=port)
+    try:
+        again.start()
+        again.deploy(bundle)
+        again.wait_ready(version)
+        answered = again.client.get("/version").json().get("model_version")
+        ready_s = round(time.monotonic() - started, 1)
+    finally:
+        again.stop()
+    passed = not left and not listeners and answered == version
+    return {"haproxy_before": len(haproxy), "haproxy_left": len(left), "port_listeners_left": len(listeners),
+            "next_start_on_the_same_port": answered, "ready_again_s": ready_s,
+            "target": "no HAProxy outlives the tree, the port is free, the next start answers on it",
             "passed": passed}
 
 
@@ -350,8 +403,38 @@ def s3_bundles(run: Run, bucket: str) -> dict[str, Any]:
             "passed": passed}
 
 
+def metric_figures(found: dict[str, list]) -> dict[str, Any]:
+    """The figures the observability target reads from one scrape (family name -> samples)."""
+    def total(name: str, suffix: str = "") -> float:
+        return sum(s.value for s in found.get(name, []) if s.name.endswith(suffix))
+
+    codes: dict[str, int] = {}
+    for s in found.get("segue_requests", []):
+        if s.name.endswith("_total") and s.labels.get("route") == "/recommend":
+            codes[s.labels["code"]] = codes.get(s.labels["code"], 0) + int(s.value)
+    bundles: dict[str, list[float]] = {}  # one sample per ingress replica (and per replica gone)
+    for s in found.get("segue_bundle", []):
+        bundles.setdefault(s.labels["version"], []).append(s.value)
+    return {"recommend_by_code": codes, "latency_observations": int(total("segue_request_ms", "_count")),
+            "fallbacks": {s.labels["fallback"]: int(s.value) for s in found.get("segue_fallbacks", [])
+                          if s.name.endswith("_total")},
+            "unknown_songs": int(total("segue_unknown_songs", "_total")), "bundle_gauge": bundles}
+
+
+def metrics_hold(f: dict[str, Any]) -> bool:
+    """Every metric the scenario asks for, with the values its own requests must have produced."""
+    return bool(f["recommend_by_code"].get("200", 0) > 0 and any(c.startswith("4") for c in f["recommend_by_code"])
+                and f["latency_observations"] > 0 and f["fallbacks"].get("new_user", 0) > 0
+                and f["fallbacks"].get("new_song", 0) > 0 and f["unknown_songs"] > 0
+                and any(1.0 in v for v in f["bundle_gauge"].values()))
+
+
 def observability(cluster: ServeCluster) -> dict[str, Any]:
-    """The Prometheus metrics at Ray's metrics port after the run, and the JSON replica logs."""
+    """The Prometheus metrics at Ray's metrics port after the run, and the JSON replica logs.
+
+    Ray exports counters some seconds after they change, so the scrape is repeated until it
+    shows what this scenario's own requests must have counted (a new user, a new song, an
+    unknown song), not merely until the metric names appear."""
     from prometheus_client.parser import text_string_to_metric_families
 
     client = cluster.client
@@ -360,31 +443,27 @@ def observability(cluster: ServeCluster) -> dict[str, Any]:
     client.post("/recommend", json={"song": "no such song at all", "k": 5})
     names = ("segue_requests", "segue_request_ms", "segue_fallbacks", "segue_unknown_songs", "segue_bundle")
 
-    def scrape() -> dict[str, list]:
+    def scrape() -> dict[str, Any]:
         text = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=10).text
         found: dict[str, list] = {}
         for family in text_string_to_metric_families(text):
             name = family.name.removeprefix("ray_")
             if name.startswith(names):
                 found.setdefault(name, []).extend(family.samples)
-        return found
+        return metric_figures(found)
 
-    found = wait_for(lambda: (lambda f: f if {"segue_fallbacks", "segue_unknown_songs"} <= set(f) else None)(scrape()),
-                     60, "the metrics export", every=2.0)
+    last: dict[str, Any] = {}
 
-    def total(name: str, suffix: str = "", **labels: str) -> float:
-        return sum(s.value for s in found.get(name, []) if s.name.endswith(suffix)
-                   and all(s.labels.get(k) == v for k, v in labels.items()))
+    def complete() -> dict[str, Any] | None:
+        last.update(scrape())
+        return dict(last) if metrics_hold(last) else None
 
-    codes = {}
-    for s in found.get("segue_requests", []):
-        if s.name.endswith("_total") and s.labels.get("route") == "/recommend":
-            codes[s.labels["code"]] = codes.get(s.labels["code"], 0) + int(s.value)
-    fallbacks = {s.labels["fallback"]: int(s.value) for s in found.get("segue_fallbacks", [])
-                 if s.name.endswith("_total")}
-    bundles: dict[str, list[float]] = {}  # one sample per ingress replica (and per replica gone)
-    for s in found.get("segue_bundle", []):
-        bundles.setdefault(s.labels["version"], []).append(s.value)
+    started = time.monotonic()
+    try:
+        figures = wait_for(complete, 60, "the metrics of this scenario's requests", every=2.0)
+    except TimeoutError:
+        figures = dict(last)
+    figures["exported_after_s"] = round(time.monotonic() - started, 1)
     logs = sorted((cluster.tmp / "session_latest" / "logs" / "serve").glob("replica_*.log"))
     lines = [line for f in logs for line in f.read_text(errors="replace").splitlines() if line.strip()]
     parsed = []
@@ -395,16 +474,11 @@ def observability(cluster: ServeCluster) -> dict[str, Any]:
             pass
     with_id = [p for p in parsed if p.get("request_id")]
     refusals = [p for p in with_id if re.match(r"^[A-Z]+ \S+ -> 4\d\d in ", str(p.get("message")))]
-    figures = {"recommend_by_code": codes, "latency_observations": int(total("segue_request_ms", "_count")),
-               "fallbacks": fallbacks, "unknown_songs": int(total("segue_unknown_songs", "_total")),
-               "bundle_gauge": bundles, "replica_log_lines": len(lines), "json_lines": len(parsed),
-               "lines_with_request_id": len(with_id), "refusals_logged": len(refusals),
-               "example": {k: refusals[0].get(k) for k in ("levelname", "message", "request_id", "route", "replica")}
-               if refusals else None}
-    passed = (codes.get("200", 0) > 0 and any(c.startswith("4") for c in codes)
-              and figures["latency_observations"] > 0 and fallbacks.get("new_user", 0) > 0
-              and fallbacks.get("new_song", 0) > 0 and figures["unknown_songs"] > 0 and any(1.0 in v for v in bundles.values())
-              and lines and len(parsed) == len(lines) and refusals)
+    figures.update({"replica_log_lines": len(lines), "json_lines": len(parsed), "lines_with_request_id": len(with_id),
+                    "refusals_logged": len(refusals),
+                    "example": {k: refusals[0].get(k) for k in ("levelname", "message", "request_id", "route", "replica")}
+                    if refusals else None})
+    passed = metrics_hold(figures) and lines and len(parsed) == len(lines) and refusals
     return {**figures, "target": "request counts by route and code, latency histogram, fallbacks, unknown songs, "
                                  "bundle version at Ray's metrics port; replica logs JSON with request ids",
             "passed": bool(passed)}
@@ -523,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
             record("rolling upgrade: user_config", lambda: rolling_upgrade_config(run))
             for d in DEPLOYMENTS:
                 record(f"replica loss: kill -9 one {d} replica", lambda d=d: replica_loss(run, d))
+            record("HAProxy loss: kill -9 of the HAProxy process", lambda: haproxy_killed(run))
             for which in ("tampered", "missing"):
                 record(f"bad bundle: {which}", lambda which=which: bad_bundle(run, which))
             record("hostile input: live schemathesis and hand-written cases", lambda: hostile_input(run))
@@ -532,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
             log = load.requests()
             whole = window(log, float(log[0, 0]) if len(log) else 0.0, time.time())
         record("observability: metrics and JSON logs", lambda: observability(cluster))
+        record("unclean stop: the Serve process tree SIGKILLed, then started again",
+               lambda: unclean_stop(cluster, bundles["a"], versions["a"], work / "weights.json"))
     finally:
         cluster.stop(keep_logs=work / "serve-logs")
         s3.stop()

@@ -47,7 +47,7 @@ def proxy_ports() -> dict[str, str]:
 
 class ServeCluster:
     """``start()``, ``add_node()``, ``deploy(...)``, ``wait_ready()``, ``replicas(...)``,
-    ``remove_node()``, ``stop()``; ``proxy`` is the HTTP ingress (serve_app/ray_env.py:
+    ``remove_node()``, ``haproxy()``, ``kill()``, ``stop()``; ``proxy`` is the HTTP ingress (serve_app/ray_env.py:
     ``haproxy`` by default, ``SEGUE_PROXY`` or ``python``), whose fixed ports are free ones of
     this cluster's (``proxy_ports``); ``env`` adds variables to Ray's (S3 endpoint, …), ``token``
     is the admin token (random by default); ``proxy_location`` and ``deployment_options``
@@ -56,9 +56,9 @@ class ServeCluster:
 
     def __init__(self, weights_store: Path, token: str | None = None, env: dict[str, str] | None = None,
                  proxy_location: str | None = None, deployment_options: dict | None = None,
-                 cwd: Path = ROOT, proxy: str | None = None) -> None:
+                 cwd: Path = ROOT, proxy: str | None = None, http_port: int | None = None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-ray-", dir="/tmp"))  # short: Ray's socket paths
-        self.dashboard_port, self.http_port = free_port(), free_port()
+        self.dashboard_port, self.http_port = free_port(), http_port or free_port()
         self.weights_store = weights_store
         self.token = token or secrets.token_urlsafe(24)
         self.env = {**os.environ, **serve_env(proxy), **proxy_ports(), "RAY_AUTH_MODE": "disabled",
@@ -188,14 +188,40 @@ class ServeCluster:
                                                        for r in reps)
                    for reps in (self.replicas(d) for d in DEPLOYMENTS))
 
+    def kill(self) -> None:
+        """An unclean stop: SIGKILL to every process of this cluster at once (``stop()`` then
+        only keeps the logs and removes the temp dir)."""
+        for proc in [*self.nodes, self.proc]:
+            _kill_tree(proc.pid, (signal.SIGKILL,))
+
+    def haproxy(self) -> list[psutil.Process]:
+        """The HAProxy processes of this cluster (children of Serve's HAProxy manager)."""
+        try:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except (psutil.NoSuchProcess, AttributeError):
+            return []
+        return [p for p in tree if _name(p) == "haproxy"]
+
+    def serving_haproxy(self) -> psutil.Process | None:
+        """The HAProxy process that holds the HTTP port (older ones may still drain connections)."""
+        for p in self.haproxy():
+            try:
+                if any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.http_port
+                       for c in p.net_connections(kind="tcp")):
+                    return p
+            except psutil.NoSuchProcess:
+                continue
+        return None
+
     def stop(self, keep_logs: Path | None = None) -> None:
         """Serve down, then this cluster's processes (and only those), then its temp dir
         (Serve's logs copied to ``keep_logs`` first, when given)."""
         if self.proc is None:
             return
         try:
-            subprocess.run([str(BIN / "serve"), "shutdown", "-y", "-a", f"http://127.0.0.1:{self.dashboard_port}"],
-                           env=self.env, capture_output=True, timeout=60)
+            if self.proc.poll() is None:  # not after an unclean stop
+                subprocess.run([str(BIN / "serve"), "shutdown", "-y", "-a", f"http://127.0.0.1:{self.dashboard_port}"],
+                               env=self.env, capture_output=True, timeout=60)
         except subprocess.TimeoutExpired:
             pass
         for proc in [*self.nodes, self.proc]:
@@ -252,6 +278,13 @@ class Traffic:
         self._stop.set()
         self._thread.join(timeout=60)
         self.client.close()
+
+
+def _name(p: psutil.Process) -> str | None:
+    try:
+        return p.name()
+    except psutil.NoSuchProcess:
+        return None
 
 
 def _kill_tree(pid: int, signals: tuple[int, ...]) -> None:

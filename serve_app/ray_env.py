@@ -17,7 +17,10 @@ own event loop, gRPC between deployments, GC frozen after start);
 ``RAY_worker_niceness=0`` (Ray's default nice 15 starves replicas on a busy machine);
 ``RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1`` (the throughput mode keeps up to 1,000
 request-path log lines in memory; Segue logs only refused and failed requests, so the
-buffer saves nothing and would delay those lines, or lose them with a crashed replica).
+buffer saves nothing and would delay those lines, or lose them with a crashed replica);
+``RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S=2`` (Serve's default 10 s, three misses: a dead HAProxy
+went unnoticed for 30 s; at 2 s its manager is restarted within seconds, like the replicas'
+``health_check_period_s: 2``).
 
 ``python -m serve_app.ray_env`` prints it as ``KEY=value`` words for ``env``.
 """
@@ -34,6 +37,7 @@ BASE_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_worker_niceness": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "2",
 }
 
 

@@ -59,3 +59,21 @@ def test_other_errors_are_not_retried():
     with pytest.raises(ValueError):
         asyncio.run(once_more(call))
     assert len(made) == 1
+
+
+def test_the_metrics_scrape_holds_only_once_every_counter_it_asks_for_is_exported():
+    """A scrape taken before Ray exported the new-song fallback (seen: new_user only) does not hold."""
+    from prometheus_client.core import Sample
+
+    from loadtest.reliability import metric_figures, metrics_hold
+
+    found = {"segue_requests": [Sample("segue_requests_total", {"route": "/recommend", "code": c, "method": "POST"}, 3)
+                                for c in ("200", "404")],
+             "segue_request_ms": [Sample("segue_request_ms_count", {}, 6)],
+             "segue_fallbacks": [Sample("segue_fallbacks_total", {"fallback": "new_user"}, 1)],
+             "segue_unknown_songs": [Sample("segue_unknown_songs_total", {}, 1)],
+             "segue_bundle": [Sample("segue_bundle", {"version": "b-1"}, 1.0)]}
+    assert not metrics_hold(metric_figures(found))
+    found["segue_fallbacks"].append(Sample("segue_fallbacks_total", {"fallback": "new_song"}, 1))
+    figures = metric_figures(found)
+    assert metrics_hold(figures) and figures["recommend_by_code"] == {"200": 3, "404": 3}
