@@ -327,11 +327,20 @@ class Ingress(Part):
         self.default = (state.w1, state.w2)
         self._fresh_cache()
 
+    def _report_bundle(self) -> None:
+        """The ``segue_bundle`` gauge: 1 for the version served, 0 for the one kept."""
+        for i, state in enumerate(self.slot.states()):
+            self.counts.set("segue_bundle", {"version": state.version}, 1.0 if i == 0 else 0.0)
+
+    def check_health(self) -> None:
+        """Serve's health check (every 2 s) also re-sets the bundle gauge: Ray stopped exporting
+        it some minutes after its last change (seen in ``make reliability``)."""
+        self._report_bundle()
+
     def _fresh_cache(self) -> None:
         """A new bundle or new default weights: drop every answer, warm the head again."""
         self.cache.clear()
-        for i, state in enumerate(self.slot.states()):  # 1 for the version served, 0 for the one kept
-            self.counts.set("segue_bundle", {"version": state.version}, 1.0 if i == 0 else 0.0)
+        self._report_bundle()
         if self._warm_task is not None:
             self._warm_task.cancel()
         fronts = self.fronts()

@@ -8,6 +8,10 @@ things about that process are wrong for Segue, and neither has a Ray setting:
   would serve HAProxy's stats page and metrics to its network. This launcher rewrites those
   two sections' ``bind`` lines to ``127.0.0.1`` (``SEGUE_HAPROXY_ADMIN_HOST``) before HAProxy
   reads the file; the HTTP frontend (``http_options.host``) is left as Serve wrote it;
+* until Serve has sent it the routes (a restarted HAProxy, a fresh start), every request
+  falls through to Ray's ``default_backend``, which answers **404** "Path not found": a client
+  cannot tell that from Segue's 404 for an unknown song. While the config routes nowhere
+  (no ``use_backend``), the launcher makes that answer a **503** with ``Retry-After: 1``;
 * it is a plain child of Serve's HAProxyManager actor: when that process is SIGKILLed (an
   unclean stop), HAProxy lives on holding the ports, and the next start cannot bind them.
   The launcher asks the kernel to SIGKILL HAProxy when its parent dies (``PR_SET_PDEATHSIG``).
@@ -29,20 +33,27 @@ from pathlib import Path
 
 # Sections of Ray's HAProxy template that are for operators on the node, not for clients.
 ADMIN_SECTIONS = ("listen stats", "frontend prometheus")
+DEFAULT_BACKEND = "backend default_backend"
+NOT_READY = ('    http-request return status 503 content-type text/plain hdr Retry-After 1 '
+             'string "Serve is starting: no routes yet, retry shortly."\n')
 PR_SET_PDEATHSIG = 1
 _BIND = re.compile(r"^(\s*bind\s+)\S*?:(\d+)(.*)$")
 
 
-def loopback_admin_binds(config: str, host: str = "127.0.0.1") -> str:
-    """``config`` with the ``bind`` lines of the admin sections on ``host``; other lines unchanged.
+def rewrite(config: str, host: str = "127.0.0.1") -> str:
+    """``config`` with the ``bind`` lines of the admin sections on ``host`` and, while no
+    route exists, the default backend's 404 turned into a 503; other lines unchanged.
 
     A section starts at a line without leading whitespace (HAProxy's own rule)."""
-    out, admin = [], False
+    routed = re.search(r"^\s*use_backend\s", config, re.M) is not None
+    out, section = [], ""
     for line in config.splitlines(keepends=True):
         if line.strip() and not line[0].isspace():
-            admin = line.split("#", 1)[0].strip() in ADMIN_SECTIONS
-        elif admin and (m := _BIND.match(line.rstrip("\n"))):
+            section = line.split("#", 1)[0].strip()
+        elif section in ADMIN_SECTIONS and (m := _BIND.match(line.rstrip("\n"))):
             line = f"{m[1]}{host}:{m[2]}{m[3]}\n"
+        elif section == DEFAULT_BACKEND and not routed and line.strip().startswith("http-request return status 404"):
+            line = NOT_READY
         out.append(line)
     return "".join(out)
 
@@ -60,7 +71,7 @@ def rewrite_config(path: str, host: str) -> None:
     with open(path + ".lock", "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         text = Path(path).read_text()
-        fixed = loopback_admin_binds(text, host)
+        fixed = rewrite(text, host)
         if fixed != text:
             tmp = f"{path}.segue-tmp"
             Path(tmp).write_text(fixed)
