@@ -2,18 +2,31 @@
 
     locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 \\
         --seeds SEEDS.json [--user-rate 5] -u 34 -r 34 -t 60s
+    locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 \\
+        --seeds SEEDS.json --open-rate 500 --open-seconds 30 -u 1 -r 1 -t 40s
 
 ``--seeds`` (or ``LOCUST_SEEDS``) names a seed file written by ``python -m loadtest.bench_http``
 (``write_seeds``): the catalog's (name, artist) rows and, for the realistic mix, their
 play counts; every request draws one row at random from that distribution.
-``--user-rate`` (``LOCUST_USER_RATE``) is each user's requests per second (constant
-throughput, from a random phase so that the users do not fire together), so
-``users x user-rate`` is the offered rate as long as a response takes less than
-``1 / user-rate`` seconds; 0 means no pacing (closed loop).
+
+Closed loop (``Recommend``, the default): ``--user-rate`` (``LOCUST_USER_RATE``) is each
+user's requests per second (constant throughput, from a random phase so that the users do
+not fire together), so ``users x user-rate`` is the offered rate as long as a response takes
+less than ``1 / user-rate`` seconds; 0 means no pacing. Each user waits for its answer, so a
+slow server lowers the rate it is offered.
+
+Open loop (``OpenLoop``, chosen by ``--open-rate R`` > 0; run one user): request i leaves at
+``t0 + i / R`` for ``--open-seconds`` whatever the answers, each on a greenlet of its own over
+``--connections`` pooled connections, and its response time is counted from that due time
+(wrk2's corrected latency: queueing in the client shows as latency). Once the schedule is
+done and every answer is in, Locust quits.
+
 Any answer other than 200 is a failure (a 404 on a catalog song would be a bug).
 ``--request-log FILE`` (``LOCUST_REQUEST_LOG``) appends one tab-separated line per request:
-start time (Unix seconds), response time in ms, HTTP status (0: no response) and 1/0 for
-success; the reliability scenarios (``loadtest/reliability.py``) cut it into time windows.
+start time (Unix seconds; open loop: the due time), response time in ms, HTTP status (0: no
+response), 1/0 for success and, in open loop only, how late the request left (ms after its
+due time); the reliability scenarios (``loadtest/reliability.py``) cut it into time windows,
+the benchmark reads its open-loop phases from it.
 """
 
 from __future__ import annotations
@@ -24,10 +37,12 @@ import time
 from pathlib import Path
 
 import gevent
+import gevent.pool
 from locust import FastHttpUser, events, task
+from locust.exception import StopUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loadtest.bench_http import SeedSampler  # noqa: E402  (stdlib-only module)
+from loadtest.bench_http import SeedSampler, schedule  # noqa: E402  (stdlib-only module)
 
 _SAMPLERS: dict[str, SeedSampler] = {}
 
@@ -39,7 +54,22 @@ def _arguments(parser) -> None:
                         help="requests per second per user (0: no pacing)")
     parser.add_argument("--k", env_var="LOCUST_K", type=int, default=10, help="recommendations asked per request")
     parser.add_argument("--request-log", env_var="LOCUST_REQUEST_LOG", default="",
-                        help="append one line per request (start, ms, status, ok) to this file")
+                        help="append one line per request (start, ms, status, ok[, late ms]) to this file")
+    parser.add_argument("--open-rate", env_var="LOCUST_OPEN_RATE", type=float, default=0.0,
+                        help="open loop: requests per second on a fixed schedule (0: closed loop)")
+    parser.add_argument("--open-seconds", env_var="LOCUST_OPEN_SECONDS", type=float, default=60.0,
+                        help="open loop: length of the schedule, seconds")
+    parser.add_argument("--connections", env_var="LOCUST_CONNECTIONS", type=int, default=500,
+                        help="open loop: most connections open at once")
+
+
+@events.init.add_listener
+def _choose_loop(environment, **_) -> None:
+    """``--open-rate`` > 0 runs the open-loop user instead of the closed-loop one."""
+    opts = environment.parsed_options
+    if opts and opts.open_rate > 0:
+        OpenLoop.concurrency = opts.connections
+        environment.user_classes[:] = [OpenLoop]
 
 
 @events.test_start.add_listener
@@ -49,9 +79,11 @@ def _open_request_log(environment, **_) -> None:
         return
     out = open(path, "a", buffering=1)  # line-buffered: a killed run keeps what it logged
 
-    def log(start_time, response_time, response, exception, **__) -> None:
+    def log(start_time, response_time, response, exception, context=None, **__) -> None:
         status = getattr(response, "status_code", 0) or 0
-        out.write(f"{start_time:.3f}\t{response_time:.1f}\t{status}\t{0 if exception else 1}\n")
+        late = (context or {}).get("late_ms")
+        out.write(f"{start_time:.3f}\t{response_time:.1f}\t{status}\t{0 if exception else 1}"
+                  + ("" if late is None else f"\t{late:.1f}") + "\n")
 
     environment.events.request.add_listener(log)
     environment.events.quitting.add_listener(lambda **__: out.close())
@@ -65,15 +97,38 @@ def sampler(path: str) -> SeedSampler:
     return _SAMPLERS[path]
 
 
-class Recommend(FastHttpUser):
-    """A client asking for songs like one seed, at ``--user-rate`` requests per second."""
+class _Asker(FastHttpUser):
+    """Asks for songs like one seed drawn from ``--seeds``; any answer but 200 is a failure."""
+
+    abstract = True
 
     def on_start(self) -> None:
         opts = self.environment.parsed_options
         self.seeds = sampler(opts.seeds)
         self.k = opts.k
         self.rng = random.Random()
-        self.period = 1.0 / opts.user_rate if opts.user_rate > 0 else 0.0
+
+    def ask(self, due: float | None = None, due_wall: float | None = None, context: dict | None = None) -> None:
+        """One ``POST /recommend``; with ``due`` (perf_counter) and ``due_wall`` (Unix s), its
+        response time and start are reported from then instead of from when it left."""
+        name, artist = self.seeds.draw(self.rng)
+        with self.client.post("/recommend", json={"song": name, "artist": artist, "k": self.k},
+                              name="/recommend", catch_response=True, context=context or {}) as resp:
+            if due is not None:
+                resp.request_meta["response_time"] = (time.perf_counter() - due) * 1000
+                resp.request_meta["start_time"] = due_wall
+            if resp.status_code != 200:
+                detail = (resp.text or "")[:80] if resp.status_code >= 500 else ""
+                resp.failure(f"HTTP {resp.status_code} {detail}".strip())
+
+
+class Recommend(_Asker):
+    """A client asking for songs like one seed, at ``--user-rate`` requests per second (closed loop)."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        user_rate = self.environment.parsed_options.user_rate
+        self.period = 1.0 / user_rate if user_rate > 0 else 0.0
         # Locust starts all the users of a step at the same instant: paced from there, they
         # would all fire together once a period (bursts of every user, and latencies that
         # grow with the user count). A random phase spreads their requests over the period.
@@ -88,9 +143,29 @@ class Recommend(FastHttpUser):
     @task
     def recommend(self) -> None:
         self.started = time.perf_counter()
-        name, artist = self.seeds.draw(self.rng)
-        with self.client.post("/recommend", json={"song": name, "artist": artist, "k": self.k},
-                              name="/recommend", catch_response=True) as resp:
-            if resp.status_code != 200:
-                detail = (resp.text or "")[:80] if resp.status_code >= 500 else ""
-                resp.failure(f"HTTP {resp.status_code} {detail}".strip())
+        self.ask()
+
+
+class OpenLoop(_Asker):
+    """``--open-rate`` requests per second on a fixed schedule for ``--open-seconds`` (open
+    loop): one greenlet per request, latency counted from its due time, then Locust quits."""
+
+    abstract = True  # not picked with the closed-loop user: --open-rate chooses it (_choose_loop)
+
+    @task
+    def run_schedule(self) -> None:
+        opts = self.environment.parsed_options
+        inflight = gevent.pool.Group()
+        t0, wall0 = time.perf_counter(), time.time()
+        for offset in schedule(opts.open_rate, opts.open_seconds):
+            delay = t0 + offset - time.perf_counter()
+            if delay > 0:
+                gevent.sleep(delay)
+            inflight.spawn(self.send, t0 + offset, wall0 + offset)
+        inflight.join()
+        gevent.spawn(self.environment.runner.quit)
+        raise StopUser()
+
+    def send(self, due: float, due_wall: float) -> None:
+        """The request due at ``due``, with how late it left (the generator's lag) in its context."""
+        self.ask(due, due_wall, {"late_ms": (time.perf_counter() - due) * 1000})

@@ -1,9 +1,12 @@
 """The HTTP benchmark driver's pure helpers (loadtest/bench_http.py): seed sampling, the
-step rule, the rate search, Locust's CSV. No servers, no Locust run."""
+step rule, the rate search, Locust's CSV, the variants and their servers' commands, the
+open-loop schedule and its corrected latencies, Ray's Prometheus histograms and the hops.
+No servers, no Locust run."""
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 
@@ -150,3 +153,214 @@ def test_best_step_and_the_first_failure_above_it():
     assert best["offered"] == 140 and first_fail["offered"] == 166.7
     run = {"max_sustainable": None, "target": phase(166.7, False), "steps": [phase(117, False), phase(82, False)]}
     assert bh._best_and_first_fail(run) == (None, phase(82, False))
+
+
+# ----------------------------------------------------------------------------- variants and their servers
+
+def test_variants_map_to_an_app_and_a_proxy():
+    assert bh.variant_parts("uvicorn") == ("uvicorn", None)
+    assert bh.variant_parts("graph") == ("graph", "haproxy")
+    assert bh.variant_parts("graph-python") == ("graph", "python")
+    assert bh.variant_parts("single-python") == ("single", "python")
+    assert bh.variant_parts("floor") == ("floor", "haproxy")
+    for bad in ("uvicorn-python", "graph-haproxy", "mesh"):
+        with pytest.raises(ValueError):
+            bh.variant_parts(bad)
+    assert all(bh.variant_parts(v) for v in bh.VARIANTS + bh.OPT_IN_VARIANTS)
+    assert "graph-python" in bh.VARIANTS
+
+
+def test_serve_variant_env_keeps_the_proxy_of_the_variant():
+    caller = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "1", "SEGUE_PROXY": "haproxy"}
+    python = bh.serve_variant_env("python", caller)
+    assert python["RAY_SERVE_ENABLE_HA_PROXY"] == "0" and python["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+    assert python["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"        # the caller may change the common settings
+    haproxy = bh.serve_variant_env("haproxy", {})
+    assert haproxy["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and haproxy["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert haproxy["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("segue-haproxy")
+
+
+def test_serve_variants_start_their_own_ray_with_a_known_metrics_port(tmp_path):
+    ports = iter(range(41000, 41100))
+    cmd = bh.ray_start_command(tmp_path, bh.PrivateRay(dashboard=40001, metrics=40002, env={}), lambda: next(ports))
+    assert cmd[1:4] == ["start", "--head", "--block"]
+    assert "--metrics-export-port=40002" in cmd and "--dashboard-port=40001" in cmd
+    assert f"--temp-dir={tmp_path / 'ray'}" in cmd and "--node-ip-address=127.0.0.1" in cmd
+    assert bh.serve_config("graph-python", tmp_path, 8123, bh.Caching(), tmp_path / "ev")["applications"][0][
+        "import_path"] == "serve_app.app:build_app"
+
+
+def test_export_interval_follows_rays_setting_with_its_floor():
+    assert bh.export_interval_s({}) == 10.0
+    assert bh.export_interval_s({"RAY_metrics_report_interval_ms": "2500"}) == 2.5
+    assert bh.export_interval_s({"RAY_metrics_report_interval_ms": "100"}) == 1.0
+
+
+# ----------------------------------------------------------------------------- open loop
+
+def test_schedule_sends_at_fixed_intervals_whatever_the_answers():
+    offsets = bh.schedule(200, 2.5)
+    assert len(offsets) == 500 and offsets[0] == 0.0
+    assert offsets[1] == pytest.approx(0.005) and offsets[-1] == pytest.approx(499 / 200)
+    assert len(bh.schedule(166.67, 45)) == 7500
+    assert bh.schedule(0.5, 1) == [0.0]
+    with pytest.raises(ValueError):
+        bh.schedule(0, 10)
+
+
+def test_the_request_log_is_read_with_and_without_the_late_column(tmp_path):
+    log = tmp_path / "requests.tsv"
+    log.write_text("100.000\t12.5\t200\t1\t0.4\n100.010\t30.0\t503\t0\t12.0\n100.020\t2.0\t200\t1\nnot a line\n")
+    rows = bh.read_request_log(log)
+    assert rows == [bh.Sent(100.0, 12.5, 200, True, 0.4), bh.Sent(100.01, 30.0, 503, False, 12.0),
+                    bh.Sent(100.02, 2.0, 200, True, None)]
+
+
+def sent(i, ms, ok=True, late=0.0, rate=100.0):
+    return bh.Sent(1000.0 + i / rate, ms, 200 if ok else 500, ok, late)
+
+
+def test_open_loop_percentiles_count_from_the_due_time_and_unanswered_requests_are_errors():
+    # 100 req/s for 2 s: 200 due; 190 answered (180 ok, 10 HTTP 500), 10 never answered
+    rows = [sent(i, ms=float(i % 100 + 1)) for i in range(180)] + [sent(180 + i, 5.0, ok=False) for i in range(10)]
+    r = bh.open_loop_result(rows, rate=100, seconds=2)
+    assert (r["expected"], r["requests"], r["unanswered"], r["ok"], r["errors"]) == (200, 190, 10, 180, 20)
+    ms = sorted(x.ms for x in rows)
+    assert r["p50_ms"] == ms[94] and r["p99_ms"] == ms[188] and r["max_ms"] == 100.0
+    assert r["rps"] == pytest.approx(180 / 2)                      # the schedule's 2 s: answers all came in time
+    assert bh.step_verdict(r, 100) == (False, "achieved 90 < 95% of 100; 20 errors")
+
+
+def test_open_loop_achieved_rate_counts_the_draining_of_a_backlog():
+    # every answer 1 s after its due time: the 200 requests of 2 s are answered over 2.99 s
+    rows = [sent(i, ms=1000.0) for i in range(200)]
+    r = bh.open_loop_result(rows, rate=100, seconds=2)
+    assert r["rps"] == pytest.approx(200 / 2.99) and r["p50_ms"] == 1000.0
+    assert not bh.step_verdict(r, 100)[0]
+
+
+def test_late_requests_are_counted_and_a_generator_behind_its_schedule_is_no_pass():
+    rows = [sent(i, ms=3.0, late=0.5) for i in range(1000)]
+    assert bh.open_loop_result(rows, rate=100, seconds=10)["late"] == 0
+    assert bh.step_verdict(bh.open_loop_result(rows, 100, 10), 100) == (True, "")
+    rows[:10] = [sent(i, ms=20.0, late=15.0) for i in range(10)]        # 1 %: tolerated
+    r = bh.open_loop_result(rows, 100, 10)
+    assert (r["late"], r["late_max_ms"]) == (10, 15.0) and bh.step_verdict(r, 100)[0]
+    rows[10] = sent(10, ms=20.0, late=10.5)                             # 11 late of 1000
+    ok, why = bh.step_verdict(bh.open_loop_result(rows, 100, 10), 100)
+    assert not ok and "generator behind: 11 of 1000" in why
+    rows[11] = sent(11, ms=20.0, late=10.0)                             # exactly 10 ms is on time
+    assert bh.open_loop_result(rows, 100, 10)["late"] == 11
+
+
+def test_percentile_is_nearest_rank():
+    assert bh.percentile([], 50) is None
+    assert bh.percentile([5.0], 99) == 5.0
+    values = list(range(1, 101))
+    assert (bh.percentile(values, 50), bh.percentile(values, 99), bh.percentile(values, 100)) == (50, 99, 100)
+
+
+def test_locust_commands_for_open_and_closed_loop(tmp_path):
+    load = bh.Load("http://127.0.0.1:8100", tmp_path / "seeds.json", tmp_path, connections=300)
+    cmd = load.command("step-500", 500.0, 15.0, None)
+    opt = dict(zip(cmd, cmd[1:]))
+    assert (opt["-u"], opt["--open-rate"], opt["--open-seconds"], opt["--connections"]) == ("1", "500", "15", "300")
+    assert opt["--request-log"] == str(tmp_path / "step-500-requests.tsv") and opt["-t"] == "25s"
+    assert "--user-rate" not in cmd
+    closed = load.command("saturation", None, 15.0, 32)
+    opt = dict(zip(closed, closed[1:]))
+    assert (opt["-u"], opt["--user-rate"], opt["-t"]) == ("32", "0", "16s")
+    assert "--open-rate" not in closed and "--request-log" not in closed
+
+
+# ----------------------------------------------------------------------------- Ray's metrics and the hops
+
+def series(name, labels, buckets, total):
+    """Prometheus lines of one histogram series: ``buckets`` maps le -> cumulative count."""
+    lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    lines = [f'{name}_bucket{{{lab},le="{le}"}} {n}' for le, n in buckets.items()]
+    count = list(buckets.values())[-1]
+    return lines + [f"{name}_sum{{{lab}}} {total}", f"{name}_count{{{lab}}} {count}"]
+
+
+PROC = "ray_serve_deployment_processing_latency_ms"
+HTTP = "ray_serve_http_request_latency_ms"
+SEGUE = "ray_segue_request_ms"
+
+
+def page(scale):
+    """A metrics page of the graph after ``scale`` x 100 requests, 2 ingress replicas, /readyz noise."""
+    app = {"application": "segue-bench"}
+    lines = ["# HELP ray_serve_deployment_processing_latency_ms The latency", f"# TYPE {PROC} histogram"]
+    lines += series(HTTP, {**app, "method": "POST", "route": "/", "status_code": "200"},
+                    {"5.0": 20 * scale, "10.0": 80 * scale, "+Inf": 100 * scale}, 800.0 * scale)
+    lines += series(HTTP, {**app, "method": "GET", "route": "/", "status_code": "200"},
+                    {"5.0": 24, "10.0": 24, "+Inf": 24}, 48.0)
+    for replica in ("a1", "a2"):
+        lines += series(PROC, {**app, "deployment": "Ingress", "replica": replica, "route": "/recommend"},
+                        {"1.0": 0, "5.0": 40 * scale, "10.0": 50 * scale, "+Inf": 50 * scale}, 200.0 * scale)
+        lines += series(PROC, {**app, "deployment": "Ingress", "replica": replica, "route": "/readyz"},
+                        {"1.0": 0, "5.0": 0, "10.0": 0, "+Inf": 12}, 1200.0)
+    lines += series(SEGUE, {"route": "/recommend", "WorkerId": "w1"}, {"2.0": 50 * scale, "5.0": 100 * scale,
+                                                                       "+Inf": 100 * scale}, 300.0 * scale)
+    for d, calls in (("Combiner", 60), ("Content", 60), ("Collab", 60)):
+        lines += series(PROC, {**app, "deployment": d, "replica": "x", "route": ""},
+                        {"1.0": 0, "2.0": calls * scale, "+Inf": calls * scale}, 1.5 * calls * scale)
+    return "\n".join(lines) + "\n"
+
+
+def test_parse_prometheus_reads_names_labels_and_values():
+    samples = bh.parse_prometheus('# TYPE x counter\nx_total{a="1",b="q \\"z\\""} 3.5\nup 1\nbroken{ 2\nnan_v{a="1"} NaN\n')
+    assert samples[0] == bh.Sample("x_total", {"a": "1", "b": 'q \\"z\\"'}, 3.5)
+    assert bh.Sample("up", {}, 1.0) in samples and len(samples) == 3
+
+
+def test_histogram_sums_replicas_and_subtracts_an_earlier_reading():
+    before, after = bh.parse_prometheus(page(1)), bh.parse_prometheus(page(3))
+    labels = {"deployment": "Ingress", "route": "/recommend"}
+    h = bh.histogram(after, PROC, labels)
+    assert (h.count, h.sum) == (300.0, 1200.0)                      # two replicas summed, /readyz left out
+    assert h.buckets == ((1.0, 0.0), (5.0, 240.0), (10.0, 300.0), (math.inf, 300.0))
+    d = h.minus(bh.histogram(before, PROC, labels))
+    assert (d.count, d.sum) == (200.0, 800.0) and dict(d.buckets)[5.0] == 160.0
+
+
+def test_histogram_quantiles_interpolate_within_the_bucket():
+    h = bh.Histogram(((1.0, 0.0), (5.0, 80.0), (10.0, 100.0), (math.inf, 100.0)), 400.0, 100.0)
+    assert h.quantile(0.5) == pytest.approx(1 + 4 * 50 / 80)
+    assert h.quantile(0.99) == pytest.approx(5 + 5 * 19 / 20)
+    assert bh.Histogram(((5.0, 10.0), (math.inf, 20.0)), 0.0, 20.0).quantile(0.99) == 5.0   # in +Inf: the last bound
+    assert bh.Histogram((), 0.0, 0.0).quantile(0.5) is None
+    assert h.summary()["mean_ms"] == 4.0 and "ms_per_request" not in h.summary()
+
+
+def test_hop_figures_per_deployment_and_per_http_request():
+    hops = bh.hop_figures(bh.parse_prometheus(page(1)), bh.parse_prometheus(page(2)))
+    assert list(hops) == ["proxy", "Ingress", "Ingress app (segue_request_ms)", "Combiner", "Content", "Collab"]
+    assert hops["proxy"]["count"] == 100 and hops["proxy"]["mean_ms"] == 8.0   # the GET /readyz are no hop
+    assert hops["Ingress"]["count"] == 100 and hops["Ingress"]["mean_ms"] == 4.0
+    assert hops["Combiner"]["calls_per_request"] == pytest.approx(0.6)          # 40 % cache hits
+    assert hops["Combiner"]["ms_per_request"] == pytest.approx(0.9)             # 60 calls x 1.5 ms / 100
+    assert hops["Content"]["p50_ms"] == pytest.approx(1.0 + 1.0 * 30 / 60)
+    assert hops["Ingress app (segue_request_ms)"]["p99_ms"] == pytest.approx(2 + 3 * 49 / 50)
+
+
+def test_server_latency_is_the_ingress_apps_own_histogram():
+    lat = bh.server_latency(bh.parse_prometheus(page(1)), bh.parse_prometheus(page(4)))
+    assert lat["count"] == 300 and lat["mean_ms"] == 3.0 and lat["p50_ms"] == 2.0
+    assert bh.server_latency(None, bh.parse_prometheus(page(1))) is None
+
+
+def test_ratios_compare_graph_with_uvicorn_and_the_python_proxy():
+    def run(variant, best, sat):
+        return {"variant": variant, "mix": "realistic", "status": "ok", "max_sustainable": best,
+                "saturation": {"rps": sat}}
+
+    found = bh.ratios([run("uvicorn", 1000, 1500), run("graph", 600, 700), run("graph-python", 200, 350)])
+    assert found["graph/uvicorn realistic"] == {"sustainable": 0.6, "saturation": pytest.approx(700 / 1500),
+                                                "target": 0.5}
+    assert found["graph/graph-python realistic"]["sustainable"] == 3.0
+    assert found["graph/graph-python realistic"]["target"] is None
+    assert "graph/single realistic" not in found
+    rows = bh._ratio_rows(found)
+    assert any(r.startswith("| graph/uvicorn realistic | 0.60 | 0.47 | ≥ 0.5: met |") for r in rows)
