@@ -4,14 +4,15 @@ steady Locust load, each with its target checked and its figures measured.
     python -m loadtest.reliability [--bundle artifacts/demo] [--data data/demo] [--rate 30]
 
 1. rolling upgrade: a code revision (every replica replaced) and a ``user_config`` change;
-2. replica loss: ``kill -9`` of one replica of each deployment in turn;
+2. replica loss: ``kill -9`` of one replica of each deployment in turn, then of HAProxy;
 3. bad bundle: a tampered one and a missing one asked for by ``user_config``;
 4. hostile input: schemathesis against the live ``/openapi.json`` plus hand-written cases,
    and the preprocessing job on a fuzzed dirty copy of the data;
 5. admin surface: token checks, the rate limit, start-up refusal, the token in no log;
 6. S3: bundles published to a loopback S3 endpoint (moto) under a version prefix with the
    pointer switched last, served from there; an interrupted publish changes nothing;
-7. observability: the Prometheus metrics and the JSON replica logs.
+7. observability: the Prometheus metrics and the JSON replica logs;
+8. unclean stop: the whole Serve process tree SIGKILLed, then started again on its port.
 
 Every request Locust sends is logged (loadtest/locustfile.py ``--request-log``); each
 scenario reads its own time window of that log. Writes ``reports/reliability.json`` and
