@@ -103,7 +103,9 @@ def cases(song: str, artist: str, admin_token: str) -> list[Case]:
         Case("control characters in the song", "POST", "/recommend", frozenset({404}),
              json={"song": CONTROL, "artist": CONTROL}),
         Case("control characters in search", "GET", "/songs/search", frozenset({200}), params={"q": CONTROL}),
-        Case("very long search", "GET", "/songs/search", frozenset({200, 422}), params={"q": "a" * 20_000}),
+        # a 20 KB request line: the app answers 422; HAProxy refuses it first with its own 400
+        # (the line does not fit its 16 KiB buffer, RAY_SERVE_HAPROXY_TUNE_BUFSIZE)
+        Case("very long search", "GET", "/songs/search", frozenset({200, 400, 422}), params={"q": "a" * 20_000}),
         Case("text/plain body is read as JSON", "POST", "/recommend", frozenset({200}),
              content=json.dumps(ok), headers={"content-type": "text/plain"}),
         Case("XML body", "POST", "/recommend", frozenset({400, 422}), content="<song>x</song>",
