@@ -72,7 +72,8 @@ def process_name(p: psutil.Process) -> str:
 
 
 def listening(pids: list[int]) -> list[tuple[str, str, int]]:
-    """(process name, address, port) of every listening TCP socket of these processes."""
+    """(process name, address, port) of every listening TCP socket of these processes, once
+    each (during a reload the old and the new HAProxy hold the same listeners)."""
     found = []
     for pid in pids:
         try:
@@ -82,12 +83,17 @@ def listening(pids: list[int]) -> list[tuple[str, str, int]]:
                       if c.status == psutil.CONN_LISTEN]
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return found
+    return sorted(set(found))
 
 
 def is_loopback(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
+
+
+def ingress_ports(sockets: list[tuple[str, str, int]]) -> list[tuple[str, int]]:
+    """The ingress replicas' own HTTP servers (Serve's direct-ingress range)."""
+    return [(a, p) for n, a, p in sockets if n == "ray::ServeReplica:segue:Ingress" and 30000 <= p <= 31000]
 
 
 def tree(pid: int) -> list[int]:
@@ -174,10 +180,15 @@ def _ready(port: int) -> bool:
 def test_every_listening_socket_is_documented_and_nothing_new_is_reachable(local_run):
     proc, port = local_run.proc, local_run.port
     rules = documented_rules(DOC.read_text(), local_run.ports_in_use())
-    expected_haproxy = 3 if local_run.proxy == "haproxy" else 0  # the frontend, stats and metrics
-    # HAProxy is reloaded (a new process takes the listeners over) while replicas come up
-    sockets = wait_for(lambda: (lambda s: s if sum(n == "haproxy" for n, _, _ in s) == expected_haproxy else None)(
-        listening(tree(proc.pid))), 60, "HAProxy's listeners")
+    haproxy = local_run.proxy == "haproxy"
+    expected = (3, 2) if haproxy else (0, 0)  # HAProxy's frontend, stats, metrics; the ingress replicas' ports
+
+    def settled() -> list | None:
+        """The sockets once every replica and HAProxy listen (/readyz may answer from the first replica)."""
+        s = listening(tree(proc.pid))
+        return s if (sum(n == "haproxy" for n, _, _ in s), len(ingress_ports(s))) == expected else None
+
+    sockets = wait_for(settled, 90, "HAProxy's and the ingress replicas' listeners")
     print("\n".join(f"{n} {a}:{p}" for n, a, p in sorted(sockets)))
     undocumented, exposed = [], []
     for name, address, p in sockets:
@@ -188,8 +199,8 @@ def test_every_listening_socket_is_documented_and_nothing_new_is_reachable(local
             exposed.append((name, address, p))
     assert not undocumented and not exposed, f"undocumented {undocumented}; beyond loopback {exposed}"
     front = [n for n, a, p in sockets if p == port]
-    ingress = [(a, p) for n, a, p in sockets if n == "ray::ServeReplica:segue:Ingress" and 30000 <= p <= 31000]
-    if local_run.proxy == "haproxy":
+    ingress = ingress_ports(sockets)
+    if haproxy:
         assert front == ["haproxy"] and len(ingress) == 2, (front, ingress)  # HAProxy -> each ingress replica
     else:
         assert front == ["ray::ProxyActor"] and not ingress, (front, ingress)
