@@ -36,6 +36,7 @@ from ray.serve.handle import DeploymentHandle
 from serve_app import hybrid
 from serve_app.bundle import PARTS, Bundle
 from serve_app.cache import ResultCache
+from serve_app.coalesce import Coalescer
 from serve_app.events import EventLog, writer_name
 from serve_app.feedback import Sessions
 from serve_app.collaborative import CollabScorer
@@ -49,6 +50,7 @@ from serve_app.weights import WeightBoard, WeightState, WeightsUnavailable
 log = logging.getLogger("segue.app")
 T = TypeVar("T")
 HANDLE_TIMEOUT_S = 10.0
+MISS_BATCH = 64  # most cache misses sent to the combiner in one call
 SESSIONS_TIMEOUT_S = 0.5
 HEAD_NODE = "node:__internal_head__"  # Ray's resource of the head node
 DEFAULT_EVENTS = "~/.segue/events"
@@ -311,6 +313,8 @@ class Ingress(Part):
     def __init__(self, combiner: DeploymentHandle | None = None) -> None:
         require_admin_token()
         self.combiner = combiner
+        # the queries of concurrent cache misses go to the combiner together, one call per round trip
+        self.misses = Coalescer(self._ask_combiner, max_batch=MISS_BATCH)
         self.cache = ResultCache()
         build = Service.from_bundle if combiner is None else Front.from_bundle
         self.slot = BundleSlot(build, parts=PARTS if combiner is None else (), on_switch=self._fresh_cache)
@@ -387,7 +391,7 @@ class Ingress(Part):
     async def run(self, query: hybrid.Query, version: str) -> hybrid.Result:
         if self.combiner is None:
             return self.slot.get(version).rec.run(query)
-        result = await self._run_batch((query, version))
+        result = await self.misses.submit((query, version))
         if isinstance(result, Exception):
             raise result
         return result
@@ -398,9 +402,7 @@ class Ingress(Part):
             return await self.slot.get(version).run_many(queries, version)
         return await once_more(lambda: self.combiner.run_many.remote([(q, version) for q in queries]))
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _run_batch(self, asked: list[tuple[hybrid.Query, str]]) -> list[hybrid.Result | VersionGone]:
-        """Concurrent requests' queries go to the combiner in one call."""
+    async def _ask_combiner(self, asked: list[tuple[hybrid.Query, str]]) -> list[hybrid.Result | VersionGone]:
         return await once_more(lambda: self.combiner.run_many.remote(asked))
 
     async def readiness(self) -> dict:
