@@ -799,7 +799,7 @@ class Load:
         drain the answers), or closed loop (``rate`` None) with ``users`` unpaced users."""
         cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", self.url,
                "--csv", str(self.out / tag), "--only-summary", "--loglevel", "WARNING",
-               "--exit-code-on-error", "0", "--seeds", str(self.seeds), "--k", str(self.k)]
+               "--exit-code-on-error", "0", "--seeds", str(self.seeds), "--k", str(self.k), "--degraded-fails"]
         if rate is None:
             return cmd + ["-u", str(users), "-r", str(users), "-t", f"{math.ceil(duration) + 1}s", "--reset-stats",
                           "--user-rate", "0"]

@@ -5,6 +5,7 @@ steady Locust load, each with its target checked and its figures measured.
 
 1. rolling upgrade: a code revision (every replica replaced) and a ``user_config`` change;
 2. replica loss: ``kill -9`` of one replica of each deployment in turn, then of HAProxy;
+   a hung side: every Collab replica, then every Content replica, ``SIGSTOP``ped for 20 s;
 3. bad bundle: a tampered one and a missing one asked for by ``user_config``;
 4. hostile input: schemathesis against the live ``/openapi.json`` plus hand-written cases,
    and the preprocessing job on a fuzzed dirty copy of the data;
@@ -31,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,10 @@ HAPROXY_RECOVERY_LIMIT_S = 15.0
 KILL_FAILURE_LIMIT = 1
 BURST = 40  # admin tries sent at once: the limit is 10/s per client and ingress replica (2 here)
 BUCKET = "segue-reliability"
+HANG_S = 20.0  # how long a side stays stopped
+BUDGET_MS = 400.0  # the request budget of serve_config.yaml (serve_app.app.DEFAULT_BUDGET_MS)
+HYBRID_AGAIN_LIMIT_S = 5.0  # full answers again this soon after the side resumes
+PROBE_RATE = 10.0  # uncached requests per second beside the load, each answer's reason read
 
 
 # ----------------------------------------------------------------------------- the request log
@@ -219,6 +225,88 @@ def haproxy_killed(run: Run) -> dict[str, Any]:
     return {**out, "target": f"a new HAProxy answers within {HAPROXY_RECOVERY_LIMIT_S:.0f} s (requests meanwhile "
                              "are refused: one HAProxy per node, the load balancer's health check covers it on "
                              "a cluster)", "passed": passed}
+
+
+class Prober:
+    """Uncached requests (weights never asked before, so the combiner and both sides are asked)
+    at ``PROBE_RATE`` on a thread beside the load: when each left, its status, latency and the
+    ``weights_used.fallback`` of its answer."""
+
+    def __init__(self, url: str, song: dict[str, str]) -> None:
+        self.client = httpx.Client(base_url=url, timeout=10.0)
+        self.song = song
+        self.rows: list[tuple[float, float, int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Prober":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(15)
+        self.client.close()
+
+    def _run(self) -> None:
+        n, t0 = 0, time.monotonic()
+        while not self._stop.is_set():
+            n += 1
+            started, clock = time.time(), time.monotonic()
+            body = {**self.song, "w1": 0.3, "w2": round(0.2 + n * 1e-4, 4)}  # a new cache key each time
+            try:
+                r = self.client.post("/recommend", json=body)
+                status, fallback = r.status_code, (r.json().get("weights_used") or {}).get("fallback") \
+                    if r.status_code == 200 else None
+            except httpx.HTTPError:
+                status, fallback = 0, None
+            self.rows.append((started, (time.monotonic() - clock) * 1000, status, fallback))
+            self._stop.wait(max(0.0, t0 + n / PROBE_RATE - time.monotonic()))
+
+    def between(self, t0: float, t1: float) -> list[tuple[float, float, int, str | None]]:
+        return [r for r in self.rows if t0 <= r[0] < t1]
+
+
+def hung_side(run: Run, deployment: str) -> dict[str, Any]:
+    """Every replica of a scoring side ``SIGSTOP``ped for ``HANG_S`` (hung: alive to Serve, no
+    answers), then ``SIGCONT``: the answers do without it, within the budget, saying so, and
+    use it again once it answers."""
+    fallback = {"Collab": "collab_unavailable", "Content": "content_unavailable"}[deployment]
+
+    def act() -> dict[str, Any]:
+        pids = run.cluster.running("pid")[deployment]
+        with Prober(str(run.cluster.client.base_url), run.song) as probe:
+            time.sleep(2)
+            stopped = time.time()
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(HANG_S)
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            resumed = time.time()
+            wait_for(lambda: any(r[3] is None and r[2] == 200 for r in probe.between(resumed, time.time())),
+                     60, "full answers again", every=0.2)
+            back = min(r[0] for r in probe.between(resumed, time.time()) if r[3] is None and r[2] == 200)
+            time.sleep(1)
+        during = probe.between(stopped + 0.05, resumed)  # sent while the side was stopped
+        ms = np.array([r[1] for r in during]) if during else np.zeros(1)
+        load = window(run.load.requests(), stopped, resumed)
+        return {"stopped": f"{len(pids)} {deployment} replicas for {HANG_S:.0f} s", "probes": len(during),
+                "probes_failed": sum(1 for r in during if r[2] != 200),
+                "probes_without_the_side": sum(1 for r in during if r[3] == fallback),
+                "probe_p50_ms": round(float(np.percentile(ms, 50)), 1),
+                "probe_p99_ms": round(float(np.percentile(ms, 99)), 1), "load_p99_ms": load["p99_ms"],
+                "full_answers_again_s": round(back - resumed, 1)}
+
+    out = run.measure(act)
+    passed = (out["load"]["failed"] == 0 and out["probes_failed"] == 0 and out["probes"] > 0
+              and out["probes_without_the_side"] == out["probes"] and out["probe_p99_ms"] <= BUDGET_MS
+              and (out["load_p99_ms"] or 0) <= BUDGET_MS and out["full_answers_again_s"] <= HYBRID_AGAIN_LIMIT_S)
+    return {**out, "target": f"0 failed; every uncached answer while stopped without the {deployment} part and "
+                             f"saying so; p99 <= {BUDGET_MS:.0f} ms (the budget); full answers again within "
+                             f"{HYBRID_AGAIN_LIMIT_S:.0f} s of the resume", "passed": passed}
 
 
 def unclean_stop(cluster: ServeCluster, bundle: Path, version: str, weights: Path) -> dict[str, Any]:
@@ -599,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
             for d in DEPLOYMENTS:
                 record(f"replica loss: kill -9 one {d} replica", lambda d=d: replica_loss(run, d))
             record("HAProxy loss: kill -9 of the HAProxy process", lambda: haproxy_killed(run))
+            for d in ("Collab", "Content"):
+                record(f"hung side: every {d} replica SIGSTOPped for {HANG_S:.0f} s", lambda d=d: hung_side(run, d))
             for which in ("tampered", "missing"):
                 record(f"bad bundle: {which}", lambda which=which: bad_bundle(run, which))
             record("hostile input: live schemathesis and hand-written cases", lambda: hostile_input(run))

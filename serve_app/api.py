@@ -106,9 +106,15 @@ class Recommendation(SongOut):
 
 
 class WeightsUsed(BaseModel):
+    """The weights the answer used and why; ``fallback`` names the path taken when it is not
+    the plain blend: ``cold_seed``, ``new_song``, ``new_user``, or a part of the graph that
+    did not answer in time (``collab_unavailable``, ``content_unavailable``,
+    ``parts_unavailable``: such answers are not cached)."""
+
     w1: float
     w2: float
     reason: str
+    fallback: str | None = None
 
 
 class Suggestion(SongOut):

@@ -34,6 +34,7 @@ from ray.util import metrics
 from ray.serve.handle import DeploymentHandle
 
 from serve_app import hybrid
+from serve_app.breaker import Breaker
 from serve_app.bundle import PARTS, Bundle
 from serve_app.cache import ResultCache
 from serve_app.coalesce import Coalescer
@@ -43,7 +44,7 @@ from serve_app.collaborative import CollabScorer
 from serve_app.content import ContentScorer
 from serve_app.http import Backend, create_app, require_admin_token
 from serve_app.reload import BundleSlot, VersionGone
-from serve_app.service import Front, Service
+from serve_app.service import Front, Overdue, Service
 from serve_app.warm import WarmStatus, warm
 from serve_app.weights import WeightBoard, WeightState, WeightsUnavailable
 
@@ -52,8 +53,13 @@ T = TypeVar("T")
 HANDLE_TIMEOUT_S = 10.0
 MISS_BATCH = 64  # most cache misses sent to the combiner in one call
 SESSIONS_TIMEOUT_S = 0.5
+STATUS_TIMEOUT_S = 1.0
 HEAD_NODE = "node:__internal_head__"  # Ray's resource of the head node
 DEFAULT_EVENTS = "~/.segue/events"
+DEFAULT_BUDGET_MS = 400  # a request's time budget (the seed asks for answers within 500 ms)
+# each round of side calls (score; then diversify when asked) may take this share of the
+# budget: two rounds and the hops around them fit in it
+SIDE_SHARE = 0.4
 
 
 class DefaultWeights(BaseModel):
@@ -69,7 +75,9 @@ class PartConfig(BaseModel):
     ``s3://``; None keeps them in the application's actor only); ``cache_size``: results
     cached per ingress replica, ``warm_size``: the most-played songs answered into it
     after each load or weight change; ``events``: the impression and feedback log (local
-    directory or ``s3://`` prefix; None refuses feedback).
+    directory or ``s3://`` prefix; None refuses feedback); ``budget_ms``: each request's time
+    budget: the ingress answers 503 past it, and each round of the combiner's calls to a
+    scoring side gets ``SIDE_SHARE`` of it before the answer does without that side.
     """
 
     bundle: str
@@ -78,6 +86,7 @@ class PartConfig(BaseModel):
     cache_size: int = Field(20_000, ge=0)
     warm_size: int = Field(10_000, ge=0)
     events: str | None = DEFAULT_EVENTS
+    budget_ms: int = Field(DEFAULT_BUDGET_MS, ge=50, le=10_000)
 
 
 def _log_like_serve() -> None:
@@ -244,7 +253,10 @@ class Combiner(Part):
         self.config = hybrid.HybridConfig()
         self.slot = BundleSlot(self._build, parts=("content_nn", "cf_nn", "user_items"))
         self.sides = {"content": content, "collab": collab}
+        self.breakers = {side: Breaker() for side in self.sides}
+        self.side_timeout_s = DEFAULT_BUDGET_MS * SIDE_SHARE / 1000
         self.weights = Follower(self._set_weights)
+        self.counts = RayCounts()
 
     def _build(self, b: Bundle) -> hybrid.Combiner:
         return hybrid.Combiner(b.catalog, b.content_nn, b.cf_nn, self.config, b.user_items, b.user_hash)
@@ -255,6 +267,7 @@ class Combiner(Part):
             combiner.config = self.config
 
     async def configured(self, cfg: PartConfig) -> None:
+        self.side_timeout_s = cfg.budget_ms * SIDE_SHARE / 1000
         await self.weights.configured(cfg)
 
     async def run_many(self, asked: list[tuple[hybrid.Query, str]]) -> list[hybrid.Result | VersionGone]:
@@ -284,24 +297,49 @@ class Combiner(Part):
         groups: dict[tuple[str, str], list[int]] = {}
         for i, c in enumerate(calls):
             groups.setdefault((c.side, c.method), []).append(i)
-        try:
-            outs = await asyncio.gather(*[
-                once_more(lambda side=side, method=method, idx=idx: self.sides[side].call_many.remote(
-                    version, method, [calls[i].args for i in idx]))
-                for (side, method), idx in groups.items()])
-        except VersionGone as exc:  # a side has not loaded this version yet (or any more)
-            raise VersionGone(str(exc)) from None
+        outs = await asyncio.gather(*[self._side_call(version, side, method, [calls[i].args for i in idx])
+                                      for (side, method), idx in groups.items()])
         answers: list = [None] * len(calls)
         for idx, out in zip(groups.values(), outs):
             for i, value in zip(idx, out):
                 answers[i] = value
         return answers
 
+    async def _side_call(self, version: str, side: str, method: str, args: list[tuple]) -> list:
+        """One side's answers to a round's calls; :class:`~serve_app.hybrid.Unavailable` for each
+        when the side fails, does not answer within its share of the budget, or its breaker is
+        open (it kept failing: no call waits for it until a probe gets through again)."""
+        breaker = self.breakers[side]
+        if not breaker.allow():
+            return [hybrid.Unavailable(side, "circuit open")] * len(args)
+        try:
+            out = await asyncio.wait_for(
+                once_more(lambda: self.sides[side].call_many.remote(version, method, args)), self.side_timeout_s)
+        except VersionGone as exc:  # the side answered: it has not loaded this version yet (or any more)
+            breaker.success()
+            raise VersionGone(str(exc)) from None
+        except Exception as exc:
+            breaker.failure()
+            why = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+            log.warning("%s part unavailable for %d %s call(s): %s (breaker %s)", side, len(args), method, why,
+                        breaker.state)
+            self.counts.inc("segue_part_unavailable", {"part": side, "why": why})
+            return [hybrid.Unavailable(side, why)] * len(args)
+        breaker.success()
+        return out
+
     async def status(self) -> dict:
-        """This replica's bundle state, and one replica's of each side."""
-        content, collab = await asyncio.gather(self.sides["content"].status.remote(),
-                                               self.sides["collab"].status.remote())
-        return {"combiner": self.slot.status(), "content": content, "collab": collab}
+        """This replica's bundle state and breakers, and one replica's of each side (a side that
+        does not answer within a second shows as not loaded)."""
+        async def side(name: str) -> dict:
+            try:
+                return await asyncio.wait_for(self.sides[name].status.remote(), STATUS_TIMEOUT_S)
+            except Exception as exc:
+                return {"version": None, "refused": {}, "detail": f"not answering: {type(exc).__name__}"}
+
+        content, collab = await asyncio.gather(side("content"), side("collab"))
+        breakers = {name: b.report() for name, b in self.breakers.items()}
+        return {"combiner": {**self.slot.status(), "breakers": breakers}, "content": content, "collab": collab}
 
 
 @serve.deployment(**DEPLOYMENT)
@@ -315,6 +353,7 @@ class Ingress(Part):
         self.combiner = combiner
         # the queries of concurrent cache misses go to the combiner together, one call per round trip
         self.misses = Coalescer(self._ask_combiner, max_batch=MISS_BATCH)
+        self.budget_s = DEFAULT_BUDGET_MS / 1000
         self.cache = ResultCache()
         build = Service.from_bundle if combiner is None else Front.from_bundle
         self.slot = BundleSlot(build, parts=PARTS if combiner is None else (), on_switch=self._fresh_cache)
@@ -356,6 +395,7 @@ class Ingress(Part):
         changed = (cfg.cache_size, cfg.warm_size) != (self.cache.size, self.warm_size)
         self.cache.resize(cfg.cache_size)
         self.warm_size = cfg.warm_size
+        self.budget_s = cfg.budget_ms / 1000
         await self.weights.configured(cfg)
         if changed:
             self._fresh_cache()
@@ -391,7 +431,10 @@ class Ingress(Part):
     async def run(self, query: hybrid.Query, version: str) -> hybrid.Result:
         if self.combiner is None:
             return self.slot.get(version).rec.run(query)
-        result = await self.misses.submit((query, version))
+        try:
+            result = await asyncio.wait_for(self.misses.submit((query, version)), self.budget_s)
+        except TimeoutError:
+            raise Overdue(f"no answer within the request's budget of {self.budget_s * 1000:.0f} ms") from None
         if isinstance(result, Exception):
             raise result
         return result
@@ -403,7 +446,9 @@ class Ingress(Part):
         return await once_more(lambda: self.combiner.run_many.remote([(q, version) for q in queries]))
 
     async def _ask_combiner(self, asked: list[tuple[hybrid.Query, str]]) -> list[hybrid.Result | VersionGone]:
-        return await once_more(lambda: self.combiner.run_many.remote(asked))
+        """One call for a batch of misses, given up after the budget (a hung combiner does not hold
+        back the misses queued behind it)."""
+        return await asyncio.wait_for(once_more(lambda: self.combiner.run_many.remote(asked)), self.budget_s)
 
     async def readiness(self) -> dict:
         parts = {"ingress": self.slot.status()}
@@ -426,7 +471,7 @@ class Ingress(Part):
 
 class AppArgs(BaseModel):
     """``serve run serve_app.app:build_app bundle=URI [w1=.. w2=.. weights_store=.. cache_size=..
-    warm_size=.. events=..]``.
+    warm_size=.. events=.. budget_ms=..]``.
 
     Without ``bundle`` the deployments get no ``user_config`` from the code: the deploy file
     gives it (``serve_config.yaml``), and changing it there reconfigures replicas in place,
@@ -439,13 +484,14 @@ class AppArgs(BaseModel):
     cache_size: int = Field(20_000, ge=0)
     warm_size: int = Field(10_000, ge=0)
     events: str | None = DEFAULT_EVENTS
+    budget_ms: int = Field(DEFAULT_BUDGET_MS, ge=50, le=10_000)
 
     def user_config(self) -> dict | None:
         if self.bundle is None:
             return None
         return PartConfig(bundle=self.bundle, weights=DefaultWeights(w1=self.w1, w2=self.w2),
                           weights_store=self.weights_store, cache_size=self.cache_size,
-                          warm_size=self.warm_size, events=self.events).model_dump()
+                          warm_size=self.warm_size, events=self.events, budget_ms=self.budget_ms).model_dump()
 
 
 def build_app(args: dict) -> serve.Application:

@@ -21,13 +21,16 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
 
-    async def get(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> Any:
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[Any]],
+                  keep: Callable[[Any], bool] = lambda value: True) -> Any:
+        """The cached value, or ``compute()``'s, stored when ``keep(value)``."""
         try:
             value = self._lru[key]
         except KeyError:
             self.misses += 1
             value = await compute()
-            self.put(key, value)
+            if keep(value):
+                self.put(key, value)
             return value
         self.hits += 1
         return value

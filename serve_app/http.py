@@ -32,7 +32,7 @@ from serve_app.events import EventLog
 from serve_app.feedback import Counts, MemoryCounts, Sessions, new_request_id, request_bucket, weights_bucket
 from serve_app.hybrid import Query as RecQuery, Result
 from serve_app.reload import VersionGone
-from serve_app.service import Front, Service, UnknownSong
+from serve_app.service import Front, Overdue, Service, UnknownSong
 from serve_app.weights import WeightsUnavailable
 
 
@@ -223,7 +223,8 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
     async def run(query: RecQuery, version: str) -> Result:
         if cache is None:
             return await backend.run(query, version)
-        return await cache.get((query, version), lambda: backend.run(query, version))
+        # an answer without a part of the graph is served, not kept
+        return await cache.get((query, version), lambda: backend.run(query, version), keep=lambda r: not r.degraded)
 
     async def answer(req: RecommendRequest, request: Request):
         current = current_front()
@@ -234,7 +235,10 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
         for front in backend.fronts():  # newest first; an older bundle answers while the graph switches
             try:
                 asked = front.ask(req, weights, disliked)
-                result = await run(asked.query, front.version)
+                try:
+                    result = await run(asked.query, front.version)
+                except Overdue as exc:  # the graph is stuck or swamped: something now beats a 503
+                    result = front.without_graph(asked.query, str(exc))
             except UnknownSong as exc:
                 backend.counts.inc("segue_unknown_songs", {})
                 body = UnknownSongBody(detail=str(exc), suggestions=exc.suggestions)

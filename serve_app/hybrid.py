@@ -11,7 +11,11 @@ Rules (DESIGN §4):
 * cold songs (no plays) get a CF estimate from their warm content neighbours, damped by
   ``cold_boost``, so they surface where their content fits;
 * diversity in [0, 1]: MMR re-ranking on content similarity plus a per-artist cap;
-* the seeds are never returned, results are unique, every result says why it is there.
+* the seeds are never returned, results are unique, every result says why it is there;
+* a side that cannot answer (an :class:`Unavailable` in place of its scores: down, failing
+  or out of time) leaves the other side's ranking, both missing leave popularity, and the
+  answer's weights say so (``fallback``: ``collab_unavailable`` / ``content_unavailable`` /
+  ``parts_unavailable``); such answers are :attr:`Result.degraded`, never cached.
 
 The work is split the way the Serve graph deploys it: :class:`Combiner` plans a query
 (seeds, candidate pool, weights), blends and explains; ``ContentScorer`` (CB) and
@@ -66,6 +70,19 @@ class Weights:
 
 
 @dataclass(frozen=True)
+class Unavailable:
+    """What a scorer call answers when its side could not: the combiner ranks without it."""
+
+    side: str
+    why: str = "unavailable"
+
+
+UNAVAILABLE_FALLBACK = {"content": "content_unavailable", "collab": "collab_unavailable"}
+DEGRADED = frozenset({*UNAVAILABLE_FALLBACK.values(), "parts_unavailable"})
+_PART_NAME = {"content": "content", "collab": "collaborative"}
+
+
+@dataclass(frozen=True)
 class Item:
     track: int
     score: float
@@ -79,6 +96,11 @@ class Result:
     items: list[Item]
     weights: Weights
     kind: str
+
+    @property
+    def degraded(self) -> bool:
+        """A part of the graph did not answer: right for now, not an answer to keep."""
+        return self.weights.fallback in DEGRADED
 
 
 @dataclass(frozen=True)
@@ -230,23 +252,56 @@ class Combiner:
             return Result([], plan.weights, plan.kind)
         args = (plan.seeds, plan.seed_weights, plan.pool)
         cb, cf = yield [Call("content", "score", args), Call("collab", "score", args)]
-        part_cb, part_cf = plan.weights.w1 * _norm(cb), plan.weights.w2 * _norm(cf)
+        if isinstance(cb, Unavailable) and isinstance(cf, Unavailable):
+            return self.unavailable_popular(k, plan.seeds)
+        weights = plan.weights
+        for side, scores, w in (("content", cb, weights.w1), ("collab", cf, weights.w2)):
+            if isinstance(scores, Unavailable) and w > 0:  # a side weighted 0 is not missed
+                weights = self.without(side, weights)
+        cb, cf = (np.zeros(plan.pool.size, np.float32) if isinstance(x, Unavailable) else x for x in (cb, cf))
+        part_cb, part_cf = weights.w1 * _norm(cb), weights.w2 * _norm(cf)
         y = part_cb + part_cf
         order = top_indices(y, self.config.diversify_pool if diversity > 0 else k)
-        picked = order[(yield from self._pick(plan.pool[order], y[order], diversity, k))]
+        positions = yield from self._pick(plan.pool[order], y[order], diversity, k)
+        if positions is None:  # the content side could not diversify: the ranking as it is
+            positions, weights = np.arange(min(k, order.size)), self.without("content", weights, "diversity")
+        picked = order[positions]
         cold = self.cold[plan.pool]
         seed_tags = {t for s in plan.seeds for t in self.tags[s]}
         items = [Item(int(plan.pool[i]), float(y[i]), float(cb[i]), float(cf[i]),
                       self.because(int(plan.pool[i]), part_cb[i], part_cf[i], bool(cold[i]), plan.seeds, seed_tags))
                  for i in picked]
-        return Result(items, plan.weights, plan.kind)
+        return Result(items, weights, plan.kind)
+
+    def without(self, side: str, weights: Weights, what: str = "") -> Weights:
+        """The weights of an answer that had to do without ``side`` (for ``what``: its scores
+        by default, or the diversity step)."""
+        part = f"{_PART_NAME[side]} part unavailable"
+        if what:
+            reason = f"{weights.reason}; {what} skipped ({part})"
+            return Weights(weights.w1, weights.w2, reason, weights.fallback if weights.fallback in DEGRADED
+                           else UNAVAILABLE_FALLBACK[side])
+        other = "collaborative" if side == "content" else "content"
+        w1, w2 = (0.0, 1.0) if side == "content" else (1.0, 0.0)
+        return Weights(w1, w2, f"{part}: {other} only", UNAVAILABLE_FALLBACK[side])
+
+    def unavailable_popular(self, k: int, exclude: Sequence[int] = ()) -> Result:
+        """Neither side answered: the most played songs, saying why."""
+        return most_played(self.catalog["plays"].to_numpy(), self.listeners, k,
+                           Weights(0.0, 0.0, "content and collaborative parts unavailable: most played songs",
+                                   "parts_unavailable"), exclude)
 
     def attribute_steps(self, song: dict, k: int, diversity: float, exclude: Sequence[int] = ()) -> Steps:
         """A song outside the catalog, described by its attributes: content only."""
-        [(order, cb)] = yield [Call("content", "for_attributes", (song, max(k, self.config.mmr_pool) + len(exclude)))]
+        [found] = yield [Call("content", "for_attributes", (song, max(k, self.config.mmr_pool) + len(exclude)))]
+        if isinstance(found, Unavailable):
+            return self.unavailable_popular(k, exclude)
+        order, cb = found
         keep = ~np.isin(order, np.asarray(exclude, np.int64))
         order, cb = order[keep], cb[keep]
         picked = yield from self._pick(order, cb, diversity, k)
+        if picked is None:
+            picked = np.arange(min(k, order.size))
         tags = features.song_tokens(song.get("tags"), None)
         items = []
         for p in picked:
@@ -258,10 +313,10 @@ class Combiner:
 
     def _pick(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> Steps:
         """Positions of the ranked ``tracks`` to return: the first ``k``, or the content side's
-        diversity re-ranking."""
+        diversity re-ranking (None when the content side could not answer)."""
         if diversity > 0 and len(tracks):
             [picked] = yield [Call("content", "diversify", (tracks, y, diversity, k))]
-            return picked
+            return None if isinstance(picked, Unavailable) else picked
         return np.arange(min(k, len(tracks)))
 
     def because(self, track: int, part_cb: float, part_cf: float, cold: bool, seeds: np.ndarray,
@@ -281,19 +336,27 @@ class Combiner:
     def popular(self, k: int = 10, tags: Sequence[str] = (), genres: Sequence[str] = (),
                 exclude: Sequence[int] = ()) -> Result:
         """A new user: the most played songs, optionally within tags or genres."""
-        mask = ~self.cold
-        mask[np.asarray(exclude, np.int64)] = False
+        within = np.ones(self.n, bool)
         if tags:
             wanted = {"_".join(t.lower().split()) for t in tags}
-            mask &= np.array([bool(wanted & set(ts)) for ts in self.tags])
+            within &= np.array([bool(wanted & set(ts)) for ts in self.tags])
         if genres:
             wanted_g = {g.strip().lower() for g in genres}
-            mask &= self.catalog["genre"].fillna("").str.lower().isin(wanted_g).to_numpy()
-        top = np.flatnonzero(mask)[:k]  # the catalog is ordered by plays
-        plays = self.catalog["plays"].to_numpy()
-        items = [Item(int(t), float(plays[t] / max(plays[top[0]], 1)), 0.0, 0.0,
-                      f"popular: {int(self.listeners[t]):,} listeners") for t in top]
-        return Result(items, Weights(0.0, 0.0, "new user: most played songs", "new_user"), "popular")
+            within &= self.catalog["genre"].fillna("").str.lower().isin(wanted_g).to_numpy()
+        return most_played(self.catalog["plays"].to_numpy(), self.listeners, k,
+                           Weights(0.0, 0.0, "new user: most played songs", "new_user"), exclude, within)
+
+
+def most_played(plays: np.ndarray, listeners: np.ndarray, k: int, weights: Weights, exclude: Sequence[int] = (),
+                within: np.ndarray | None = None) -> Result:
+    """The ``k`` most played songs (``plays``, ``listeners``: ``(n,)`` per track; the catalog is
+    ordered by plays) that someone played, among ``within`` (bool ``(n,)``) and not ``exclude``d."""
+    mask = listeners > 0 if within is None else within & (listeners > 0)
+    mask[np.asarray(exclude, np.int64)] = False
+    top = np.flatnonzero(mask)[:k]
+    items = [Item(int(t), float(plays[t] / max(plays[top[0]], 1)), 0.0, 0.0,
+                  f"popular: {int(listeners[t]):,} listeners") for t in top]
+    return Result(items, weights, "popular")
 
 
 def run_steps(steps: Steps, execute: Callable[[list[Call]], list[Any]]) -> Result:

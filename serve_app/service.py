@@ -19,7 +19,7 @@ import pandas as pd
 from serve_app.api import (QueryEcho, Recommendation, RecommendRequest, RecommendResponse, Suggestion,
                            WeightsUsed)
 from serve_app.bundle import Bundle
-from serve_app.hybrid import HybridConfig, Query, Recommender, Result
+from serve_app.hybrid import HybridConfig, Query, Recommender, Result, Weights, most_played
 from serve_app.lookup import Candidate, SongIndex
 from serve_app.reload import VersionGone
 
@@ -31,6 +31,11 @@ class UnknownSong(LookupError):
         super().__init__(f"song not found: {asked}")
         self.asked = asked
         self.suggestions = suggestions
+
+
+class Overdue(TimeoutError):
+    """The recommendation did not come within the request's time budget (the API answers the
+    most played songs instead, saying so)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Front:
         previews = cat["spotify_preview_url"] if "spotify_preview_url" in cat else pd.Series([None] * len(cat))
         self._preview = [p if isinstance(p, str) and p else None for p in previews]
         self._index = {t: i for i, t in enumerate(self._track_id)}
+        self._plays, self._listeners = (cat[c].to_numpy() for c in ("plays", "listeners"))
 
     @classmethod
     def from_bundle(cls, b: Bundle) -> "Front":
@@ -93,6 +99,13 @@ class Front:
         if plays is None or n <= 0:
             return np.zeros(0, np.int64)
         return np.argsort(-plays, kind="stable")[:n].astype(np.int64)
+
+    def without_graph(self, query: Query, why: str) -> Result:
+        """The answer when the graph gave none within the request's budget: the most played
+        songs (not the seeds nor the excluded ones), saying why."""
+        return most_played(self._plays, self._listeners, query.k,
+                           Weights(0.0, 0.0, f"{why}: most played songs", "parts_unavailable"),
+                           [*query.seeds, *query.exclude])
 
     def song_query(self, track: int, default_weights: tuple[float, float]) -> Query:
         """The query of the minimal request ``{"song", "artist"}`` for ``track`` (what
@@ -136,7 +149,7 @@ class Front:
             query=QueryEcho(kind=result.kind, seeds=[self.suggestion(s) for s in asked.seeds],
                             alternatives=asked.alternatives),
             weights_used=WeightsUsed(w1=round(result.weights.w1, 4), w2=round(result.weights.w2, 4),
-                                     reason=result.weights.reason),
+                                     reason=result.weights.reason, fallback=result.weights.fallback),
             model_version=self.version, request_id=request_id or uuid.uuid4().hex)
 
 

@@ -70,7 +70,7 @@ async def warm(cache: ResultCache, front: Front, weights: tuple[float, float], r
                 await asyncio.sleep(retry_s)
                 continue
             for q, r in zip(queries, results):
-                if isinstance(r, Result):
+                if isinstance(r, Result) and not r.degraded:
                     cache.put((q, front.version), r)
                     status.entries += 1
             start += batch

@@ -5,7 +5,9 @@ upgrades, hot reload of good and bad bundles under traffic, and no input produci
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -225,6 +227,38 @@ def test_weights_survive_a_replica_kill_and_an_upgrade(http, cluster, bundles, l
     wait_for(lambda: http.get("/version").json()["weights"] == {"w1": 0.35, "w2": 0.65}, 60, "config weights")
     cluster.deploy(bundles["a"], revision="2")
     wait_for(lambda: http.get("/version").json()["weights"] == {"w1": 0.3, "w2": 0.7}, 60, "config weights back")
+
+
+# ---------------------------------------------------------------------------- a hung side
+@pytest.mark.parametrize("deployment, fallback", [("Collab", "collab_unavailable"), ("Content", "content_unavailable")])
+def test_a_hung_side_is_done_without_within_the_budget_and_used_again_once_back(http, cluster, local, deployment,
+                                                                                fallback):
+    """Every replica of a side stopped (SIGSTOP: alive to Serve, no answers): uncached requests
+    are answered without it, saying so; only the first ones wait out its share of the budget
+    (the breaker then stops waiting); full answers again soon after it resumes."""
+    seed, n = song(local, 3), iter(range(1, 10_000))
+
+    def ask() -> tuple[httpx.Response, float]:  # weights never asked before: not in the cache
+        t0 = time.monotonic()
+        r = http.post("/recommend", json={**seed, "w1": 0.3, "w2": round(0.2 + next(n) * 1e-4, 4)})
+        return r, time.monotonic() - t0
+
+    pids = cluster.running("pid")[deployment]
+    assert ask()[0].json()["weights_used"]["fallback"] is None
+    try:
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        answers = [ask() for _ in range(12)]
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert [r.status_code for r, _ in answers] == [200] * 12
+    assert {r.json()["weights_used"]["fallback"] for r, _ in answers} == {fallback}
+    assert all(len(r.json()["recommendations"]) == 10 for r, _ in answers)
+    took = sorted(t for _, t in answers)
+    assert took[-1] < 1.0 and took[len(took) // 2] < 0.2, took  # budget 300 ms; a margin for a busy box
+    wait_for(lambda: ask()[0].json()["weights_used"]["fallback"] is None, 5, "full answers after the resume",
+             every=0.1)
 
 
 # ---------------------------------------------------------------------------- hot reload
