@@ -45,13 +45,14 @@ from serve_app.content import ContentScorer
 from serve_app.http import Backend, create_app, require_admin_token
 from serve_app.reload import BundleSlot, VersionGone
 from serve_app.service import Front, Overdue, Service
-from serve_app.warm import WarmStatus, warm
+from serve_app.warm import WarmStatus, settle_heap, warm
 from serve_app.weights import WeightBoard, WeightState, WeightsUnavailable
 
 log = logging.getLogger("segue.app")
 T = TypeVar("T")
 HANDLE_TIMEOUT_S = 10.0
 MISS_BATCH = 64  # most cache misses sent to the combiner in one call
+MISS_CALLS = 2  # calls in flight to the combiner per ingress replica (one per combiner replica here)
 SESSIONS_TIMEOUT_S = 0.5
 STATUS_TIMEOUT_S = 1.0
 HEAD_NODE = "node:__internal_head__"  # Ray's resource of the head node
@@ -352,7 +353,7 @@ class Ingress(Part):
         require_admin_token()
         self.combiner = combiner
         # the queries of concurrent cache misses go to the combiner together, one call per round trip
-        self.misses = Coalescer(self._ask_combiner, max_batch=MISS_BATCH)
+        self.misses = Coalescer(self._ask_combiner, max_batch=MISS_BATCH, in_flight=MISS_CALLS)
         self.budget_s = DEFAULT_BUDGET_MS / 1000
         self.cache = ResultCache()
         build = Service.from_bundle if combiner is None else Front.from_bundle
@@ -390,6 +391,11 @@ class Ingress(Part):
         if self.warm_size and fronts:
             self._warm_task = asyncio.get_running_loop().create_task(
                 warm(self.cache, fronts[0], self.default, self.run_many, self.warm_size, self.warm_status))
+            self._warm_task.add_done_callback(self._warmed)
+
+    def _warmed(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and self.warm_status.state == "done":
+            settle_heap()
 
     async def configured(self, cfg: PartConfig) -> None:
         changed = (cfg.cache_size, cfg.warm_size) != (self.cache.size, self.warm_size)

@@ -15,7 +15,7 @@ from serve_app.cache import ResultCache
 from serve_app.events import EventLog, writer_name
 from serve_app.http import create_app, local_backend, require_admin_token
 from serve_app.service import Service
-from serve_app.warm import WarmStatus, warm
+from serve_app.warm import WarmStatus, settle_heap, warm
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     service = Service.from_bundle(bundle.load(args.bundle))
     cache = ResultCache(args.cache_size)
     asyncio.run(warm(cache, service.front, service.default_weights, service.run_many, args.warm_size, WarmStatus()))
+    settle_heap()
     events = EventLog(os.path.expanduser(args.events), writer_name("standalone")) if args.events else None
     app = create_app(local_backend(service, events), cache)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -12,6 +12,7 @@ answer served stale.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -85,3 +86,15 @@ async def warm(cache: ResultCache, front: Front, weights: tuple[float, float], r
         status.state, status.detail = "failed", f"{type(exc).__name__}: {exc}"
         log.warning("cache warm stopped after %d answers: %s", status.entries, status.detail)
     status.seconds = time.monotonic() - status.started
+
+
+def settle_heap() -> None:
+    """Take every live object (the bundle, the warmed cache) out of the garbage collector's
+    scans, once a warm is done. With the ~300K long-lived objects of a 30K-song bundle and
+    10,000 warmed answers tracked, each full collection stalled the process for ~225 ms (a
+    latency spike for every request in flight); frozen, the next took ~50 ms. Unfreezes
+    and collects first, so that garbage an earlier freeze kept (a previous bundle) goes."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
