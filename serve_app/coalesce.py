@@ -12,6 +12,7 @@ whatever the request rate.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -41,7 +42,9 @@ class Coalescer(Generic[T, R]):
         self._pending.append((item, future))
         if self._running < self.in_flight:
             self._running += 1
-            asyncio.get_running_loop().create_task(self._drain())
+            # outside the submitter's context: a batch serves many callers, not the first one
+            # (under Serve, the context holds the request's id and route)
+            asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
         return await future
 
     async def _drain(self) -> None:

@@ -119,3 +119,22 @@ def test_a_short_answer_is_an_error_not_a_hang() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Coalescer(Echo(), max_batch=0)
+
+
+def test_batches_run_outside_the_callers_context() -> None:
+    import contextvars
+
+    request = contextvars.ContextVar("request", default=None)
+    seen: list = []
+
+    async def remote(items: list[int]) -> list[int]:
+        seen.append(request.get())
+        return items
+
+    async def main() -> None:
+        c = Coalescer(remote)
+        request.set("first caller's request")
+        assert await c.submit(1) == 1
+
+    asyncio.run(main())
+    assert seen == [None]
