@@ -75,3 +75,19 @@ def demo_bundle(demo_data, ray_session, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "demo"
     preprocess.run(str(demo_data / "Music Info.csv"), str(demo_data / "User Listening History.csv"), str(out))
     return out
+
+
+@pytest.fixture(scope="module")
+def bundle(demo_bundle):
+    """The demo bundle, loaded (per test module: a test may change what it holds)."""
+    from serve_app import bundle as bundle_io
+
+    return bundle_io.load(str(demo_bundle))
+
+
+@pytest.fixture(scope="module")
+def rec(bundle):
+    """The in-process recommender over the demo bundle."""
+    from serve_app.hybrid import Recommender
+
+    return Recommender.from_bundle(bundle)

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app import bundle as bundle_io
 from serve_app.breaker import Breaker
 from serve_app.cache import ResultCache
 from serve_app.http import create_app, local_backend
@@ -22,16 +21,6 @@ from serve_app.hybrid import Query, Recommender, Result, Unavailable, run_steps
 from serve_app.service import Overdue, Service
 
 K = 10
-
-
-@pytest.fixture(scope="module")
-def bundle(demo_bundle) -> bundle_io.Bundle:
-    return bundle_io.load(str(demo_bundle))
-
-
-@pytest.fixture(scope="module")
-def rec(bundle) -> Recommender:
-    return Recommender.from_bundle(bundle)
 
 
 def run_without(rec: Recommender, query: Query, down: set[str]) -> Result:
@@ -51,24 +40,18 @@ def tracks(result: Result) -> list[int]:
     return [i.track for i in result.items]
 
 
-def test_without_collab_the_answer_is_the_content_ranking(rec) -> None:
+@pytest.mark.parametrize("down, alone, fallback, part", [
+    ("collab", (1.0, 0.0), "collab_unavailable", "collaborative part unavailable"),
+    ("content", (0.0, 1.0), "content_unavailable", "content part unavailable")])
+def test_without_one_side_the_answer_is_the_other_sides_ranking(rec, down, alone, fallback, part) -> None:
     seed = warm_seed(rec)
-    degraded = run_without(rec, Query("songs", seeds=(seed,), k=K), {"collab"})
-    content_only = rec.run(Query("songs", seeds=(seed,), k=K, w1=1.0, w2=0.0))
-    assert tracks(degraded) == tracks(content_only)
-    assert degraded.weights.fallback == "collab_unavailable" and degraded.degraded
-    assert (degraded.weights.w1, degraded.weights.w2) == (1.0, 0.0)
-    assert "collaborative part unavailable" in degraded.weights.reason
-    assert all(i.cf == 0.0 for i in degraded.items)
-
-
-def test_without_content_the_answer_is_the_collaborative_ranking(rec) -> None:
-    seed = warm_seed(rec)
-    degraded = run_without(rec, Query("songs", seeds=(seed,), k=K), {"content"})
-    cf_only = rec.run(Query("songs", seeds=(seed,), k=K, w1=0.0, w2=1.0))
-    assert tracks(degraded) == tracks(cf_only)
-    assert degraded.weights.fallback == "content_unavailable" and degraded.degraded
-    assert "content part unavailable" in degraded.weights.reason
+    degraded = run_without(rec, Query("songs", seeds=(seed,), k=K), {down})
+    other_only = rec.run(Query("songs", seeds=(seed,), k=K, w1=alone[0], w2=alone[1]))
+    assert tracks(degraded) == tracks(other_only)
+    assert degraded.weights.fallback == fallback and degraded.degraded
+    assert (degraded.weights.w1, degraded.weights.w2) == alone
+    assert part in degraded.weights.reason
+    assert all((i.cf if down == "collab" else i.cb) == 0.0 for i in degraded.items)
 
 
 def test_without_both_the_answer_is_popularity_without_the_seed(rec) -> None:

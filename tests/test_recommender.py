@@ -99,16 +99,6 @@ class Reference:
 
 # ---------------------------------------------------------------------------- fixtures / helpers
 @pytest.fixture(scope="module")
-def bundle(demo_bundle) -> bundle_io.Bundle:
-    return bundle_io.load(str(demo_bundle))
-
-
-@pytest.fixture(scope="module")
-def rec(bundle) -> Recommender:
-    return Recommender.from_bundle(bundle)
-
-
-@pytest.fixture(scope="module")
 def ref(bundle) -> Reference:
     return Reference(bundle)
 
