@@ -324,6 +324,9 @@ class Combiner(Part):
         except VersionGone as exc:  # the side answered: it has not loaded this version yet (or any more)
             breaker.success()
             raise VersionGone(str(exc)) from None
+        except asyncio.CancelledError:  # the caller gave up (ingress deadline): no verdict on the side
+            breaker.abandon()
+            raise
         except Exception as exc:
             breaker.failure()
             why = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__

@@ -15,7 +15,8 @@ from typing import Callable
 
 
 class Breaker:
-    """``allow()`` before a call, then ``success()`` or ``failure()`` for a call that was allowed."""
+    """``allow()`` before a call, then ``success()``, ``failure()`` or (cancelled, no verdict)
+    ``abandon()`` for a call that was allowed."""
 
     def __init__(self, failures: int = 3, cooldown_s: float = 0.5,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -53,6 +54,11 @@ class Breaker:
                 self.opened += 1
             self._open_until = self.clock() + self.cooldown_s
             self._probing = False
+
+    def abandon(self) -> None:
+        """The allowed call ended without a verdict (its caller was cancelled): a probe gives its
+        turn to the next call, which would otherwise be refused for good."""
+        self._probing = False
 
     def report(self) -> dict:
         return {"state": self.state, "opened": self.opened}

@@ -120,6 +120,18 @@ def test_breaker_opens_after_failures_in_a_row_and_probes_after_the_cooldown() -
     assert b.state == "closed" and b.allow() and b.opened == 1
 
 
+def test_an_abandoned_probe_lets_the_next_call_probe() -> None:
+    clock = Clock()
+    b = Breaker(failures=1, cooldown_s=1.0, clock=clock)
+    b.failure()
+    clock.t = 1.0
+    assert b.allow() and not b.allow()
+    b.abandon()  # the probe's caller was cancelled: no verdict
+    assert b.allow()  # without abandon() every later call would be refused for good
+    b.success()
+    assert b.state == "closed"
+
+
 def test_breaker_success_resets_the_count() -> None:
     b = Breaker(failures=2, clock=Clock())
     b.failure()
