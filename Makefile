@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR := data/demo
 DEMO_BUNDLE := artifacts/demo
 
-.PHONY: install browser demo-data bundle run test docs-screenshot bench-data bench-core bench-http reliability evaluate clean
+.PHONY: install browser demo-data bundle run test docs-screenshot bench-data bench-core bench-http bench-autoscale reliability evaluate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ bench-core: install
 
 bench-http: install
 	$(PY) -m loadtest.bench_http
+
+# A load step per scenario on serve_config.yaml as shipped: replicas per deployment over time
+# (docs/img/autoscale.png), latency before and after the scale-up (the 30K-song bench bundle).
+bench-autoscale: install
+	$(PY) -m loadtest.bench_autoscale --bundle "$$($(PY) -m jobs.bench_core --bundle-only)"
 
 # Upgrades, replica loss, bad bundles, hostile input, the admin surface, S3 and metrics on a
 # private local Serve cluster under load: reports/reliability.json and reports/reliability.md.

@@ -70,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plays", type=int, default=9_700_000)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--baseline-queries", type=int, default=50)
+    parser.add_argument("--bundle-only", action="store_true", help="build the bundle if missing, print its path")
     args = parser.parse_args(argv)
     path = ensure_bundle(args.work, args.songs, args.plays)
+    if args.bundle_only:
+        print(path)
+        return 0
     proc = psutil.Process()
     gc.collect()
     rss0 = proc.memory_info().rss

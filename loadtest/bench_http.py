@@ -74,7 +74,8 @@ VARIANTS = ("uvicorn", "single", "graph", "graph-python")
 # Serve's own floor (loadtest/serve_floor.py) and the other apps behind the Python proxy: only when asked for
 OPT_IN_VARIANTS = ("floor", "single-python", "floor-python")
 APP_NAME = "segue-bench"
-MIXES = ("realistic", "uniform")
+MIXES = ("realistic", "uniform")  # song mixes; "new" (songs outside the catalog) only when asked for
+ALL_MIXES = (*MIXES, "new")
 TARGET_RATE = 10_000 / 60  # 10,000 requests a minute
 P99_LIMIT_MS = 100.0
 MIN_ACHIEVED = 0.95
@@ -93,49 +94,76 @@ STOP_TIMEOUT_S = 30.0
 # ----------------------------------------------------------------------------- seeds
 
 def seed_table(names: Sequence[str], artists: Sequence[str], plays: Sequence[float],
-               mix: str) -> tuple[list[list[str]], list[float] | None]:
-    """The rows a mix draws from and their weights (None: uniform).
+               mix: str) -> tuple[list[dict[str, str]], list[float] | None]:
+    """The queries a song mix draws from (``{"song", "artist"}``) and their weights (None: uniform).
 
     ``realistic``: songs with plays > 0, weighted by plays; ``uniform``: every row."""
     if mix == "uniform":
-        return [[str(n), str(a)] for n, a in zip(names, artists)], None
+        return [{"song": str(n), "artist": str(a)} for n, a in zip(names, artists)], None
     if mix == "realistic":
         rows = [(str(n), str(a), float(p)) for n, a, p in zip(names, artists, plays) if p > 0]
-        return [[n, a] for n, a, _ in rows], [p for _, _, p in rows]
-    raise ValueError(f"unknown mix {mix!r} (one of {', '.join(MIXES)})")
+        return [{"song": n, "artist": a} for n, a, _ in rows], [p for _, _, p in rows]
+    raise ValueError(f"unknown song mix {mix!r} (one of {', '.join(MIXES)})")
+
+
+NEW_SONG_FIELDS = ("tags", "genre", "year", "danceability", "energy", "valence", "tempo")
+
+
+def new_song_table(rows: Sequence[dict], seed: int = 0) -> list[dict[str, Any]]:
+    """Queries for the ``new`` mix: songs outside the catalog (``{"attributes": ...}``), one per
+    catalog row given, with its tags and genre and its year and audio features moved a little
+    (no two alike, so none is answered from the results cache)."""
+    rng = random.Random(seed)
+    out = []
+    for row in rows:
+        a = {k: row[k] for k in NEW_SONG_FIELDS if row.get(k) is not None and row.get(k) == row.get(k)}
+        if "year" in a:
+            a["year"] = int(min(2030, max(1900, a["year"] + rng.randint(-3, 3))))
+        for k in ("danceability", "energy", "valence"):
+            if k in a:
+                a[k] = round(min(1.0, max(0.0, float(a[k]) + rng.uniform(-0.1, 0.1))), 3)
+        if "tempo" in a:
+            a["tempo"] = round(min(400.0, max(0.0, float(a["tempo"]) * rng.uniform(0.9, 1.1))), 1)
+        out.append({"attributes": a})
+    return out
 
 
 def write_seeds(catalog_path: Path, mix: str, out: Path) -> int:
     """Write the seed file of ``mix`` from a bundle's ``catalog.parquet``; returns its row count."""
     import pandas as pd
 
-    cat = pd.read_parquet(catalog_path, columns=["name", "artist", "plays"])
-    songs, weights = seed_table(cat["name"].tolist(), cat["artist"].tolist(), cat["plays"].tolist(), mix)
-    out.write_text(json.dumps({"mix": mix, "songs": songs, "weights": weights}))
-    return len(songs)
+    if mix == "new":
+        cat = pd.read_parquet(catalog_path, columns=list(NEW_SONG_FIELDS))
+        queries, weights = new_song_table(cat.sample(min(len(cat), 20_000), random_state=0).to_dict("records")), None
+    else:
+        cat = pd.read_parquet(catalog_path, columns=["name", "artist", "plays"])
+        queries, weights = seed_table(cat["name"].tolist(), cat["artist"].tolist(), cat["plays"].tolist(), mix)
+    out.write_text(json.dumps({"mix": mix, "queries": queries, "weights": weights}))
+    return len(queries)
 
 
 class SeedSampler:
-    """Draws one (name, artist) at a time from a seed table, in proportion to its weights."""
+    """Draws one query (the body of a ``POST /recommend`` but ``k``) at a time from a seed
+    table, in proportion to its weights."""
 
-    def __init__(self, songs: Sequence[Sequence[str]], weights: Sequence[float] | None = None) -> None:
-        if not songs:
+    def __init__(self, queries: Sequence[dict[str, Any]], weights: Sequence[float] | None = None) -> None:
+        if not queries:
             raise ValueError("empty seed table")
-        self.songs = [tuple(s) for s in songs]
+        self.queries = list(queries)
         self.cum = list(itertools.accumulate(weights)) if weights is not None else None
-        if self.cum is not None and (len(self.cum) != len(self.songs) or self.cum[-1] <= 0):
-            raise ValueError("weights must match the songs and sum to more than 0")
+        if self.cum is not None and (len(self.cum) != len(self.queries) or self.cum[-1] <= 0):
+            raise ValueError("weights must match the queries and sum to more than 0")
 
     @classmethod
     def load(cls, path: str | Path) -> "SeedSampler":
         data = json.loads(Path(path).read_text())
-        return cls(data["songs"], data.get("weights"))
+        return cls(data["queries"], data.get("weights"))
 
-    def draw(self, rng: random.Random) -> tuple[str, str]:
+    def draw(self, rng: random.Random) -> dict[str, Any]:
         if self.cum is None:
-            return self.songs[rng.randrange(len(self.songs))]
+            return self.queries[rng.randrange(len(self.queries))]
         i = bisect.bisect_right(self.cum, rng.random() * self.cum[-1])
-        return self.songs[min(i, len(self.songs) - 1)]
+        return self.queries[min(i, len(self.queries) - 1)]
 
 
 # ----------------------------------------------------------------------------- results and the search
@@ -1200,7 +1228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", type=lambda s: _csv(s, VARIANTS + OPT_IN_VARIANTS),
                         default=list(VARIANTS), help=f"default {','.join(VARIANTS)}; also "
                         f"{', '.join(OPT_IN_VARIANTS)} (-python: Serve's Python proxy instead of HAProxy)")
-    parser.add_argument("--mixes", type=lambda s: _csv(s, MIXES), default=list(MIXES))
+    parser.add_argument("--mixes", type=lambda s: _csv(s, ALL_MIXES), default=list(MIXES))
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="target rate, req/s (default 10,000 a minute)")
     parser.add_argument("--duration", type=float, help="seconds at the target rate (default 45; quick 10)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds at the target rate (default 10; quick 3)")

@@ -6,8 +6,9 @@
         --seeds SEEDS.json --open-rate 500 --open-seconds 30 -u 1 -r 1 -t 40s
 
 ``--seeds`` (or ``LOCUST_SEEDS``) names a seed file written by ``python -m loadtest.bench_http``
-(``write_seeds``): the catalog's (name, artist) rows and, for the realistic mix, their
-play counts; every request draws one row at random from that distribution.
+(``write_seeds``): queries (``{"song", "artist"}`` from the catalog's rows, or
+``{"attributes"}`` of new songs) and, for the realistic mix, their play counts; every
+request draws one query at random from that distribution.
 
 Closed loop (``Recommend``, the default): ``--user-rate`` (``LOCUST_USER_RATE``) is each
 user's requests per second (constant throughput, from a random phase so that the users do
@@ -119,8 +120,7 @@ class _Asker(FastHttpUser):
     def ask(self, due: float | None = None, due_wall: float | None = None, context: dict | None = None) -> None:
         """One ``POST /recommend``; with ``due`` (perf_counter) and ``due_wall`` (Unix s), its
         response time and start are reported from then instead of from when it left."""
-        name, artist = self.seeds.draw(self.rng)
-        with self.client.post("/recommend", json={"song": name, "artist": artist, "k": self.k},
+        with self.client.post("/recommend", json={**self.seeds.draw(self.rng), "k": self.k},
                               name="/recommend", catch_response=True, context=context or {}) as resp:
             if due is not None:
                 resp.request_meta["response_time"] = (time.perf_counter() - due) * 1000

@@ -319,7 +319,7 @@ def unclean_stop(cluster: ServeCluster, bundle: Path, version: str, weights: Pat
     left = [pid for pid in haproxy if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
     listeners = [c for c in psutil.net_connections(kind="tcp") if c.laddr and c.laddr.port == port
                  and c.status == psutil.CONN_LISTEN]
-    again = ServeCluster(weights, http_port=port)
+    again = ServeCluster(weights, http_port=port, replicas=2)
     try:
         again.start()
         again.deploy(bundle)
@@ -674,12 +674,12 @@ def main(argv: list[str] | None = None) -> int:
     s3_env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "reliability",
               "AWS_SECRET_ACCESS_KEY": "reliability", "AWS_DEFAULT_REGION": "us-east-1"}
     os.environ.update(s3_env)
-    cluster = ServeCluster(work / "weights.json", env=s3_env)
+    cluster = ServeCluster(work / "weights.json", env=s3_env, replicas=2)
     try:
         cluster.start()
         cluster.deploy(bundles["a"])
         cluster.wait_ready(versions["a"])
-        song = {"song": first["songs"][0][0], "artist": first["songs"][0][1]}
+        song = first["queries"][0]
         with SteadyLoad(str(cluster.client.base_url), seeds, work, args.rate) as load:
             run = Run(cluster, load, bundles, versions, song, work)
             record("rolling upgrade: code revision", lambda: rolling_upgrade_code(run))

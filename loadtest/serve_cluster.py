@@ -51,12 +51,15 @@ class ServeCluster:
     ``haproxy`` by default, ``SEGUE_PROXY`` or ``python``), whose fixed ports are free ones of
     this cluster's (``proxy_ports``); ``env`` adds variables to Ray's (S3 endpoint, …), ``token``
     is the admin token (random by default); ``proxy_location`` and ``deployment_options``
-    (set on every deployment) override serve_config.yaml's; ``cwd`` is where Ray starts (the
-    repository by default: Ray puts that directory first on the replicas' path)."""
+    (set on every deployment) override serve_config.yaml's; ``replicas`` pins every
+    deployment's autoscaling range to that count (failure scenarios need known counts: 2, the
+    production floor); ``cwd`` is where Ray starts (the repository by default: Ray puts that
+    directory first on the replicas' path)."""
 
     def __init__(self, weights_store: Path, token: str | None = None, env: dict[str, str] | None = None,
                  proxy_location: str | None = None, deployment_options: dict | None = None,
-                 cwd: Path = ROOT, proxy: str | None = None, http_port: int | None = None) -> None:
+                 cwd: Path = ROOT, proxy: str | None = None, http_port: int | None = None,
+                 replicas: int | None = None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-ray-", dir="/tmp"))  # short: Ray's socket paths
         self.dashboard_port, self.http_port = free_port(), http_port or free_port()
         self.weights_store = weights_store
@@ -70,6 +73,7 @@ class ServeCluster:
         self.gcs_port = free_port()
         self.proxy_location = proxy_location
         self.deployment_options = deployment_options or {}
+        self.pinned = replicas
         self.cwd = cwd
         self.revision = "1"
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=30.0)
@@ -137,6 +141,9 @@ class ServeCluster:
         app["runtime_env"].update(runtime_env or {})
         for d in app["deployments"]:
             d.update(self.deployment_options)
+            if self.pinned is not None:
+                d["autoscaling_config"] = {**d["autoscaling_config"], "min_replicas": self.pinned,
+                                           "max_replicas": self.pinned}
             d["user_config"] = {**d["user_config"], "bundle": str(bundle), "weights_store": str(self.weights_store),
                                 "events": str(self.events), **user_config}
         return cfg
@@ -169,24 +176,29 @@ class ServeCluster:
             time.sleep(1)
         raise TimeoutError(f"not ready on {version}: {body}")
 
-    def replicas(self, deployment: str) -> list[dict]:
-        """The deployment's replicas as Serve's REST API reports them (``state``, ``pid``, ``replica_id``, …)."""
+    def all_replicas(self) -> dict[str, list[dict]]:
+        """Per deployment, its replicas as Serve's REST API reports them (``state``, ``pid``,
+        ``replica_id``, …), from one call."""
         r = httpx.get(f"http://127.0.0.1:{self.dashboard_port}/api/serve/applications/", timeout=10)
         r.raise_for_status()
-        app = r.json()["applications"].get("segue") or {}
-        return app.get("deployments", {}).get(deployment, {}).get("replicas", [])
+        deployments = (r.json()["applications"].get("segue") or {}).get("deployments", {})
+        return {d: deployments.get(d, {}).get("replicas", []) for d in DEPLOYMENTS}
+
+    def replicas(self, deployment: str) -> list[dict]:
+        """The deployment's replicas (``all_replicas``)."""
+        return self.all_replicas()[deployment]
 
     def running(self, field: str = "replica_id") -> dict[str, list]:
         """Per deployment, ``field`` (``replica_id``, ``pid``, ``node_id``, …) of each RUNNING replica."""
-        return {d: [r[field] for r in self.replicas(d) if r["state"] == "RUNNING"] for d in DEPLOYMENTS}
+        return {d: [r[field] for r in reps if r["state"] == "RUNNING"] for d, reps in self.all_replicas().items()}
 
-    def replaced(self, before: dict[str, list], per_deployment: int = 2) -> bool:
-        """Whether every deployment runs ``per_deployment`` replicas again, all RUNNING and none
-        of them one of ``before`` (a code rollout is over)."""
+    def replaced(self, before: dict[str, list]) -> bool:
+        """Whether every deployment runs as many replicas as in ``before`` again, all RUNNING
+        and none of them one of ``before`` (a code rollout is over)."""
         old = {rid for ids in before.values() for rid in ids}
-        return all(len(reps) == per_deployment and all(r["state"] == "RUNNING" and r["replica_id"] not in old
+        return all(len(reps) == len(before[d]) and all(r["state"] == "RUNNING" and r["replica_id"] not in old
                                                        for r in reps)
-                   for reps in (self.replicas(d) for d in DEPLOYMENTS))
+                   for d, reps in self.all_replicas().items())
 
     def kill(self) -> None:
         """An unclean stop: SIGKILL to every process of this cluster at once (``stop()`` then

@@ -44,6 +44,7 @@ from serve_app.collaborative import CollabScorer
 from serve_app.content import ContentScorer
 from serve_app.http import Backend, create_app, require_admin_token
 from serve_app.reload import BundleSlot, VersionGone
+from serve_app.scaling import BUSY, CpuMeter
 from serve_app.service import Front, Overdue, Service
 from serve_app.warm import WarmStatus, settle_heap, warm
 from serve_app.weights import WeightBoard, WeightState, WeightsUnavailable
@@ -52,7 +53,7 @@ log = logging.getLogger("segue.app")
 T = TypeVar("T")
 HANDLE_TIMEOUT_S = 10.0
 MISS_BATCH = 64  # most cache misses sent to the combiner in one call
-MISS_CALLS = 2  # calls in flight to the combiner per ingress replica (one per combiner replica here)
+MISS_CALLS = 2  # calls in flight to the combiner per ingress replica
 SESSIONS_TIMEOUT_S = 0.5
 STATUS_TIMEOUT_S = 1.0
 HEAD_NODE = "node:__internal_head__"  # Ray's resource of the head node
@@ -61,6 +62,9 @@ DEFAULT_BUDGET_MS = 400  # a request's time budget (the seed asks for answers wi
 # each round of side calls (score; then diversify when asked) may take this share of the
 # budget: two rounds and the hops around them fit in it
 SIDE_SHARE = 0.4
+# a round's calls to one side go in chunks of at most this many, concurrently: a big batch
+# (the ingress's misses under load) spreads over the side's replicas instead of queueing on one
+SIDE_CHUNK = 16
 # the combiner keeps to the budget through its sides' shares; the ingress gives up on it (hung,
 # or swamped: a cache warm-up on two busy cores took a live miss past 400 ms in the tests) only
 # after this many budgets, and answers the most played songs
@@ -106,7 +110,13 @@ class Part:
     """A replica that serves from a bundle: first load at start-up (the replica is not ready
     before), later URIs in the background."""
 
-    slot: BundleSlot
+    def __init__(self, slot: BundleSlot) -> None:
+        self.slot = slot
+        self.cpu = CpuMeter()
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """This replica's autoscaling metric for Serve's controller (serve_app/scaling.py)."""
+        return {BUSY: self.cpu.read()}
 
     async def reconfigure(self, config: dict) -> None:
         cfg = PartConfig.model_validate(config)
@@ -241,23 +251,24 @@ class Content(Scorer):
         # neither delays the replica (nor its recovery after a crash) nor the first new song
         threading.Thread(target=importlib.import_module, args=("sklearn.feature_extraction.text",),
                          daemon=True).start()
-        self.slot = BundleSlot(lambda b: ContentScorer(b.content, b.content_transform,
-                                                       pd.factorize(b.catalog["artist"])[0]),
-                               parts=("content", "content_transform"))
+        super().__init__(BundleSlot(lambda b: ContentScorer(b.content, b.content_transform,
+                                                            pd.factorize(b.catalog["artist"])[0]),
+                                    parts=("content", "content_transform")))
 
 
 @serve.deployment(**DEPLOYMENT)
 class Collab(Scorer):
     def __init__(self) -> None:
-        self.slot = BundleSlot(lambda b: CollabScorer(b.cf_nn, b.content_nn, b.catalog["listeners"].to_numpy()),
-                               parts=("cf_nn", "content_nn"))
+        super().__init__(BundleSlot(lambda b: CollabScorer(b.cf_nn, b.content_nn,
+                                                           b.catalog["listeners"].to_numpy()),
+                                    parts=("cf_nn", "content_nn")))
 
 
 @serve.deployment(**DEPLOYMENT)
 class Combiner(Part):
     def __init__(self, content: DeploymentHandle, collab: DeploymentHandle) -> None:
         self.config = hybrid.HybridConfig()
-        self.slot = BundleSlot(self._build, parts=("content_nn", "cf_nn", "user_items"))
+        super().__init__(BundleSlot(self._build, parts=("content_nn", "cf_nn", "user_items")))
         self.sides = {"content": content, "collab": collab}
         self.breakers = {side: Breaker() for side in self.sides}
         self.side_timeout_s = DEFAULT_BUDGET_MS * SIDE_SHARE / 1000
@@ -312,15 +323,20 @@ class Combiner(Part):
         return answers
 
     async def _side_call(self, version: str, side: str, method: str, args: list[tuple]) -> list:
-        """One side's answers to a round's calls; :class:`~serve_app.hybrid.Unavailable` for each
+        """One side's answers to a round's calls (sent in chunks of ``SIDE_CHUNK``, concurrently);
+        :class:`~serve_app.hybrid.Unavailable` for each
         when the side fails, does not answer within its share of the budget, or its breaker is
         open (it kept failing: no call waits for it until a probe gets through again)."""
         breaker = self.breakers[side]
         if not breaker.allow():
             return [hybrid.Unavailable(side, "circuit open")] * len(args)
+        handle = self.sides[side]
+        chunks = [args[i:i + SIDE_CHUNK] for i in range(0, len(args), SIDE_CHUNK)]
         try:
-            out = await asyncio.wait_for(
-                once_more(lambda: self.sides[side].call_many.remote(version, method, args)), self.side_timeout_s)
+            parts = await asyncio.wait_for(asyncio.gather(
+                *[once_more(lambda c=c: handle.call_many.remote(version, method, c)) for c in chunks]),
+                self.side_timeout_s)
+            out = [answer for part in parts for answer in part]
         except VersionGone as exc:  # the side answered: it has not loaded this version yet (or any more)
             breaker.success()
             raise VersionGone(str(exc)) from None
@@ -365,7 +381,7 @@ class Ingress(Part):
         self.combiner_limit_s = DEFAULT_BUDGET_MS * COMBINER_GRACE / 1000
         self.cache = ResultCache()
         build = Service.from_bundle if combiner is None else Front.from_bundle
-        self.slot = BundleSlot(build, parts=PARTS if combiner is None else (), on_switch=self._fresh_cache)
+        super().__init__(BundleSlot(build, parts=PARTS if combiner is None else (), on_switch=self._fresh_cache))
         self.default = (hybrid.DEFAULT_W1, hybrid.DEFAULT_W2)
         self.weights = Follower(self._set_weights)
         self.warm_size = 0

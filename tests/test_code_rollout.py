@@ -55,7 +55,7 @@ def code_revisions(cluster: ServeCluster, reads: int = 20) -> Counter:
 def test_serve_deploy_rolls_new_code_from_s3_without_a_failed_request(code_bucket, demo_bundle, tmp_path):
     # Ray puts the directory it starts in first on the replicas' path: start it outside the
     # checkout, as on the nodes, or the checkout's serve_app shadows the zip's
-    cluster = ServeCluster(tmp_path / "weights.json", cwd=tmp_path)
+    cluster = ServeCluster(tmp_path / "weights.json", cwd=tmp_path, replicas=2)
     try:
         cluster.start()
         cluster.deploy(demo_bundle, revision="1", runtime_env={"py_modules": [code_uri("rollout-1")]})

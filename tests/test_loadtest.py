@@ -21,13 +21,14 @@ STATS_HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Aver
 
 def test_realistic_mix_draws_in_proportion_to_plays_and_never_cold_songs(tmp_path):
     songs, weights = bh.seed_table(["a", "b", "c", "d"], ["A", "B", "C", "D"], [0, 100, 300, 600], "realistic")
-    assert songs == [["b", "B"], ["c", "C"], ["d", "D"]] and weights == [100, 300, 600]
+    assert songs == [{"song": "b", "artist": "B"}, {"song": "c", "artist": "C"}, {"song": "d", "artist": "D"}]
+    assert weights == [100, 300, 600]
     path = tmp_path / "seeds.json"
-    path.write_text(json.dumps({"mix": "realistic", "songs": songs, "weights": weights}))
+    path.write_text(json.dumps({"mix": "realistic", "queries": songs, "weights": weights}))
     sampler = bh.SeedSampler.load(path)
     rng = random.Random(1)
     n = 40_000
-    counts = Counter(sampler.draw(rng)[0] for _ in range(n))
+    counts = Counter(sampler.draw(rng)["song"] for _ in range(n))
     assert "a" not in counts
     for name, share in (("b", 0.1), ("c", 0.3), ("d", 0.6)):
         assert counts[name] / n == pytest.approx(share, abs=0.01)
@@ -39,7 +40,7 @@ def test_uniform_mix_draws_every_row_alike_cold_songs_included():
     sampler = bh.SeedSampler(songs, weights)
     rng = random.Random(2)
     n = 40_000
-    counts = Counter(sampler.draw(rng) for _ in range(n))
+    counts = Counter(tuple(sampler.draw(rng).values()) for _ in range(n))
     assert set(counts) == {("a", "A"), ("b", "B"), ("c", "C"), ("d", "D")}
     assert all(c / n == pytest.approx(0.25, abs=0.01) for c in counts.values())
 
@@ -48,7 +49,7 @@ def test_seed_table_rejects_an_unknown_mix_and_sampler_bad_weights():
     with pytest.raises(ValueError):
         bh.seed_table(["a"], ["A"], [1], "zipf")
     with pytest.raises(ValueError):
-        bh.SeedSampler([["a", "A"]], [0.0])
+        bh.SeedSampler([{"song": "a", "artist": "A"}], [0.0])
     with pytest.raises(ValueError):
         bh.SeedSampler([])
 
@@ -364,3 +365,19 @@ def test_ratios_compare_graph_with_uvicorn_and_the_python_proxy():
     assert "graph/single realistic" not in found
     rows = bh._ratio_rows(found)
     assert any(r.startswith("| graph/uvicorn realistic | 0.60 | 0.47 | ≥ 0.5: met |") for r in rows)
+
+
+def test_new_song_queries_are_valid_requests_none_alike_and_none_a_catalog_song() -> None:
+    from serve_app.api import RecommendRequest
+
+    rows = [{"tags": "rock, indie", "genre": "Rock", "year": 2001.0, "danceability": 0.5, "energy": 0.99,
+             "valence": 0.01, "tempo": 120.0}] * 50 + [{"tags": None, "genre": "Jazz", "year": float("nan"),
+                                                       "danceability": 0.2, "energy": 0.3, "valence": 0.4,
+                                                       "tempo": 90.0}]
+    queries = bh.new_song_table(rows, seed=3)
+    assert len(queries) == 51
+    for q in queries:
+        RecommendRequest.model_validate({**q, "k": 10})  # raises on a body the API refuses
+    assert "tags" not in queries[-1]["attributes"] and "year" not in queries[-1]["attributes"]  # missing stays missing
+    assert len({json.dumps(q, sort_keys=True) for q in queries[:50]}) == 50  # no two alike: never a cache hit
+    assert all(q["attributes"]["tags"] == "rock, indie" for q in queries[:50])

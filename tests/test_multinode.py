@@ -30,7 +30,7 @@ def cluster(tmp_path_factory):
     # one proxy, on the head: both nodes share 127.0.0.1 here, where every proxy would want the
     # same port; at most one replica of a deployment per node, so losing a node never takes both
     c = ServeCluster(tmp_path_factory.mktemp("multinode-weights") / "weights.json", proxy_location="HeadOnly",
-                     deployment_options={"max_replicas_per_node": 1})
+                     deployment_options={"max_replicas_per_node": 1}, replicas=2)
     try:
         c.start(num_cpus=2, limits=LIMITS)
         c.worker = c.add_node(num_cpus=2, limits=LIMITS)

@@ -48,7 +48,7 @@ def bundles(demo_bundle, ray_session, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def cluster(bundles, tmp_path_factory):
-    c = ServeCluster(tmp_path_factory.mktemp("weights") / "weights.json", token=TOKEN)
+    c = ServeCluster(tmp_path_factory.mktemp("weights") / "weights.json", token=TOKEN, replicas=2)
     try:
         c.start()
         c.deploy(bundles["a"])
