@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import psutil
 
 from loadtest.bench_http import Load, percentile, read_request_log, write_seeds
+from loadtest.periodic import Periodic
 from loadtest.serve_cluster import DEPLOYMENTS, ServeCluster, wait_for
 
 SAMPLE_S = 2.0
@@ -56,32 +56,15 @@ SCENARIOS = {
 }
 
 
-class Recorder:
-    """Samples, every ``SAMPLE_S`` seconds on a thread, each deployment's running replicas and
-    the cores used by its replicas' processes since the sample before."""
+class Recorder(Periodic):
+    """Samples, every ``SAMPLE_S`` seconds, each deployment's running replicas and the cores
+    used by its replicas' processes since the sample before."""
 
     def __init__(self, cluster: ServeCluster) -> None:
+        super().__init__(SAMPLE_S)
         self.cluster = cluster
-        self.rows: list[dict[str, Any]] = []
         self._cpu: dict[int, float] = {}
         self._last = time.time()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> "Recorder":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_S):
-            try:
-                self.rows.append(self.sample())
-            except Exception as exc:  # a missed sample (the REST API busy) is a gap, not an end
-                self.rows.append({"t": time.time(), "error": repr(exc)})
 
     def sample(self) -> dict[str, Any]:
         now = time.time()

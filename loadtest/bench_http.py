@@ -767,7 +767,7 @@ def start_server(variant: str, bundle: Path, port: int, caching: Caching, logs: 
         tmp = Path(tempfile.mkdtemp(prefix="bh-serve-", dir="/tmp"))  # short: Ray's socket paths
         (tmp / "serve.yaml").write_text(yaml.safe_dump(serve_config(variant, bundle, port, caching, events),
                                                        sort_keys=False))
-        env.update(serve_variant_env(proxy, os.environ), **proxy_ports(), RAY_AUTH_MODE="disabled",
+        env.update(serve_variant_env(proxy, os.environ), **proxy_ports(tmp / "h"), RAY_AUTH_MODE="disabled",
                    RAY_USAGE_STATS_ENABLED="0")
         env.pop("RAY_ADDRESS", None)
         ray = PrivateRay(free_port(), free_port(), env)
@@ -818,6 +818,9 @@ class Load:
     out: Path
     connections: int = CONNECTIONS
     k: int = 10
+    user_rate: float = 0.0  # closed loop: each user's requests per second (0: unpaced)
+    spawn_rate: float | None = None  # closed loop: users started per second (None: all at once)
+    hosts: tuple[str, ...] = ()  # closed loop: users spread over these base URLs (default: url)
 
     def request_log(self, tag: str) -> Path:
         return self.out / f"{tag}-requests.tsv"
@@ -829,8 +832,9 @@ class Load:
                "--csv", str(self.out / tag), "--only-summary", "--loglevel", "WARNING",
                "--exit-code-on-error", "0", "--seeds", str(self.seeds), "--k", str(self.k), "--degraded-fails"]
         if rate is None:
-            return cmd + ["-u", str(users), "-r", str(users), "-t", f"{math.ceil(duration) + 1}s", "--reset-stats",
-                          "--user-rate", "0"]
+            return cmd + ["-u", str(users), "-r", f"{self.spawn_rate or users:g}", "-t", f"{math.ceil(duration) + 1}s",
+                          "--reset-stats", "--user-rate", f"{self.user_rate:g}", "--hosts", ",".join(self.hosts),
+                          "--request-log", str(self.request_log(tag))]
         return cmd + ["-u", "1", "-r", "1", "-t", f"{math.ceil(duration + OPEN_GRACE_S)}s",
                       "--open-rate", f"{rate:g}", "--open-seconds", f"{duration:g}",
                       "--connections", str(self.connections), "--request-log", str(self.request_log(tag))]

@@ -36,6 +36,7 @@ the benchmark reads its open-loop phases from it.
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 import time
@@ -66,6 +67,9 @@ def _arguments(parser) -> None:
                         help="open loop: length of the schedule, seconds")
     parser.add_argument("--connections", env_var="LOCUST_CONNECTIONS", type=int, default=500,
                         help="open loop: most connections open at once")
+    parser.add_argument("--hosts", env_var="LOCUST_HOSTS", default="",
+                        help="comma-separated base URLs: users spread over them in turn (as a load balancer "
+                             "spreads connections over nodes); default --host")
     parser.add_argument("--degraded-fails", env_var="LOCUST_DEGRADED_FAILS", action="store_true",
                         help="count answers made without a part of the graph (weights_used.fallback "
                              "*_unavailable) as failures")
@@ -106,9 +110,18 @@ def sampler(path: str) -> SeedSampler:
 
 
 class _Asker(FastHttpUser):
-    """Asks for songs like one seed drawn from ``--seeds``; any answer but 200 is a failure."""
+    """Asks for songs like one seed drawn from ``--seeds``; any answer but 200 is a failure.
+    With ``--hosts``, the n-th user created talks to host n mod their count (over its own
+    keep-alive connection)."""
 
     abstract = True
+    created = itertools.count()
+
+    def __init__(self, environment) -> None:
+        hosts = [h for h in (environment.parsed_options.hosts or "").split(",") if h]
+        if hosts:
+            self.host = hosts[next(_Asker.created) % len(hosts)]
+        super().__init__(environment)
 
     def on_start(self) -> None:
         opts = self.environment.parsed_options

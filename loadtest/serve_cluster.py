@@ -38,11 +38,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def proxy_ports() -> dict[str, str]:
+def proxy_ports(files: Path | None = None) -> dict[str, str]:
     """Free ports for the fixed ones of Serve's proxies on a node (HAProxy's stats 8404 and
-    metrics 9101, the fallback Python proxy's 8500), so that clusters can run side by side."""
-    return {name: str(free_port()) for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
-                                                "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")}
+    metrics 9101, the fallback Python proxy's 8500) and, given ``files`` (a directory of the
+    node's own, short: Ray adds a 56-character directory and HAProxy's socket path may not
+    exceed 97), HAProxy's config, socket and state files there instead of Ray's shared
+    /tmp/haproxy-serve: so that clusters, and nodes of one cluster, can run side by side."""
+    env = {name: str(free_port()) for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                                               "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")}
+    if files is not None:
+        files.mkdir(parents=True, exist_ok=True)
+        env.update(RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(files / "haproxy.cfg"),
+                   RAY_SERVE_HAPROXY_SOCKET_PATH=str(files / "admin.sock"),
+                   RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(files),
+                   RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(files / "server-state"))
+    return env
 
 
 class ServeCluster:
@@ -64,12 +74,14 @@ class ServeCluster:
         self.dashboard_port, self.http_port = free_port(), http_port or free_port()
         self.weights_store = weights_store
         self.token = token or secrets.token_urlsafe(24)
-        self.env = {**os.environ, **serve_env(proxy), **proxy_ports(), "RAY_AUTH_MODE": "disabled",
+        self.env = {**os.environ, **serve_env(proxy), **proxy_ports(self.tmp / "h0"), "RAY_AUTH_MODE": "disabled",
                     "SEGUE_ADMIN_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
         self.metrics_port = free_port()
         self.events = self.tmp / "events"
         self.proc: subprocess.Popen | None = None
         self.nodes: list[subprocess.Popen] = []
+        # each node's HTTP port (its proxy's) and metrics port, the head's first
+        self.node_ports: list[dict[str, int]] = [{"http": self.http_port, "metrics": self.metrics_port}]
         self.gcs_port = free_port()
         self.proxy_location = proxy_location
         self.deployment_options = deployment_options or {}
@@ -103,16 +115,18 @@ class ServeCluster:
         """A worker node joining the head (its own ports and worker-port range); returns once
         the cluster counts it."""
         first = 20000 + 1000 * len(self.nodes)
+        ports = {"http": free_port(), "metrics": free_port()}
         cmd = [str(BIN / "ray"), "start", "--block", f"--address=127.0.0.1:{self.gcs_port}",
                "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--disable-usage-stats",
                f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-               f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+               f"--metrics-export-port={ports['metrics']}", f"--dashboard-agent-listen-port={free_port()}",
                f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
                f"--min-worker-port={first}", f"--max-worker-port={first + 999}", *limits]
-        env = {**self.env, **proxy_ports(), "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(free_port())}
+        env = {**self.env, **proxy_ports(self.tmp / f"h{1 + len(self.nodes)}"), "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(ports["http"])}
         proc = subprocess.Popen(cmd, env=env, cwd=self.cwd, stdout=open(self.tmp / f"node-{first}.log", "w"),
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes.append(proc)
+        self.node_ports.append(ports)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and len(self.alive_nodes()) < 1 + len(self.nodes):
             if proc.poll() is not None:
@@ -128,6 +142,7 @@ class ServeCluster:
     def remove_node(self, proc: subprocess.Popen) -> None:
         """Take a worker node away abruptly: SIGKILL to all of its processes."""
         _kill_tree(proc.pid, (signal.SIGKILL,))
+        del self.node_ports[1 + self.nodes.index(proc)]
         self.nodes.remove(proc)
 
     def config(self, bundle: Path | str, revision: str, runtime_env: dict | None = None, **user_config) -> dict:
@@ -193,12 +208,14 @@ class ServeCluster:
         return {d: [r[field] for r in reps if r["state"] == "RUNNING"] for d, reps in self.all_replicas().items()}
 
     def replaced(self, before: dict[str, list]) -> bool:
-        """Whether every deployment runs as many replicas as in ``before`` again, all RUNNING
-        and none of them one of ``before`` (a code rollout is over)."""
+        """Whether every deployment runs its pinned number of replicas (``replicas``) again, all
+        RUNNING and none of them one of ``before`` (a code rollout is over)."""
+        if self.pinned is None:
+            raise ValueError("replaced() needs the replica count pinned (ServeCluster(replicas=...))")
         old = {rid for ids in before.values() for rid in ids}
-        return all(len(reps) == len(before[d]) and all(r["state"] == "RUNNING" and r["replica_id"] not in old
-                                                       for r in reps)
-                   for d, reps in self.all_replicas().items())
+        return all(len(reps) == self.pinned and all(r["state"] == "RUNNING" and r["replica_id"] not in old
+                                                    for r in reps)
+                   for reps in self.all_replicas().values())
 
     def kill(self) -> None:
         """An unclean stop: SIGKILL to every process of this cluster at once (``stop()`` then

@@ -39,6 +39,7 @@ CLUSTER_ONLY_PORTS = (*DIRECT_INGRESS_HTTP_PORTS, *DIRECT_INGRESS_GRPC_PORTS, *H
 IMAGE_BIN = "/home/ray/anaconda3/bin"
 CLUSTER_HAPROXY_THREADS = "2"  # for the m7i.xlarge workers (cluster/aws.yaml says why)
 NODE_ENV = {"RAY_AUTH_MODE", "SEGUE_ADMIN_TOKEN_FILE"}  # exported beside the Serve settings
+CLUSTER_OPEN_FILES = 65536  # the nodes' `ulimit -n` (container --ulimit and start commands): HAProxy's maxconn follows
 # what EC2 documents for a rule's Description (UserIdGroupPair, IpRange): no apostrophe, no "&"
 RULE_DESCRIPTION = re.compile(r"[a-zA-Z0-9 ._\-:/()#,@\[\]+=;{}!$*]{0,255}")
 CLUSTER_SG = "REPLACE_WITH_CLUSTER_SG_ID"
@@ -447,7 +448,7 @@ def test_ray_starts_with_token_auth(kind):
 
 def cluster_serve_env() -> dict[str, str]:
     """serve_env("haproxy") as the nodes need it: the image's segue-haproxy, and the cluster's HAProxy threads."""
-    env = serve_env("haproxy")
+    env = serve_env("haproxy", fd_limit=CLUSTER_OPEN_FILES)
     launcher = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"]).name
     return {**env, "RAY_SERVE_HAPROXY_BINARY_PATH": f"{IMAGE_BIN}/{launcher}",
             "RAY_SERVE_HAPROXY_NBTHREAD": CLUSTER_HAPROXY_THREADS}
@@ -752,3 +753,12 @@ def with_grant(action: str, resource: str) -> dict:
 def test_checks_catch_a_broken_copy(check, broken):
     """Each security check finds the flaw in a deliberately broken copy of the real files."""
     assert check(broken)
+
+
+@pytest.mark.parametrize("kind", ["head", "worker"])
+def test_nodes_raise_the_open_files_limit_haproxy_maxconn_is_derived_from(kind):
+    cfg = yaml.safe_load((ROOT / "cluster" / "aws.yaml").read_text())
+    assert f"--ulimit nofile={CLUSTER_OPEN_FILES}:{CLUSTER_OPEN_FILES}" in cfg["docker"]["run_options"]
+    start = " ".join(cfg[f"{kind}_start_ray_commands"])
+    assert f"ulimit -n {CLUSTER_OPEN_FILES};" in start
+    assert exported(kind)["RAY_SERVE_HAPROXY_MAXCONN"] == "26114"  # (65,536 - 250) / 2.5

@@ -5,6 +5,7 @@ own config parser (`haproxy -c`)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from ray.serve._private.haproxy import BackendConfig, HAProxyApi, HAProxyConfig,
 from ray.serve.config import HTTPOptions
 
 from serve_app.haproxy_launcher import config_path, haproxy_binary, rewrite, rewrite_config
+from serve_app.ray_env import haproxy_maxconn
 
 
 def rendered(tmp_path: Path, host: str, routed: bool) -> Path:
@@ -69,3 +71,23 @@ def test_the_launcher_execs_haproxy_with_the_arguments_unchanged():
     launcher = Path(sys.executable).parent / "segue-haproxy"
     out = subprocess.run([str(launcher), "-v"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("HAProxy version"), out.stdout + out.stderr
+
+
+def test_haproxy_maxconn_is_the_most_the_open_files_limit_allows() -> None:
+    assert haproxy_maxconn(20_000) == 7_900  # (20,000 - 250) / 2.5: HAProxy starts (measured: 7,900 did)
+    assert haproxy_maxconn(65_536) == 26_114
+    assert haproxy_maxconn(20_000, "5000") == 5_000
+    with pytest.raises(ValueError, match="at most 7,900"):
+        haproxy_maxconn(20_000, "20000")  # HAProxy would refuse to start: "Cannot raise FD limit to 50027"
+    with pytest.raises(ValueError, match="not a number"):
+        haproxy_maxconn(20_000, "lots")
+
+
+def test_a_maxconn_the_limit_cannot_meet_stops_the_start_with_the_reason() -> None:
+    """`make run` runs this first: the setting fails there, with what to set, not inside Serve."""
+    env = {**os.environ, "RAY_SERVE_HAPROXY_MAXCONN": "10000000"}
+    out = subprocess.run([sys.executable, "-m", "serve_app.ray_env"], env=env, capture_output=True, text=True)
+    assert out.returncode == 1 and "RAY_SERVE_HAPROXY_MAXCONN=10000000" in out.stderr and "at most" in out.stderr
+    ok = subprocess.run([sys.executable, "-m", "serve_app.ray_env"], env={**env, "RAY_SERVE_HAPROXY_MAXCONN": "100"},
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "RAY_SERVE_HAPROXY_MAXCONN=100" in ok.stdout.split()

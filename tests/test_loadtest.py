@@ -381,3 +381,23 @@ def test_new_song_queries_are_valid_requests_none_alike_and_none_a_catalog_song(
     assert "tags" not in queries[-1]["attributes"] and "year" not in queries[-1]["attributes"]  # missing stays missing
     assert len({json.dumps(q, sort_keys=True) for q in queries[:50]}) == 50  # no two alike: never a cache hit
     assert all(q["attributes"]["tags"] == "rock, indie" for q in queries[:50])
+
+
+def test_autoscale_summary_names_what_scaled_and_when_it_came_back() -> None:
+    from loadtest.bench_autoscale import latency_windows, summarise
+
+    mins = {"Ingress": 2, "Combiner": 1, "Content": 1, "Collab": 1}
+
+    def at(t: float, content: int) -> dict:
+        return {"t": t, "replicas": {**mins, "Content": content}, "cores": dict.fromkeys(mins, 0.1)}
+
+    samples = [at(t, 1) for t in range(0, 30, 2)] + [at(t, 2) for t in range(30, 150, 2)] + [at(t, 1) for t in range(150, 200, 2)]
+    samples.insert(3, {"t": 6.5, "error": "REST API busy"})  # a gap in the readings
+    rows = [bh.Sent(due=float(t) / 10, ms=500.0 if t < 400 else 50.0, status=200, ok=t >= 300) for t in range(1000)]
+    windows = latency_windows(rows, 0.0, 100.0)
+    assert windows[0]["requests"] == 50 and windows[0]["failed"] == 50 and windows[-1]["p99_ms"] == 50.0
+    s = summarise(samples, windows, load_start=10.0, load_end=100.0, mins=mins)
+    assert s["scaled_up"] == ["Content"] and s["peak"]["Content"] == 2 and s["first_up_s"]["Content"] == 20.0
+    assert s["back_at_min_s"] == 50.0  # first sample after the step with every deployment at its minimum
+    assert s["p99_first_30s_ms"] == 500.0 and s["p99_last_30s_ms"] == 50.0
+    assert s["failed_first_30s"] > 0 and s["failed_last_30s"] == 0
