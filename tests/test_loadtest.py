@@ -270,8 +270,13 @@ def test_locust_commands_for_open_and_closed_loop(tmp_path):
     assert "--user-rate" not in cmd
     closed = load.command("saturation", None, 15.0, 32)
     opt = dict(zip(closed, closed[1:]))
-    assert (opt["-u"], opt["--user-rate"], opt["-t"]) == ("32", "0", "16s")
-    assert "--open-rate" not in closed and "--request-log" not in closed
+    assert (opt["-u"], opt["-r"], opt["--user-rate"], opt["-t"], opt["--hosts"]) == ("32", "32", "0", "16s", "")
+    assert "--open-rate" not in closed and opt["--request-log"] == str(tmp_path / "saturation-requests.tsv")
+    users = bh.Load("http://a:1", tmp_path / "s.json", tmp_path, user_rate=1 / 60, spawn_rate=100,
+                    hosts=("http://a:1", "http://b:2")).command("users", None, 460.0, 10_000)
+    opt = dict(zip(users, users[1:]))
+    assert (opt["-u"], opt["-r"], opt["--hosts"]) == ("10000", "100", "http://a:1,http://b:2")
+    assert float(opt["--user-rate"]) == pytest.approx(1 / 60, rel=1e-4)
 
 
 # ----------------------------------------------------------------------------- Ray's metrics and the hops
