@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     cluster = ServeCluster(weights_store=args.work / "weights.json")
     ramp = args.users / args.spawn_rate + args.period  # every user started, and through its first period
     try:
-        cluster.start(num_cpus=2 / args.nodes)
+        cpus = max(1, 2 // args.nodes)  # the two cores, shared out (Ray counts whole CPUs per node)
+        cluster.start(num_cpus=cpus)
         for _ in range(args.nodes - 1):
-            cluster.add_node(num_cpus=2 / args.nodes)
+            cluster.add_node(num_cpus=cpus)
         cluster.deploy(args.bundle.resolve())
         cluster.wait_ready(timeout=300)
         urls = [f"http://127.0.0.1:{n['http']}" for n in cluster.node_ports]
