@@ -2,7 +2,7 @@
 bottleneck, replica counts over time per deployment, latency before and after the scale-up.
 
     python -m loadtest.bench_autoscale --bundle DIR [--work bench-out/autoscale]
-        [--scenarios content,ingress] [--rate content=60] [--rate ingress=450]
+        [--scenarios content,ingress] [--rate content=50] [--rate ingress=450]
         [--idle 20] [--load 150] [--after 110] [--plot docs/img/autoscale.png]
 
 Starts a private local Ray (2 CPUs) and deploys serve_config.yaml as it is (its
@@ -51,7 +51,7 @@ class Scenario:
 
 
 SCENARIOS = {
-    "content": Scenario("content", "new", 60, "new songs (attributes only): the content side works"),
+    "content": Scenario("content", "new", 50, "new songs (attributes only): the content side works"),
     "ingress": Scenario("ingress", "realistic", 450, "realistic mix, results cache on: the ingress works"),
 }
 
