@@ -1,6 +1,6 @@
 """The catalog: read (CSV or Parquet, local or S3), validate, de-duplicate.
 
-Rules (DESIGN §2): ``track_id``, ``name`` and ``artist`` are required; a repeated
+Rules (docs/DATA.md): ``track_id``, ``name`` and ``artist`` are required; a repeated
 ``track_id`` keeps its first row; optional numeric cells that do not parse become
 empty and are counted. Rows for the same song (normalised name + artist) under other
 track ids are merged into the first one and kept as aliases, so their plays count for

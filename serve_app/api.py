@@ -1,4 +1,4 @@
-"""The HTTP API's request and response models (DESIGN §5), shared by the Serve ingress,
+"""The HTTP API's request and response models (docs/SERVING.md, "The API"), shared by the Serve ingress,
 the UI and the tests. Validation lives here, so a bad request is a 422 with a message
 before any scoring code runs.
 """

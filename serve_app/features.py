@@ -72,7 +72,7 @@ def _categorical_values(frame: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def fit(catalog: pd.DataFrame, min_df: int = 2) -> dict[str, Any]:
-    """Fit the content transform on the catalog (columns as in DESIGN §2; all optional but ids)."""
+    """Fit the content transform on the catalog (columns as in docs/DATA.md; all optional but ids)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.preprocessing import StandardScaler
 

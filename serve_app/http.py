@@ -1,4 +1,4 @@
-"""The HTTP API as a FastAPI app over a :class:`serve_app.service.Service` (DESIGN §5).
+"""The HTTP API as a FastAPI app over a :class:`serve_app.service.Service` (docs/SERVING.md, "The API").
 
 Framework only: validation comes from ``serve_app.api``, answers from the service. The
 Serve ingress mounts this app; tests and a plain uvicorn process can run it directly.

@@ -5,7 +5,7 @@ Scores come from precomputed top-k neighbour lists (``serve_app.content``,
 catalog. ``norm`` is min-max over the query's candidates with the floor fixed at 0,
 the lowest score either similarity can take: ``norm(x) = x / max(x)``.
 
-Rules (DESIGN §4):
+Rules (docs/RECOMMENDER.md):
 * dynamic weights: the CF weight is multiplied by ``n / (n + evidence_shrink)``, ``n``
   the seed's listeners (or the user's history length): 0 for a song nobody played;
 * cold songs (no plays) get a CF estimate from their warm content neighbours, damped by

@@ -1,4 +1,4 @@
-"""The hybrid recommender (``serve_app.hybrid``) against DESIGN §4.
+"""The hybrid recommender (``serve_app.hybrid``) against its scoring rules (docs/RECOMMENDER.md).
 
 * a brute-force reference, written straight from the definitions, scores EVERY item with
   the full (untruncated) item-item similarities; the fast path's top-10 must agree with it;

@@ -1,4 +1,4 @@
-"""The Gradio UI over the HTTP API (DESIGN §6): ``python -m ui.app --api http://127.0.0.1:8000``.
+"""The Gradio UI over the HTTP API (README, "Using the UI"): ``python -m ui.app --api http://127.0.0.1:8000``.
 
 It only talks HTTP to the API, so it works the same against ``make run`` on a laptop and
 against a Serve cluster behind a load balancer.
