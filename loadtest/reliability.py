@@ -290,7 +290,8 @@ def hung_side(run: Run, deployment: str) -> dict[str, Any]:
                      60, "full answers again", every=0.2)
             back = min(r[0] for r in probe.between(resumed, time.time()) if r[3] is None and r[2] == 200)
             time.sleep(1)
-        during = probe.between(stopped + 0.05, resumed)  # sent while the side was stopped
+        # sent and answered while the side was stopped (one answered after the resume may use it)
+        during = [r for r in probe.between(stopped + 0.05, resumed) if r[0] + r[1] / 1000 < resumed]
         ms = np.array([r[1] for r in during]) if during else np.zeros(1)
         load = window(run.load.requests(), stopped, resumed)
         return {"stopped": f"{len(pids)} {deployment} replicas for {HANG_S:.0f} s", "probes": len(during),
