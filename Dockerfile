@@ -23,7 +23,7 @@ LABEL org.opencontainers.image.title="segue" \
       org.opencontainers.image.revision="${GIT_SHA}" \
       org.opencontainers.image.base.name="docker.io/rayproject/ray:2.60.0-py311-cpu"
 
-# No ENV of Ray settings or secrets here. Segue's Ray settings (serve_app/ray_env.py serve_env,
+# No ENV of Ray settings or secrets here. Segue's Ray settings (serve_app/shell/ray_env.py serve_env,
 # docs/SERVING.md "Ray settings"), RAY_AUTH_MODE and SEGUE_ADMIN_TOKEN_FILE are the environment
 # of `ray start`, which cluster/aws.yaml's start commands export on every node (checked against
 # serve_env("haproxy") by tests/test_cluster_config.py): one place, where Ray starts, as

@@ -47,7 +47,7 @@ $(ADMIN_TOKEN_FILE):
 
 # Serve (with the local Ray it starts) in the foreground and the UI beside it; Ctrl-C stops both.
 run: install bundle $(ADMIN_TOKEN_FILE)
-	@$(PY) -m serve_app.ray_env >/dev/null  # a setting the machine cannot meet stops here, with why
+	@$(PY) -m serve_app.shell.ray_env >/dev/null  # a setting the machine cannot meet stops here, with why
 	@echo "Segue API  http://127.0.0.1:8000   (OpenAPI: /docs; ready when /readyz answers 200)"
 	@echo "Segue UI   http://127.0.0.1:7860"
 	@echo "Admin token for POST /adjust_weights: in $(ADMIN_TOKEN_FILE) (or set SEGUE_ADMIN_TOKEN)"
@@ -55,7 +55,7 @@ run: install bundle $(ADMIN_TOKEN_FILE)
 	@$(PY) -m ui.app --api http://127.0.0.1:8000 --port 7860 & ui=$$!; \
 	trap 'kill $$ui 2>/dev/null' EXIT INT TERM; \
 	SEGUE_ADMIN_TOKEN_FILE=$${SEGUE_ADMIN_TOKEN_FILE:-$(CURDIR)/$(ADMIN_TOKEN_FILE)} \
-		RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token} env $$($(PY) -m serve_app.ray_env) $(VENV)/bin/serve run serve_config.yaml
+		RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token} env $$($(PY) -m serve_app.shell.ray_env) $(VENV)/bin/serve run serve_config.yaml
 
 test: install browser
 	$(PY) -m pytest -q

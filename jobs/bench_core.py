@@ -23,9 +23,9 @@ import psutil
 from sklearn.metrics.pairwise import cosine_similarity
 
 from jobs.bench_data import ensure_data
-from serve_app import bundle as bundle_mod
-from serve_app.hybrid import Recommender
-from serve_app.lookup import SongIndex
+from serve_app.artifacts import bundle as bundle_mod
+from serve_app.core.hybrid import Recommender
+from serve_app.core.lookup import SongIndex
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:

@@ -31,9 +31,10 @@ import pandas as pd
 import psutil
 import scipy.sparse as sp
 
+from jobs import indexing
 from jobs.catalog import CATALOG_FILE, HISTORY_FILE
-from serve_app import collaborative, content, features
-from serve_app.text import song_key
+from serve_app.core import features
+from serve_app.core.text import song_key
 
 SONGS = 30_000
 MAX_PLAYCOUNT = 1_000_000  # the preprocess job's default: larger playcounts are rejected
@@ -93,8 +94,8 @@ def baseline(catalog: str, interactions: str, out: Path,
     transform = features.fit(songs)
     vectors = features.transform(transform, songs)
     # the same neighbour index as the job (the project's functions: this step is not pandas work)
-    content_nn = content.item_neighbors(vectors)
-    cf_nn = collaborative.item_neighbors(user_items)
+    content_nn = indexing.content_neighbors(vectors)
+    cf_nn = indexing.cf_neighbors(user_items)
 
     (out / "content").mkdir(parents=True, exist_ok=True)
     (out / "collab").mkdir(exist_ok=True)

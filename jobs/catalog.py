@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs import csvio
-from serve_app import storage
-from serve_app.text import song_key
+from serve_app.artifacts import storage
+from serve_app.core.text import song_key
 
 CATALOG_FILE = "Music Info.csv"               # the public data set's file names
 HISTORY_FILE = "User Listening History.csv"

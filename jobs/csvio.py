@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from serve_app import storage
+from serve_app.artifacts import storage
 
 BOM = b"\xef\xbb\xbf"
 

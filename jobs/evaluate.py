@@ -25,10 +25,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from jobs import evaluation as ev
-from serve_app import bundle as bundle_mod
-from serve_app import content
-from serve_app.collaborative import CFConfig, WEIGHTINGS, item_neighbors
-from serve_app.hybrid import HybridConfig, Recommender
+from jobs.indexing import WEIGHTINGS, CFConfig, cf_neighbors, content_neighbors
+from serve_app.artifacts import bundle as bundle_mod
+from serve_app.core.hybrid import HybridConfig, Recommender
 
 DEFAULT_NAME = "default"
 ALPHAS, BETAS = (0.6, 0.8, 1.0), (0.1, 0.2, 0.3, 0.4)
@@ -57,7 +56,7 @@ class Context:
         """A recommender that knows only the split's training plays."""
         train = self.split.train
         if cf not in self._cf_cache:
-            self._cf_cache[cf] = item_neighbors(train, cf)
+            self._cf_cache[cf] = cf_neighbors(train, cf)
         catalog = self.b.catalog.assign(listeners=np.bincount(train.indices, minlength=train.shape[1]),
                                         plays=np.asarray(train.sum(axis=0)).ravel())
         return Recommender(catalog, self.b.content, self.content_nn, self._cf_cache[cf], self.b.content_transform,
@@ -203,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     b = bundle_mod.load(args.bundle)
-    content_nn = content.item_neighbors(b.content)
+    content_nn = content_neighbors(b.content)
     test_split = ev.split(b.user_items, seed=args.seed)
     val = Context(b, content_nn, ev.validation(test_split), args.max_users)
     tuned_cf, tuned_h, trials = tune(val, args.quick)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from serve_app.events import read_events
+from serve_app.artifacts.events import read_events
 
 SIGNALS = ("like", "dislike", "play")
 

@@ -16,7 +16,7 @@ HetRec items are *artists*, so each artist becomes one catalog row ("song"):
 * every other catalog column is empty.
 
 Unique song identity: the project merges catalog rows whose normalised name + artist
-(:func:`serve_app.text.song_key`) are equal. HetRec lists some artists several times
+(:func:`serve_app.core.text.song_key`) are equal. HetRec lists some artists several times
 under spellings that normalise alike ("Mary J. Blige" / "Mary J Blige", "múm" / "MUM",
 names of punctuation only like "#####" / "!!!", ...): 80 groups, 164 artists in the
 2011 release. They are distinct HetRec items with their own listeners, so none may be
@@ -43,7 +43,7 @@ from pathlib import Path
 from jobs.catalog import CATALOG_FILE, HISTORY_FILE
 from jobs.catalog import COLUMNS as CATALOG_COLUMNS
 from jobs.interactions import REQUIRED as HISTORY_COLUMNS
-from serve_app.text import song_key
+from serve_app.core.text import song_key
 
 TRACK_PREFIX = "TRHETREC"
 ID_DIGITS = 16 - (len(TRACK_PREFIX) - 2)  # 10: "TR" + 16 characters in all

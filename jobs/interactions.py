@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from jobs import csvio
-from serve_app.users import user_hash
+from serve_app.core.users import user_hash
 
 REQUIRED = ("track_id", "user_id", "playcount")
 REASONS = (

@@ -33,10 +33,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs import catalog as catalog_rules
-from jobs import csvio, feedback_events
+from jobs import csvio, feedback_events, indexing
 from jobs.interactions import REQUIRED, Accumulator, TrackLookup, encode, encode_csv_ranges
-from serve_app import bundle, collaborative, content, features, storage
-from serve_app.users import HASH_NAME, hash_probe
+from serve_app.artifacts import bundle, storage
+from serve_app.core import features
+from serve_app.core.users import HASH_NAME, hash_probe
 
 DEFAULT_CHUNK_BYTES = 16 << 20
 DEFAULT_MAX_PLAYCOUNT = 1_000_000
@@ -123,7 +124,7 @@ def ensure_ray() -> bool:
 
 def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount: float = DEFAULT_MAX_PLAYCOUNT,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES, overwrite: bool = False,
-        cf_config: collaborative.CFConfig = collaborative.CFConfig(), neighbors_k: int = 100,
+        cf_config: indexing.CFConfig = indexing.CFConfig(), neighbors_k: int = 100,
         events_uri: str | None = None) -> dict[str, Any]:
     """Build and publish the bundle; returns its manifest. ``events_uri``: a serving event
     log whose feedback is merged (:mod:`jobs.feedback_events`)."""
@@ -163,8 +164,8 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
         transform = features.fit(songs)
         vectors = features.transform(transform, songs)
         t_nn = time.monotonic()
-        content_nn = content.item_neighbors(vectors, k=neighbors_k)
-        cf_nn = collaborative.item_neighbors(user_items, cf_config)
+        content_nn = indexing.content_neighbors(vectors, k=neighbors_k)
+        cf_nn = indexing.cf_neighbors(user_items, cf_config)
         log(f"neighbours: content {content_nn.nnz:,}, collaborative {cf_nn.nnz:,} ({time.monotonic() - t_nn:.1f} s)")
 
         staging = bundle.staging_dir(out_uri)

@@ -6,7 +6,7 @@ bottleneck, replica counts over time per deployment, latency before and after th
         [--idle 20] [--load 150] [--after 110] [--plot docs/img/autoscale.png]
 
 Starts a private local Ray (2 CPUs) and deploys serve_config.yaml as it is (its
-autoscaling ranges and rule, serve_app/scaling.py) with the given bundle, then per scenario:
+autoscaling ranges and rule, serve_app/shell/scaling.py) with the given bundle, then per scenario:
 ``idle`` seconds without load, an open-loop step of ``load`` seconds (Locust, one process,
 loadtest/locustfile.py), ``after`` seconds without load. Every 2 s it records each
 deployment's running replicas (Serve's REST API) and the cores its replicas use (psutil);

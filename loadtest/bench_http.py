@@ -11,13 +11,13 @@ and request mix starts a fresh server on 127.0.0.1 (ports 8100-8199 by default),
 it with Locust (one process, ``loadtest/locustfile.py``) and stops it:
 
 * **variants** — ``uvicorn``: the FastAPI app in one plain uvicorn process
-  (``serve_app.standalone``); ``single``: one Serve deployment doing all the work
+  (``serve_app.shell.standalone``); ``single``: one Serve deployment doing all the work
   (``serve_app.app:build_single_app``); ``graph``: the Serve graph ingress -> combiner ->
   content, collab (``serve_app.app:build_app``); only when asked for, ``floor``: a Serve
   deployment with a fixed answer (``loadtest/serve_floor.py``), Serve's own cost per
   request on this machine. Serve variants enter through Serve's HAProxy ingress; the same
   with ``-python`` (``graph-python`` by default, ``single-python`` and ``floor-python`` when
-  asked for) through Serve's Python proxy (``serve_app/ray_env.py``). Each Serve variant
+  asked for) through Serve's Python proxy (``serve_app/shell/ray_env.py``). Each Serve variant
   gets a Ray of its own (``ray start --head`` in its own temp dir, free ports, the metrics
   agent on a known port), then ``serve deploy``; it is stopped with SIGTERM.
 * **mixes** — ``realistic``: seed songs drawn in proportion to their play counts (songs
@@ -720,7 +720,7 @@ def variant_parts(variant: str) -> tuple[str, str | None]:
 def serve_variant_env(proxy: str, environ: dict[str, str]) -> dict[str, str]:
     """Ray's variables for a Serve variant: serve_env(proxy), where the caller's environment
     may change the common settings (e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0) but not the proxy's."""
-    from serve_app.ray_env import BASE_ENV, serve_env
+    from serve_app.shell.ray_env import BASE_ENV, serve_env
 
     return {**serve_env(proxy), **{k: environ[k] for k in BASE_ENV if k in environ}}
 
@@ -757,7 +757,7 @@ def start_server(variant: str, bundle: Path, port: int, caching: Caching, logs: 
     _, proxy = variant_parts(variant)
     tmp = ray = None
     if proxy is None:
-        cmd = [sys.executable, "-m", "serve_app.standalone", "--bundle", str(bundle), "--port", str(port),
+        cmd = [sys.executable, "-m", "serve_app.shell.standalone", "--bundle", str(bundle), "--port", str(port),
                "--cache-size", str(caching.size), "--warm-size", str(caching.warm), "--events", str(events)]
     else:
         import yaml

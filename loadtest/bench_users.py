@@ -7,7 +7,7 @@ a two-node local cluster, as a load balancer spreads them over a cluster's nodes
 Starts a private local Ray of ``--nodes`` nodes on this machine (2 CPUs shared between
 them) and deploys serve_config.yaml as shipped with the bundle; every node runs Serve's
 HAProxy ingress on a port of its own, each with the ``maxconn`` its open-files limit
-allows (serve_app/ray_env.py). Then one Locust process starts ``--users`` users at
+allows (serve_app/shell/ray_env.py). Then one Locust process starts ``--users`` users at
 ``--spawn-rate`` a second, the n-th on node n mod ``--nodes``; each user posts
 ``/recommend`` (realistic seeds) once every ``--period`` seconds on its own keep-alive
 connection (from a random phase), so the load is users / period requests per second. The
@@ -37,8 +37,18 @@ from typing import Any
 
 import psutil
 
-from loadtest.bench_http import (SEGUE_REQUEST, Load, histogram, percentile, read_request_log, replica_caches, scrape,
-                                 tree_memory, warming, write_seeds)
+from loadtest.bench_http import (
+    SEGUE_REQUEST,
+    Load,
+    histogram,
+    percentile,
+    read_request_log,
+    replica_caches,
+    scrape,
+    tree_memory,
+    warming,
+    write_seeds,
+)
 from loadtest.periodic import Periodic
 from loadtest.serve_cluster import ServeCluster, wait_for
 

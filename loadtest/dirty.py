@@ -43,7 +43,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from jobs.catalog import CATALOG_FILE, HISTORY_FILE
-from serve_app import bundle
+from serve_app.artifacts import bundle
 
 KINDS = ("truncated", "semicolon", "tab", "garbage", "unbalanced_quote", "extra_columns", "empty", "crlf", "long",
          "overflow")

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from serve_app.http import MAX_BODY_BYTES
+from serve_app.shell.http import MAX_BODY_BYTES
 
 EXAMPLES = 120  # generated requests per operation and mode (positive, negative)
 

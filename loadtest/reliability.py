@@ -407,9 +407,9 @@ def admin_surface(run: Run) -> dict[str, Any]:
 
 
 def start_refused(env: dict[str, str]) -> dict[str, Any]:
-    """Start ``serve_app.standalone`` with only ``env`` for the token: it must exit with a message."""
+    """Start ``serve_app.shell.standalone`` with only ``env`` for the token: it must exit with a message."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
-    out = subprocess.run([sys.executable, "-m", "serve_app.standalone", "--bundle", "no-such-bundle",
+    out = subprocess.run([sys.executable, "-m", "serve_app.shell.standalone", "--bundle", "no-such-bundle",
                           "--port", str(free_port())], env={**clean, **env}, cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     message = (out.stderr.strip().splitlines() or [""])[-1]
@@ -437,8 +437,8 @@ def s3_bundles(run: Run, bucket: str) -> dict[str, Any]:
     """Publish bundle ``a2`` to S3 (version prefix, pointer last), check every object's
     encryption, switch the graph to the pointer under load; then a publish of ``a`` that
     dies part-way must leave the pointer, the graph and the half-written prefix harmless."""
-    from serve_app import bundle as bundle_mod
-    from serve_app import storage
+    from serve_app.artifacts import bundle as bundle_mod
+    from serve_app.artifacts import storage
 
     client = storage.s3_client()
     client.create_bucket(Bucket=bucket)
@@ -662,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "a2": build_second_bundle(data, (work / "bundle-a2").resolve()),
                                       "tampered": tampered_copy(Path(args.bundle), (work / "tampered").resolve()),
                                       "missing": (work / "no-such-bundle").resolve()}
-    from serve_app import bundle as bundle_mod
+    from serve_app.artifacts import bundle as bundle_mod
 
     versions = {k: bundle_mod.verify(Path(bundles[k]))["version"] for k in ("a", "a2")}
     catalog = Path(args.bundle) / "catalog.parquet"

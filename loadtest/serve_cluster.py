@@ -24,7 +24,7 @@ import httpx
 import psutil
 import yaml
 
-from serve_app.ray_env import serve_env
+from serve_app.shell.ray_env import serve_env
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin"
@@ -57,7 +57,7 @@ def proxy_ports(files: Path | None = None) -> dict[str, str]:
 
 class ServeCluster:
     """``start()``, ``add_node()``, ``deploy(...)``, ``wait_ready()``, ``replicas(...)``,
-    ``remove_node()``, ``haproxy()``, ``kill()``, ``stop()``; ``proxy`` is the HTTP ingress (serve_app/ray_env.py:
+    ``remove_node()``, ``haproxy()``, ``kill()``, ``stop()``; ``proxy`` is the HTTP ingress (serve_app/shell/ray_env.py:
     ``haproxy`` by default, ``SEGUE_PROXY`` or ``python``), whose fixed ports are free ones of
     this cluster's (``proxy_ports``); ``env`` adds variables to Ray's (S3 endpoint, …), ``token``
     is the admin token (random by default); ``proxy_location`` and ``deployment_options``

@@ -1,7 +1,9 @@
-"""Segue serving package: the artifact bundle, the recommender core and the Serve graph.
+"""Segue serving package (docs/ARCHITECTURE.md).
 
-Modules that hold the core (bundle, storage, features, text) import numpy/scipy/pyarrow
-only, never Ray, so they are tested directly and shared with the jobs.
+* ``serve_app.core``: the Ray-free recommender (scoring, blending, lookup);
+* ``serve_app.artifacts``: the bundle and its storage;
+* ``serve_app.shell``: the HTTP API and the serving collaborators;
+* ``serve_app.app``: the Ray Serve deployment graph (``serve_app.app:build_app``).
 """
 
 

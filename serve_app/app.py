@@ -2,17 +2,17 @@
 
 ``serve run serve_app.app:build_app bundle=URI`` runs it; ``serve_config.yaml`` deploys it.
 
-* **Ingress** (FastAPI, :mod:`serve_app.http`): resolves song names against the catalog,
+* **Ingress** (FastAPI, :mod:`serve_app.shell.http`): resolves song names against the catalog,
   keeps the result cache, renders responses. Sends the combiner a small
-  :class:`~serve_app.hybrid.Query` and the bundle version it was resolved in.
+  :class:`~serve_app.core.hybrid.Query` and the bundle version it was resolved in.
 * **Combiner**: plans the query (seeds, candidate pool, weights), calls CB and CF
   concurrently with the pool's track ids, blends, explains.
 * **Content** / **Collab**: score a pool (``len(pool)`` float32 back), diversify, answer
   new songs by attributes.
 
-Every replica keeps its bundle in a :class:`~serve_app.reload.BundleSlot` (hot reload
+Every replica keeps its bundle in a :class:`~serve_app.shell.reload.BundleSlot` (hot reload
 from ``user_config``) and the replicas that use the default weights follow the
-application's :class:`~serve_app.weights.WeightBoard` actor. Each deployment has its own
+application's :class:`~serve_app.shell.weights.WeightBoard` actor. Each deployment has its own
 autoscaling and a fractional CPU share: all four, two replicas each, fit on 2 cores.
 """
 
@@ -30,24 +30,25 @@ import pandas as pd
 import ray
 from pydantic import BaseModel, Field
 from ray import serve
-from ray.util import metrics
 from ray.serve.handle import DeploymentHandle
+from ray.util import metrics
 
-from serve_app import hybrid
-from serve_app.breaker import Breaker
-from serve_app.bundle import PARTS, Bundle
-from serve_app.cache import ResultCache
-from serve_app.coalesce import Coalescer
-from serve_app.events import EventLog, writer_name
-from serve_app.feedback import Sessions
-from serve_app.collaborative import CollabScorer
-from serve_app.content import ContentScorer
-from serve_app.http import Backend, create_app, require_admin_token
-from serve_app.reload import BundleSlot, VersionGone
-from serve_app.scaling import BUSY, CpuMeter
-from serve_app.service import Front, Overdue, Service
-from serve_app.warm import WarmStatus, settle_heap, warm
-from serve_app.weights import WeightBoard, WeightState, WeightsUnavailable
+from serve_app.artifacts.bundle import PARTS, Bundle
+from serve_app.core import hybrid
+from serve_app.core.sides import Call, ContentSide, PoolScorer, Score, SideName
+from serve_app.core.collaborative import CollabScorer
+from serve_app.core.content import ContentScorer
+from serve_app.shell.breaker import Breaker
+from serve_app.shell.cache import ResultCache
+from serve_app.shell.coalesce import Coalescer
+from serve_app.artifacts.events import EventLog, writer_name
+from serve_app.shell.feedback import Sessions
+from serve_app.shell.http import Backend, create_app, require_admin_token
+from serve_app.shell.reload import BundleSlot, VersionGone
+from serve_app.shell.scaling import BUSY, CpuMeter
+from serve_app.shell.service import Front, Overdue, Service
+from serve_app.shell.warm import WarmStatus, settle_heap, warm
+from serve_app.shell.weights import WeightBoard, WeightState, WeightsUnavailable
 
 log = logging.getLogger("segue.app")
 T = TypeVar("T")
@@ -115,7 +116,7 @@ class Part:
         self.cpu = CpuMeter()
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """This replica's autoscaling metric for Serve's controller (serve_app/scaling.py)."""
+        """This replica's autoscaling metric for Serve's controller (serve_app/shell/scaling.py)."""
         return {BUSY: self.cpu.read()}
 
     async def reconfigure(self, config: dict) -> None:
@@ -142,15 +143,6 @@ async def once_more(call: Callable[[], Awaitable[T]]) -> T:
     except ray.exceptions.RayActorError as exc:
         log.warning("replica lost during a call (%s); retrying once", type(exc).__name__)
         return await call()
-
-
-class Scorer(Part):
-    """A scoring side (CB or CF): runs a batch of the combiner's calls to one method on the
-    bundle version asked (one hop for every query of the batch)."""
-
-    def call_many(self, version: str, method: str, args: list[tuple]) -> list:
-        state = self.slot.get(version)
-        return [getattr(state, method)(*a) for a in args]
 
 
 def shared_actor(cls: type, name: str):
@@ -245,7 +237,12 @@ DEPLOYMENT = {"ray_actor_options": CPU, "max_ongoing_requests": 100, "autoscalin
 
 
 @serve.deployment(**DEPLOYMENT)
-class Content(Scorer):
+class Content(Part):
+    """The content side (CB): runs a batch of the combiner's calls on the bundle version asked
+    (one hop for every query of the batch)."""
+
+    slot: BundleSlot[ContentSide]
+
     def __init__(self) -> None:
         # new songs' vectors need scikit-learn (1.4 s to import): beside the start-up, so it
         # neither delays the replica (nor its recovery after a crash) nor the first new song
@@ -256,12 +253,25 @@ class Content(Scorer):
                                     parts=("content", "content_transform")))
 
 
+    def call_many(self, version: str, calls: list[Call]) -> list:
+        scorer = self.slot.get(version)
+        return [c.run(scorer) for c in calls]
+
+
 @serve.deployment(**DEPLOYMENT)
-class Collab(Scorer):
+class Collab(Part):
+    """The collaborative side (CF): scores the pools of a batch of the combiner's calls."""
+
+    slot: BundleSlot[PoolScorer]
+
     def __init__(self) -> None:
         super().__init__(BundleSlot(lambda b: CollabScorer(b.cf_nn, b.content_nn,
                                                            b.catalog["listeners"].to_numpy()),
                                     parts=("cf_nn", "content_nn")))
+
+    def call_many(self, version: str, calls: list[Score]) -> list:
+        scorer = self.slot.get(version)
+        return [c.run(scorer) for c in calls]
 
 
 @serve.deployment(**DEPLOYMENT)
@@ -309,32 +319,32 @@ class Combiner(Part):
         await asyncio.gather(*[answer(v, pos) for v, pos in by_version.items()])
         return out
 
-    async def _execute(self, version: str, calls: list[hybrid.Call]) -> list:
-        """Every call of a round, as one concurrent handle call per (side, method)."""
-        groups: dict[tuple[str, str], list[int]] = {}
+    async def _execute(self, version: str, calls: list[Call]) -> list:
+        """Every call of a round, as concurrent handle calls to each side."""
+        groups: dict[SideName, list[int]] = {}
         for i, c in enumerate(calls):
-            groups.setdefault((c.side, c.method), []).append(i)
-        outs = await asyncio.gather(*[self._side_call(version, side, method, [calls[i].args for i in idx])
-                                      for (side, method), idx in groups.items()])
+            groups.setdefault(c.side, []).append(i)
+        outs = await asyncio.gather(*[self._side_call(version, side, [calls[i] for i in idx])
+                                      for side, idx in groups.items()])
         answers: list = [None] * len(calls)
         for idx, out in zip(groups.values(), outs):
             for i, value in zip(idx, out):
                 answers[i] = value
         return answers
 
-    async def _side_call(self, version: str, side: str, method: str, args: list[tuple]) -> list:
+    async def _side_call(self, version: str, side: SideName, calls: list[Call]) -> list:
         """One side's answers to a round's calls (sent in chunks of ``SIDE_CHUNK``, concurrently);
-        :class:`~serve_app.hybrid.Unavailable` for each
+        :class:`~serve_app.core.hybrid.Unavailable` for each
         when the side fails, does not answer within its share of the budget, or its breaker is
         open (it kept failing: no call waits for it until a probe gets through again)."""
         breaker = self.breakers[side]
         if not breaker.allow():
-            return [hybrid.Unavailable(side, "circuit open")] * len(args)
+            return [hybrid.Unavailable(side, "circuit open")] * len(calls)
         handle = self.sides[side]
-        chunks = [args[i:i + SIDE_CHUNK] for i in range(0, len(args), SIDE_CHUNK)]
+        chunks = [calls[i:i + SIDE_CHUNK] for i in range(0, len(calls), SIDE_CHUNK)]
         try:
             parts = await asyncio.wait_for(asyncio.gather(
-                *[once_more(lambda c=c: handle.call_many.remote(version, method, c)) for c in chunks]),
+                *[once_more(lambda c=c: handle.call_many.remote(version, c)) for c in chunks]),
                 self.side_timeout_s)
             out = [answer for part in parts for answer in part]
         except VersionGone as exc:  # the side answered: it has not loaded this version yet (or any more)
@@ -346,10 +356,9 @@ class Combiner(Part):
         except Exception as exc:
             breaker.failure()
             why = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            log.warning("%s part unavailable for %d %s call(s): %s (breaker %s)", side, len(args), method, why,
-                        breaker.state)
+            log.warning("%s part unavailable for %d call(s): %s (breaker %s)", side, len(calls), why, breaker.state)
             self.counts.inc("segue_part_unavailable", {"part": side, "why": why})
-            return [hybrid.Unavailable(side, why)] * len(args)
+            return [hybrid.Unavailable(side, why)] * len(calls)
         breaker.success()
         return out
 

@@ -80,7 +80,7 @@ def demo_bundle(demo_data, ray_session, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bundle(demo_bundle):
     """The demo bundle, loaded (per test module: a test may change what it holds)."""
-    from serve_app import bundle as bundle_io
+    from serve_app.artifacts import bundle as bundle_io
 
     return bundle_io.load(str(demo_bundle))
 
@@ -88,6 +88,6 @@ def bundle(demo_bundle):
 @pytest.fixture(scope="module")
 def rec(bundle):
     """The in-process recommender over the demo bundle."""
-    from serve_app.hybrid import Recommender
+    from serve_app.core.hybrid import Recommender
 
     return Recommender.from_bundle(bundle)

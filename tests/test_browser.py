@@ -14,7 +14,7 @@ import os
 
 from playwright.sync_api import expect
 
-from serve_app.events import read_events
+from serve_app.artifacts.events import read_events
 from tests.ui_browser import ROOT, SEP, browser, ui_page, ui_stack  # noqa: F401  (fixtures)
 
 W1, W2 = "Content weight w1", "Collaborative weight w2"

@@ -20,7 +20,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve._private import constants as serve_constants
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app.ray_env import serve_env
+from serve_app.shell.ray_env import serve_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"
@@ -468,7 +468,7 @@ def test_serve_runs_the_images_haproxy_launcher_with_the_clusters_threads(kind):
     the same name ray_env uses locally), with 2 threads for the m7i.xlarge workers."""
     env = exported(kind)
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["segue-haproxy"] == "serve_app.haproxy_launcher:main"
+    assert scripts["segue-haproxy"] == "serve_app.shell.haproxy_launcher:main"
     assert Path(serve_env("haproxy")["RAY_SERVE_HAPROXY_BINARY_PATH"]).name == "segue-haproxy"
     assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/home/ray/anaconda3/bin/segue-haproxy"
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_HAPROXY_NBTHREAD"] == "2"

@@ -1,4 +1,4 @@
-"""Group commit of cache misses (serve_app.coalesce): batches form from what arrives while a
+"""Group commit of cache misses (serve_app.shell.coalesce): batches form from what arrives while a
 call is in flight, each caller gets its own answer or its batch's error."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from serve_app.coalesce import Coalescer
+from serve_app.shell.coalesce import Coalescer
 
 
 class Echo:

@@ -1,5 +1,5 @@
 """Answers when a part of the graph does not answer: the core's fallbacks
-(``serve_app.hybrid.Unavailable``), the circuit breaker, and what the API does with them
+(``serve_app.core.hybrid.Unavailable``), the circuit breaker, and what the API does with them
 (served with the reason, never cached; the most played songs past the request's budget).
 
 The live graph with a hung side is in tests/test_serve.py; the SIGSTOP scenarios under load
@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app.breaker import Breaker
-from serve_app.cache import ResultCache
-from serve_app.http import create_app, local_backend
-from serve_app.hybrid import Query, Recommender, Result, Unavailable, run_steps
-from serve_app.service import Overdue, Service
+from serve_app.core.hybrid import Query, Recommender, Result, Unavailable, run_steps
+from serve_app.core.sides import Diversify, run_call
+from serve_app.shell.breaker import Breaker
+from serve_app.shell.cache import ResultCache
+from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.service import Overdue, Service
 
 K = 10
 
@@ -26,7 +27,7 @@ K = 10
 def run_without(rec: Recommender, query: Query, down: set[str]) -> Result:
     """``query`` answered with the sides in ``down`` answering :class:`Unavailable`."""
     def execute(calls):
-        return [Unavailable(c.side, "test") if c.side in down else getattr(rec.sides[c.side], c.method)(*c.args)
+        return [Unavailable(c.side, "test") if c.side in down else run_call(c, rec.content, rec.collab)
                 for c in calls]
 
     return run_steps(rec.combiner.steps(query), execute)
@@ -75,7 +76,7 @@ def test_diversity_is_skipped_not_failed_without_content(rec) -> None:
     asked = Query("songs", seeds=(seed,), k=K, diversity=0.5)
 
     def execute(calls):  # scoring answers, the diversity step does not
-        return [Unavailable("content") if c.method == "diversify" else getattr(rec.sides[c.side], c.method)(*c.args)
+        return [Unavailable("content") if isinstance(c, Diversify) else run_call(c, rec.content, rec.collab)
                 for c in calls]
 
     result = run_steps(rec.combiner.steps(asked), execute)

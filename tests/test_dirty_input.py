@@ -12,7 +12,7 @@ import pytest
 from jobs import csvio, preprocess
 from jobs.catalog import CATALOG_FILE, HISTORY_FILE
 from loadtest.dirty import KINDS, accounting, check_preprocess, make_dirty
-from serve_app import bundle
+from serve_app.artifacts import bundle
 
 
 def assert_every_line_accounted(result: dict[str, Any], clean_history: Path, bundle_dir: Path) -> None:

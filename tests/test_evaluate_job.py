@@ -7,9 +7,9 @@ import json
 import pytest
 
 from jobs import evaluate, evaluation, import_hetrec, preprocess
-from serve_app import bundle, content
-from serve_app.collaborative import CFConfig
-from serve_app.hybrid import HybridConfig
+from jobs.indexing import CFConfig, content_neighbors
+from serve_app.artifacts import bundle
+from serve_app.core.hybrid import HybridConfig
 
 
 def test_evaluate_job_writes_metrics_report_and_plots(demo_bundle, tmp_path):
@@ -40,7 +40,7 @@ def hetrec_bundle(shared_data, ray_session, tmp_path_factory):
 def test_shipped_default_meets_targets_on_hetrec(hetrec_bundle):
     """P1 NDCG@10 >= 0.23, P2 HR@10 >= 0.47, cold HR@10 >= 0.05, above popularity and raw-count cosine."""
     b = hetrec_bundle
-    ctx = evaluate.Context(b, content.item_neighbors(b.content), evaluation.split(b.user_items, seed=0), None)
+    ctx = evaluate.Context(b, content_neighbors(b.content), evaluation.split(b.user_items, seed=0), None)
     default = evaluate.run_method(ctx, CFConfig(), HybridConfig(), HybridConfig().w1, HybridConfig().w2)
     popularity = evaluate.measure(ctx, *evaluation.popularity_recommenders(ctx.split.train))
     raw = evaluate.run_method(ctx, CFConfig("raw", "cosine"), HybridConfig(), 0.0, 1.0)

@@ -1,5 +1,5 @@
 """What a local deployment exposes: `make run`'s Serve (`serve run serve_config.yaml` with the
-Ray settings of serve_app/ray_env.py, HAProxy ingress) started on its own, every listening
+Ray settings of serve_app/shell/ray_env.py, HAProxy ingress) started on its own, every listening
 socket of its process tree checked against docs/RELIABILITY.md ("Listening sockets"), and an
 unclean stop (the whole tree SIGKILLed) leaving no HAProxy behind and the port free."""
 
@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 import yaml
 
 from loadtest.serve_cluster import BIN, ROOT, free_port, proxy_ports, wait_for
-from serve_app.ray_env import serve_env
+from serve_app.shell.ray_env import serve_env
 
 DOC = ROOT / "docs" / "RELIABILITY.md"
 

@@ -10,11 +10,11 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app import bundle, storage
-from serve_app.events import EventLog, read_events
-from serve_app.feedback import MemoryCounts, Sessions, new_request_id, request_bucket, weights_bucket
-from serve_app.http import create_app, local_backend
-from serve_app.service import Service
+from serve_app.artifacts import bundle, storage
+from serve_app.artifacts.events import EventLog, read_events
+from serve_app.shell.feedback import MemoryCounts, Sessions, new_request_id, request_bucket, weights_bucket
+from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.service import Service
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import schemathesis
 from fastapi.testclient import TestClient
 
 from loadtest.hostile import cases, fuzz_schema, run_cases
-from serve_app import bundle
-from serve_app.events import EventLog
-from serve_app.http import create_app, local_backend
-from serve_app.service import Service
+from serve_app.artifacts import bundle
+from serve_app.artifacts.events import EventLog
+from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.service import Service
 
 TOKEN = "fuzz-admin-token-0123456789"
 

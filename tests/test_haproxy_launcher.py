@@ -1,4 +1,4 @@
-"""segue-haproxy (serve_app/haproxy_launcher.py) on configs rendered by Ray's own HAProxy
+"""segue-haproxy (serve_app/shell/haproxy_launcher.py) on configs rendered by Ray's own HAProxy
 template: admin listeners moved to loopback, the HTTP frontend left as Serve wrote it, the
 no-routes 404 made a 503, and HAProxy started with the same arguments; checked by HAProxy's
 own config parser (`haproxy -c`)."""
@@ -15,8 +15,8 @@ import pytest
 from ray.serve._private.haproxy import BackendConfig, HAProxyApi, HAProxyConfig, ServerConfig
 from ray.serve.config import HTTPOptions
 
-from serve_app.haproxy_launcher import config_path, haproxy_binary, rewrite, rewrite_config
-from serve_app.ray_env import haproxy_maxconn
+from serve_app.shell.haproxy_launcher import config_path, haproxy_binary, rewrite, rewrite_config
+from serve_app.shell.ray_env import haproxy_maxconn
 
 
 def rendered(tmp_path: Path, host: str, routed: bool) -> Path:
@@ -86,8 +86,8 @@ def test_haproxy_maxconn_is_the_most_the_open_files_limit_allows() -> None:
 def test_a_maxconn_the_limit_cannot_meet_stops_the_start_with_the_reason() -> None:
     """`make run` runs this first: the setting fails there, with what to set, not inside Serve."""
     env = {**os.environ, "RAY_SERVE_HAPROXY_MAXCONN": "10000000"}
-    out = subprocess.run([sys.executable, "-m", "serve_app.ray_env"], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "serve_app.shell.ray_env"], env=env, capture_output=True, text=True)
     assert out.returncode == 1 and "RAY_SERVE_HAPROXY_MAXCONN=10000000" in out.stderr and "at most" in out.stderr
-    ok = subprocess.run([sys.executable, "-m", "serve_app.ray_env"], env={**env, "RAY_SERVE_HAPROXY_MAXCONN": "100"},
+    ok = subprocess.run([sys.executable, "-m", "serve_app.shell.ray_env"], env={**env, "RAY_SERVE_HAPROXY_MAXCONN": "100"},
                         capture_output=True, text=True)
     assert ok.returncode == 0 and "RAY_SERVE_HAPROXY_MAXCONN=100" in ok.stdout.split()

@@ -7,10 +7,10 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app import bundle
-from serve_app.feedback import MemoryCounts
-from serve_app.http import Backend, create_app, local_backend
-from serve_app.service import Service
+from serve_app.artifacts import bundle
+from serve_app.shell.feedback import MemoryCounts
+from serve_app.shell.http import Backend, create_app, local_backend
+from serve_app.shell.service import Service
 
 TOKEN = "s3cret-admin-token"
 
@@ -130,7 +130,7 @@ def test_hostile_strings_never_5xx(client, text):
 
 
 def test_bodies_over_the_limit_are_413_even_without_a_length(client, service):
-    from serve_app.http import MAX_BODY_BYTES
+    from serve_app.shell.http import MAX_BODY_BYTES
 
     name, artist = seed(service, 2)
     big = {"song": name, "artist": artist, "pad": "x" * MAX_BODY_BYTES}
@@ -163,7 +163,7 @@ def test_admin_routes_are_rate_limited_per_client(client):
     ({"SEGUE_DEMO": "1"}, None),
 ])
 def test_the_service_refuses_to_start_without_a_real_token(monkeypatch, env, refused):
-    from serve_app.http import require_admin_token
+    from serve_app.shell.http import require_admin_token
 
     for name in ("SEGUE_ADMIN_TOKEN", "SEGUE_ADMIN_TOKEN_FILE", "SEGUE_DEMO"):
         monkeypatch.delenv(name, raising=False)

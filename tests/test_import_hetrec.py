@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from jobs import catalog, import_hetrec
-from serve_app.text import song_key
+from serve_app.core.text import song_key
 
 CATALOG_HEADER = ("track_id,name,artist,spotify_preview_url,spotify_id,tags,genre,year,duration_ms,danceability,"
                   "energy,key,loudness,mode,speechiness,acousticness,instrumentalness,liveness,valence,tempo,"

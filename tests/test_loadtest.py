@@ -373,7 +373,7 @@ def test_ratios_compare_graph_with_uvicorn_and_the_python_proxy():
 
 
 def test_new_song_queries_are_valid_requests_none_alike_and_none_a_catalog_song() -> None:
-    from serve_app.api import RecommendRequest
+    from serve_app.shell.api import RecommendRequest
 
     rows = [{"tags": "rock, indie", "genre": "Rock", "year": 2001.0, "danceability": 0.5, "energy": 0.99,
              "valence": 0.01, "tempo": 120.0}] * 50 + [{"tags": None, "genre": "Jazz", "year": float("nan"),

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serve_app.lookup import FUZZY_THRESHOLD, Candidate, Match, SongIndex
-from serve_app.text import song_key
+from serve_app.core.lookup import FUZZY_THRESHOLD, Candidate, Match, SongIndex
+from serve_app.core.text import song_key
 
 # (name, artist, plays); row i = track i, most played first like a bundle's catalog.
 SONGS = [

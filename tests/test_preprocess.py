@@ -14,9 +14,10 @@ import pytest
 
 from jobs import csvio, preprocess
 from jobs.catalog import COLUMNS
-from serve_app import bundle, features
-from serve_app.text import song_key
-from serve_app.users import user_hash
+from serve_app.artifacts import bundle
+from serve_app.core import features
+from serve_app.core.text import song_key
+from serve_app.core.users import user_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The hybrid recommender (``serve_app.hybrid``) against its scoring rules (docs/RECOMMENDER.md).
+"""The hybrid recommender (``serve_app.core.hybrid``) against its scoring rules (docs/RECOMMENDER.md).
 
 * a brute-force reference, written straight from the definitions, scores EVERY item with
   the full (untruncated) item-item similarities; the fast path's top-10 must agree with it;
@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from serve_app import bundle as bundle_io
-from serve_app.hybrid import HybridConfig, Recommender, Result
+from serve_app.artifacts import bundle as bundle_io
+from serve_app.core.hybrid import HybridConfig, Recommender, Result
 
 K = 10
 ALPHA, BETA = 0.8, 0.3  # the shipped rp3beta parameters (checked against the manifest below)

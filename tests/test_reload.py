@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from serve_app import bundle as bundle_mod
-from serve_app.reload import BundleSlot, VersionGone
+from serve_app.artifacts import bundle as bundle_mod
+from serve_app.shell.reload import BundleSlot, VersionGone
 
 
 def run(coro):

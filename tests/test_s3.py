@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from jobs import preprocess
-from serve_app import bundle, storage
+from serve_app.artifacts import bundle, storage
 
 BUCKET = "segue-test"
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The autoscaling rule (serve_app/scaling.py) and the shipped ranges in serve_config.yaml."""
+"""The autoscaling rule (serve_app/shell/scaling.py) and the shipped ranges in serve_config.yaml."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from serve_app.scaling import BUSY, BusyPolicy, CpuMeter, replicas_for
+from serve_app.shell.scaling import BUSY, BusyPolicy, CpuMeter, replicas_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serve_app import bundle as bundle_mod
-from serve_app.api import RecommendRequest
-from serve_app.service import Service
 from loadtest.serve_cluster import ServeCluster, Traffic, wait_for
+from serve_app.artifacts import bundle as bundle_mod
+from serve_app.shell.api import RecommendRequest
+from serve_app.shell.service import Service
 
 TOKEN = "test-admin-token-9f2c"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}

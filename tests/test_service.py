@@ -5,9 +5,9 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from serve_app import bundle
-from serve_app.api import RecommendRequest
-from serve_app.service import Service, UnknownSong
+from serve_app.artifacts import bundle
+from serve_app.shell.api import RecommendRequest
+from serve_app.shell.service import Service, UnknownSong
 
 
 @pytest.mark.parametrize("body", [

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app import bundle
-from serve_app.events import EventLog, read_events
-from serve_app.http import create_app, local_backend
-from serve_app.service import Service
+from serve_app.artifacts import bundle
+from serve_app.artifacts.events import EventLog, read_events
+from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.service import Service
 from ui.app import SEP, Api, autocomplete, build, feedback_note, recommend_view, results_table, split_choice
 
 

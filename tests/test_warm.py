@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from serve_app import bundle
-from serve_app.api import RecommendRequest
-from serve_app.cache import ResultCache
-from serve_app.http import create_app, local_backend
-from serve_app.reload import VersionGone
-from serve_app.service import Service
-from serve_app.warm import WarmStatus, warm
+from serve_app.artifacts import bundle
+from serve_app.shell.api import RecommendRequest
+from serve_app.shell.cache import ResultCache
+from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.reload import VersionGone
+from serve_app.shell.service import Service
+from serve_app.shell.warm import WarmStatus, warm
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_a_cancelled_warm_keeps_what_it_stored(service):
 def test_the_warm_pauses_to_leave_the_graph_to_live_requests(service, monkeypatch, duty, pause):
     """Each batch that kept the graph busy for 0.2 s is followed by a pause that makes the
     warm's share of the time ``duty`` (a fake clock: nothing here waits)."""
-    from serve_app import warm as warm_module
+    from serve_app.shell import warm as warm_module
 
     clock, pauses = [100.0], []
     monkeypatch.setattr(warm_module.time, "monotonic", lambda: clock[0])
@@ -153,7 +153,7 @@ def test_settle_heap_takes_live_objects_out_of_the_collectors_scans_and_frees_ol
     import gc
     import weakref
 
-    from serve_app.warm import settle_heap
+    from serve_app.shell.warm import settle_heap
 
     class Node:
         pass

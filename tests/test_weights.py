@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from serve_app.weights import WeightBoard
+from serve_app.shell.weights import WeightBoard
 
 
 def run(coro):

@@ -29,10 +29,10 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from serve_app import bundle
-from serve_app.events import EventLog
-from serve_app.http import create_app, local_backend
-from serve_app.service import Service
+from serve_app.artifacts import bundle
+from serve_app.artifacts.events import EventLog
+from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.service import Service
 
 # Gradio's usage analytics and version check would call out of the machine.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -11,7 +11,7 @@ bisections and one or two rapidfuzz ``cdist`` calls over unique strings.
 
 1. ``track_id`` - the name is a catalog track id or a merged duplicate's (alias) id
    (surrounding whitespace and the case of an ``TR`` + 16 id are ignored; so is the artist).
-2. ``exact`` / ``normalized`` - the :func:`serve_app.text.normalize`'d title and artist
+2. ``exact`` / ``normalized`` - the :func:`serve_app.core.text.normalize`'d title and artist
    (``exact`` when the raw strings are identical, ignoring surrounding whitespace).
 3. ``normalized``, loose keys, each tried only after the stricter keys failed, so a
    catalog that has the plain form always wins:
@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from rapidfuzz import fuzz, process
 
-from serve_app.text import normalize
+from serve_app.core.text import normalize
 
 FUZZY_THRESHOLD = 85.0
 SUGGEST_CUTOFF = 50.0
@@ -408,7 +408,7 @@ def _normalised(catalog: pd.DataFrame, names: list[str], artists: list[str]) -> 
     """Normalised titles and artists of every row.
 
     Split from the catalog's ``song_key`` column when present (the bundle's de-duplication
-    key, written by :func:`serve_app.text.song_key`, so look-up identity is the catalog's
+    key, written by :func:`serve_app.core.text.song_key`, so look-up identity is the catalog's
     identity by construction, and building skips one ``normalize`` call per distinct
     title and artist: ~30% of the build at 50K songs); otherwise computed here.
     """

@@ -1,6 +1,6 @@
-"""The HTTP API as a FastAPI app over a :class:`serve_app.service.Service` (docs/SERVING.md, "The API").
+"""The HTTP API as a FastAPI app over a :class:`serve_app.shell.service.Service` (docs/SERVING.md, "The API").
 
-Framework only: validation comes from ``serve_app.api``, answers from the service. The
+Framework only: validation comes from ``serve_app.shell.api``, answers from the service. The
 Serve ingress mounts this app; tests and a plain uvicorn process can run it directly.
 Input never produces a 5xx: bad bodies and parameters are 422 with a message, unknown
 songs 404 with suggestions, admin calls without a valid token 401/403.
@@ -25,16 +25,23 @@ from limits.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from serve_app import code_revision
-from serve_app.api import (MAX_TEXT, FeedbackRequest, FeedbackResponse, RecommendRequest, RecommendResponse,
-                           Suggestion, UnknownSongBody)
-from serve_app.cache import ResultCache
-from serve_app.events import EventLog
-from serve_app.feedback import Counts, MemoryCounts, Sessions, new_request_id, request_bucket, weights_bucket
-from serve_app.hybrid import Query as RecQuery, Result
-from serve_app.reload import VersionGone
-from serve_app.service import Front, Overdue, Service, UnknownSong
-from serve_app.weights import WeightsUnavailable
-
+from serve_app.core.hybrid import Query as RecQuery
+from serve_app.core.hybrid import Result
+from serve_app.shell.api import (
+    MAX_TEXT,
+    FeedbackRequest,
+    FeedbackResponse,
+    RecommendRequest,
+    RecommendResponse,
+    Suggestion,
+    UnknownSongBody,
+)
+from serve_app.shell.cache import ResultCache
+from serve_app.artifacts.events import EventLog
+from serve_app.shell.feedback import Counts, MemoryCounts, Sessions, new_request_id, request_bucket, weights_bucket
+from serve_app.shell.reload import VersionGone
+from serve_app.shell.service import Front, Overdue, Service, UnknownSong
+from serve_app.shell.weights import WeightsUnavailable
 
 log = logging.getLogger("segue.http")
 FEEDBACK_RATE = parse("10/second")  # per client address and ingress replica
@@ -86,7 +93,7 @@ class Backend:
 
     ``fronts``: the loaded bundles' fronts, newest first (empty while the first loads);
     ``run``: the result of a query from the named bundle version (raises
-    :class:`~serve_app.reload.VersionGone` when that version is no longer served);
+    :class:`~serve_app.shell.reload.VersionGone` when that version is no longer served);
     ``weights``/``set_weights``: the default weights and how they change everywhere;
     ``readiness``: ``{"ready": bool, ...}`` for ``/readyz``; ``weights_report``: the
     weights and which generation each replica applied, for ``GET /admin/weights``;

@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 
-from serve_app import storage
+from serve_app.artifacts import storage
 
 log = logging.getLogger("segue.weights")
 

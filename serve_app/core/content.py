@@ -1,6 +1,6 @@
 """Content-based similarity: cosine between the L2-normalised content vectors of songs.
 
-Vectors come from ``serve_app.features`` (tags/genre TF-IDF, audio features, categoricals).
+Vectors come from ``serve_app.core.features`` (tags/genre TF-IDF, audio features, categoricals).
 Negative cosines (opposite audio profiles) count as "no similarity": CB scores lie in [0, 1].
 """
 
@@ -12,25 +12,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from serve_app import features
-from serve_app.neighbors import MapBlocks, ProductRows, rows_dot, top_indices, top_k_rows
-from serve_app.neighbors import score as neighbor_scores
-
-
-def item_neighbors(vectors: sp.csr_matrix, k: int = 100, block: int = 512, map_blocks: MapBlocks | None = None,
-                   dense_limit_bytes: int = 1 << 29) -> sp.csr_matrix:
-    """``(n_items, n_items)`` CSR: each song's ``k`` most similar songs by content cosine.
-
-    The products run on a dense copy of the vectors (BLAS) when it fits in
-    ``dense_limit_bytes``, on the sparse matrix otherwise.
-    """
-    vectors = vectors.tocsr().astype(np.float32)
-    if vectors.shape[0] * vectors.shape[1] * 4 <= dense_limit_bytes:
-        dense = vectors.toarray()
-        sim = ProductRows(dense, np.ascontiguousarray(dense.T))
-    else:
-        sim = ProductRows(vectors, vectors.T.tocsr())
-    return top_k_rows(sim, k, block, map_blocks)
+from serve_app.core import features
+from serve_app.core.neighbors import rows_dot, top_indices
+from serve_app.core.neighbors import score as neighbor_scores
 
 
 def scores(vectors: sp.csr_matrix, query: sp.csr_matrix) -> np.ndarray:
@@ -45,7 +29,7 @@ class ContentScorer:
 
     Attributes:
         vectors: ``(n, f)`` float32 CSR, L2-normalised content vectors.
-        transform: the fitted content transform (``serve_app.features``) for new songs.
+        transform: the fitted content transform (``serve_app.core.features``) for new songs.
         artists: ``(n,)`` int artist code per track, for the per-artist cap.
         mmr_pool: candidates re-ranked by MMR.
     """

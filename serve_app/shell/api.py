@@ -45,7 +45,7 @@ class Attributes(BaseModel):
     time_signature: Annotated[int, Field(ge=1, le=12)] | None = None
 
     def as_row(self) -> dict[str, object]:
-        """The catalog-layout row for ``serve_app.features.transform``."""
+        """The catalog-layout row for ``serve_app.core.features.transform``."""
         row = self.model_dump(exclude_none=True)
         if isinstance(row.get("tags"), list):
             row["tags"] = ", ".join(row["tags"])

@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
 
-from serve_app.cache import ResultCache
-from serve_app.hybrid import Query, Result
-from serve_app.reload import VersionGone
-from serve_app.service import Front
+from serve_app.core.hybrid import Query, Result
+from serve_app.shell.cache import ResultCache
+from serve_app.shell.reload import VersionGone
+from serve_app.shell.service import Front
 
 log = logging.getLogger("segue.warm")
 RunMany = Callable[[Sequence[Query], str], Awaitable[Sequence["Result | Exception"]]]

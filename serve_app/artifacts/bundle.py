@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from serve_app import storage
-from serve_app.users import hash_probe
+from serve_app.artifacts import storage
+from serve_app.core.users import hash_probe
 
 MANIFEST = "manifest.json"
 POINTER = "LATEST"
@@ -214,7 +214,7 @@ class Bundle:
         content: ``(n_tracks, n_features)`` float32 CSR, L2-normalised content vectors.
         content_transform: the fitted transform (JSON) that builds a vector for a new song.
         user_items: ``(n_users, n_tracks)`` CSR of summed playcounts, users ordered by ``user_hash``.
-        user_hash: ``(n_users,)`` uint64, sorted; see :func:`serve_app.users.user_hash`.
+        user_hash: ``(n_users,)`` uint64, sorted; see :func:`serve_app.core.users.user_hash`.
         content_nn: ``(n_tracks, n_tracks)`` CSR, each track's top content neighbours.
         cf_nn: ``(n_tracks, n_tracks)`` CSR, each track's top collaborative neighbours.
 

@@ -1,7 +1,7 @@
 """Answer API requests with the recommender core, without a web framework and without Ray.
 
 :class:`Front` is what the HTTP ingress holds: it resolves the songs a listener named
-into a :class:`~serve_app.hybrid.Query` and renders a :class:`~serve_app.hybrid.Result`
+into a :class:`~serve_app.core.hybrid.Query` and renders a :class:`~serve_app.core.hybrid.Result`
 as the API response. :class:`Service` adds the whole recommender in the same process
 (tests, the plain-uvicorn and single-deployment variants); the Serve graph sends the
 query to the combiner deployment instead.
@@ -16,12 +16,11 @@ from typing import Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from serve_app.api import (QueryEcho, Recommendation, RecommendRequest, RecommendResponse, Suggestion,
-                           WeightsUsed)
-from serve_app.bundle import Bundle
-from serve_app.hybrid import HybridConfig, Query, Recommender, Result, Weights, most_played
-from serve_app.lookup import Candidate, SongIndex
-from serve_app.reload import VersionGone
+from serve_app.artifacts.bundle import Bundle
+from serve_app.core.hybrid import HybridConfig, Query, Recommender, Result, Weights, most_played
+from serve_app.core.lookup import Candidate, SongIndex
+from serve_app.shell.api import QueryEcho, Recommendation, RecommendRequest, RecommendResponse, Suggestion, WeightsUsed
+from serve_app.shell.reload import VersionGone
 
 
 class UnknownSong(LookupError):

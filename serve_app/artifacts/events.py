@@ -23,7 +23,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Iterator
 
-from serve_app import storage
+from serve_app.artifacts import storage
 
 log = logging.getLogger("segue.events")
 

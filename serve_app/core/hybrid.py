@@ -1,7 +1,7 @@
 """The hybrid recommender: ``Y = w1 * norm(CB) + w2 * norm(CF)`` over one bundle's arrays.
 
-Scores come from precomputed top-k neighbour lists (``serve_app.content``,
-``serve_app.collaborative``), so a query touches a few hundred candidates, not the
+Scores come from precomputed top-k neighbour lists (``serve_app.core.content``,
+``serve_app.core.collaborative``), so a query touches a few hundred candidates, not the
 catalog. ``norm`` is min-max over the query's candidates with the floor fixed at 0,
 the lowest score either similarity can take: ``norm(x) = x / max(x)``.
 
@@ -28,18 +28,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generator, Sequence
+from typing import Any, Awaitable, Callable, Generator, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from serve_app import features
-from serve_app.bundle import Bundle
-from serve_app.collaborative import CollabScorer
-from serve_app.content import ContentScorer
-from serve_app.neighbors import row_entries, top_indices
-from serve_app.users import user_hash
+from serve_app.core import features
+from serve_app.core.collaborative import CollabScorer
+from serve_app.core.content import ContentScorer
+from serve_app.core.neighbors import row_entries, top_indices
+from serve_app.core.sides import Call, ContentSide, Diversify, ForAttributes, PoolScorer, Score, run_call
+from serve_app.core.users import user_hash
 
 DEFAULT_W1, DEFAULT_W2 = 0.3, 0.7
 
@@ -137,15 +137,6 @@ class Plan:
     pool: np.ndarray
     weights: Weights
     kind: str
-
-
-@dataclass(frozen=True)
-class Call:
-    """A scorer call a step needs: ``side`` is ``content`` or ``collab``."""
-
-    side: str
-    method: str
-    args: tuple
 
 
 Steps = Generator[list[Call], list[Any], Result]
@@ -250,8 +241,7 @@ class Combiner:
         """Score a plan's pool on both sides, blend, rank, diversify, explain."""
         if plan.pool.size == 0:
             return Result([], plan.weights, plan.kind)
-        args = (plan.seeds, plan.seed_weights, plan.pool)
-        cb, cf = yield [Call("content", "score", args), Call("collab", "score", args)]
+        cb, cf = yield [Score(side, plan.seeds, plan.seed_weights, plan.pool) for side in ("content", "collab")]
         if isinstance(cb, Unavailable) and isinstance(cf, Unavailable):
             return self.unavailable_popular(k, plan.seeds)
         weights = plan.weights
@@ -293,7 +283,7 @@ class Combiner:
 
     def attribute_steps(self, song: dict, k: int, diversity: float, exclude: Sequence[int] = ()) -> Steps:
         """A song outside the catalog, described by its attributes: content only."""
-        [found] = yield [Call("content", "for_attributes", (song, max(k, self.config.mmr_pool) + len(exclude)))]
+        [found] = yield [ForAttributes(song, max(k, self.config.mmr_pool) + len(exclude))]
         if isinstance(found, Unavailable):
             return self.unavailable_popular(k, exclude)
         order, cb = found
@@ -315,7 +305,7 @@ class Combiner:
         """Positions of the ranked ``tracks`` to return: the first ``k``, or the content side's
         diversity re-ranking (None when the content side could not answer)."""
         if diversity > 0 and len(tracks):
-            [picked] = yield [Call("content", "diversify", (tracks, y, diversity, k))]
+            [picked] = yield [Diversify(tracks, y, diversity, k)]
             return None if isinstance(picked, Unavailable) else picked
         return np.arange(min(k, len(tracks)))
 
@@ -395,6 +385,26 @@ async def run_all_steps(steps: list[Steps], execute: Callable[[list[Call]], Awai
     return results
 
 
+class Arrays(Protocol):
+    """What a recommender is built from: a loaded bundle's arrays (``serve_app.artifacts.bundle.Bundle``;
+    a part the bundle was loaded without is None)."""
+
+    @property
+    def catalog(self) -> pd.DataFrame: ...
+    @property
+    def content(self) -> sp.csr_matrix | None: ...
+    @property
+    def content_nn(self) -> sp.csr_matrix | None: ...
+    @property
+    def cf_nn(self) -> sp.csr_matrix | None: ...
+    @property
+    def content_transform(self) -> dict[str, Any] | None: ...
+    @property
+    def user_items(self) -> sp.csr_matrix | None: ...
+    @property
+    def user_hash(self) -> np.ndarray | None: ...
+
+
 class Recommender:
     """The whole hybrid in one process: the combiner with local CB and CF scorers.
 
@@ -409,14 +419,14 @@ class Recommender:
                  cf_nn: sp.csr_matrix, transform: dict, config: HybridConfig | None = None,
                  user_items: sp.csr_matrix | None = None, user_hash: np.ndarray | None = None) -> None:
         config = config or HybridConfig()
+        self._vectors = vectors
         self.combiner = Combiner(catalog, content_nn, cf_nn, config, user_items, user_hash)
-        self.content = ContentScorer(vectors, transform, self.combiner.artists, config.mmr_pool)
-        self.collab = CollabScorer(cf_nn, content_nn, self.combiner.listeners, config.cold_boost,
-                                   config.cold_neighbors)
-        self.sides = {"content": self.content, "collab": self.collab}
+        self.content: ContentSide = ContentScorer(vectors, transform, self.combiner.artists, config.mmr_pool)
+        self.collab: PoolScorer = CollabScorer(cf_nn, content_nn, self.combiner.listeners, config.cold_boost,
+                                               config.cold_neighbors)
 
     @classmethod
-    def from_bundle(cls, b: Bundle, config: HybridConfig | None = None) -> "Recommender":
+    def from_bundle(cls, b: Arrays, config: HybridConfig | None = None) -> "Recommender":
         """The recommender over a loaded, verified bundle."""
         return cls(b.catalog, b.content, b.content_nn, b.cf_nn, b.content_transform, config, b.user_items,
                    b.user_hash)
@@ -431,14 +441,14 @@ class Recommender:
 
     @property
     def vectors(self) -> sp.csr_matrix:
-        return self.content.vectors
+        return self._vectors
 
     @property
     def artists(self) -> np.ndarray:
         return self.combiner.artists
 
     def _run(self, steps: Steps) -> Result:
-        return run_steps(steps, lambda calls: [getattr(self.sides[c.side], c.method)(*c.args) for c in calls])
+        return run_steps(steps, lambda calls: [run_call(c, self.content, self.collab) for c in calls])
 
     def run(self, q: Query) -> Result:
         """The answer to any query kind."""

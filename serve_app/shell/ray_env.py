@@ -6,7 +6,7 @@ Serve's Python proxy. On this 2-core box it took the graph from 140 to 620 req/s
 saturation and the p99 at 167 req/s from 380 to 36 ms (docs/SERVING.md). One HAProxy
 thread (``RAY_SERVE_HAPROXY_NBTHREAD=1``; Ray's default is 4): HAProxy needs a fraction of
 a core here and the replicas need the rest. HAProxy is started through ``segue-haproxy``
-(``serve_app/haproxy_launcher.py``), which keeps its stats and metrics listeners on
+(``serve_app/shell/haproxy_launcher.py``), which keeps its stats and metrics listeners on
 loopback and ties its life to Serve's manager process.
 
 ``SEGUE_PROXY=python`` is the fallback: Serve's Python proxy on the HTTP port and no direct
@@ -29,7 +29,7 @@ take the whole of Serve down. Unset, it is the most the limit allows (7,900 unde
 limit of 20,000); set higher than that, this module refuses with a message saying the most
 it can be, before anything starts.
 
-``python -m serve_app.ray_env`` prints it as ``KEY=value`` words for ``env``.
+``python -m serve_app.shell.ray_env`` prints it as ``KEY=value`` words for ``env``.
 """
 
 from __future__ import annotations

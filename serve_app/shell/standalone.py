@@ -1,5 +1,5 @@
 """The HTTP API in one plain uvicorn process, without Ray (the benchmark's baseline and a
-way to try the API quickly): ``python -m serve_app.standalone --bundle DIR [--port 8000]``.
+way to try the API quickly): ``python -m serve_app.shell.standalone --bundle DIR [--port 8000]``.
 """
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import os
 
 import uvicorn
 
-from serve_app import bundle
-from serve_app.cache import ResultCache
-from serve_app.events import EventLog, writer_name
-from serve_app.http import create_app, local_backend, require_admin_token
-from serve_app.service import Service
-from serve_app.warm import WarmStatus, settle_heap, warm
+from serve_app.artifacts import bundle
+from serve_app.shell.cache import ResultCache
+from serve_app.artifacts.events import EventLog, writer_name
+from serve_app.shell.http import create_app, local_backend, require_admin_token
+from serve_app.shell.service import Service
+from serve_app.shell.warm import WarmStatus, settle_heap, warm
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m serve_app.standalone", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m serve_app.shell.standalone", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", required=True, help="bundle directory or s3:// URI")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

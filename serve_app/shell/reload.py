@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from typing import Callable, Collection, Generic, TypeVar
 
-from serve_app import bundle as bundle_mod
+from serve_app.artifacts import bundle as bundle_mod
 
 T = TypeVar("T")
 log = logging.getLogger("segue.reload")
@@ -30,7 +30,7 @@ class VersionGone(LookupError):
 class BundleSlot(Generic[T]):
     """The states built from the newest ``keep`` verified bundles, newest first.
 
-    ``build`` turns a loaded :class:`~serve_app.bundle.Bundle` (with only ``parts``
+    ``build`` turns a loaded :class:`~serve_app.artifacts.bundle.Bundle` (with only ``parts``
     read) into what the replica serves from; ``on_switch`` runs after each switch.
     """
 
