@@ -19,9 +19,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -59,7 +60,7 @@ def sha256_file(path: Path) -> str:
 
 def _utc_now() -> str:
     """The current UTC time as an ISO-8601 string (seconds), for manifests and pointers."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _data_files(root: Path) -> list[str]:
@@ -103,7 +104,8 @@ def verify(root: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(MANIFEST, f"not a {FORMAT} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(MANIFEST, f"format_version {manifest.get('format_version')!r}, this code reads {FORMAT_VERSION}")
+        found = manifest.get("format_version")
+        raise BundleError(MANIFEST, f"format_version {found!r}, this code reads {FORMAT_VERSION}")
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise BundleError(MANIFEST, "has no 'files' table")
@@ -178,7 +180,8 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
         if arr.dtype == object:
             raise TypeError(f"{name}: object arrays are not allowed in a bundle")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
+    # cast: numpy's stub would let an array named "allow_pickle" bind that keyword (a bool)
+    np.savez_compressed(path, **cast(dict[str, Any], arrays))
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:

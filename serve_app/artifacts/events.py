@@ -20,8 +20,9 @@ import logging
 import os
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from serve_app.artifacts import storage
 
@@ -42,42 +43,43 @@ class EventLog:
         self.writer = writer or writer_name()
         self.linger_s = linger_s
         self.max_batch = max_batch
-        self._queue: list[tuple[dict, asyncio.Future | None]] = []
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[None] | None]] = []
+        self._wake: asyncio.Event | None = None  # created with each flusher task, which it wakes
+        self._task: asyncio.Task[None] | None = None
         self._seq = 0
         self.written = 0
         self.dropped = 0
 
-    async def append(self, event: dict) -> None:
+    async def append(self, event: dict[str, Any]) -> None:
         """Queue ``event`` and wait until it is written; raises what the write raised."""
-        done = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._put(event, done)
         await done
 
-    def record(self, event: dict) -> None:
+    def record(self, event: dict[str, Any]) -> None:
         """Queue ``event`` without waiting (best effort: a failed write counts it as dropped)."""
         self._put(event, None)
 
-    def _put(self, event: dict, done: asyncio.Future | None) -> None:
-        self._queue.append(({"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **event}, done))
+    def _put(self, event: dict[str, Any], done: asyncio.Future[None] | None) -> None:
+        self._queue.append(({"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), **event}, done))
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._flusher())
+            self._task = asyncio.get_running_loop().create_task(self._flusher(self._wake))
         if done is not None or len(self._queue) >= self.max_batch:
+            assert self._wake is not None  # a flusher task exists, so does its event
             self._wake.set()
 
-    async def _flusher(self) -> None:
+    async def _flusher(self, wake: asyncio.Event) -> None:
         while self._queue:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.linger_s)
-            except asyncio.TimeoutError:
+                await asyncio.wait_for(wake.wait(), self.linger_s)
+            except TimeoutError:
                 pass
-            self._wake.clear()
+            wake.clear()
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
             await self._write(batch)
 
-    async def _write(self, batch: list[tuple[dict, asyncio.Future | None]]) -> None:
+    async def _write(self, batch: list[tuple[dict[str, Any], asyncio.Future[None] | None]]) -> None:
         text = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n" for e, _ in batch)
         try:
             await asyncio.to_thread(self._write_segment, text)
@@ -111,11 +113,12 @@ class EventLog:
     async def close(self) -> None:
         """Write what is queued."""
         if self._task is not None and not self._task.done():
+            assert self._wake is not None  # a flusher task exists, so does its event
             self._wake.set()
             await self._task
 
 
-def read_events(root: str) -> Iterator[dict | None]:
+def read_events(root: str) -> Iterator[dict[str, Any] | None]:
     """Every event under ``root`` (local or ``s3://``), segment by segment; None for a line
     that is not a JSON object (the caller counts it as rejected). Raises FileNotFoundError
     when there is nothing at ``root``."""

@@ -15,7 +15,8 @@ carries it without pickles and a song outside the catalog is scored from its att
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd

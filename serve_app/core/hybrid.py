@@ -27,8 +27,9 @@ generator that yields the scorer calls it needs, so the same logic runs in one p
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generator, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -140,6 +141,8 @@ class Plan:
 
 
 Steps = Generator[list[Call], list[Any], Result]
+# a step that answers the positions of the ranked candidates to return (None: as ranked)
+PickSteps = Generator[list[Call], list[Any], np.ndarray | None]
 
 
 @dataclass
@@ -185,11 +188,11 @@ class Combiner:
     def plan_songs(self, seeds: Sequence[int], w1: float | None, w2: float | None,
                    exclude: Sequence[int] = ()) -> Plan:
         """One song or a session of songs as seeds."""
-        seeds = np.unique(np.asarray(seeds, dtype=np.int64))
-        evidence = float(self.listeners[seeds].min()) if len(seeds) == 1 else float(self.listeners[seeds].sum())
-        what = f"'{self.names[seeds[0]]}'" if len(seeds) == 1 else f"{len(seeds)} seed songs"
-        return self._plan(seeds, np.ones(len(seeds), np.float32), self.weights(w1, w2, evidence, what),
-                          np.asarray(exclude, np.int64), True, "song" if len(seeds) == 1 else "songs")
+        ids = np.unique(np.asarray(seeds, dtype=np.int64))
+        evidence = float(self.listeners[ids].min()) if len(ids) == 1 else float(self.listeners[ids].sum())
+        what = f"'{self.names[ids[0]]}'" if len(ids) == 1 else f"{len(ids)} seed songs"
+        return self._plan(ids, np.ones(len(ids), np.float32), self.weights(w1, w2, evidence, what),
+                          np.asarray(exclude, np.int64), True, "song" if len(ids) == 1 else "songs")
 
     def plan_history(self, tracks: np.ndarray, plays: np.ndarray, w1: float | None, w2: float | None,
                      exclude_played: bool = True, exclude: Sequence[int] = ()) -> Plan:
@@ -219,6 +222,7 @@ class Combiner:
         row = int(np.searchsorted(self.user_hash, key))
         if row >= len(self.user_hash) or self.user_hash[row] != key:
             return None
+        assert self.user_items is not None  # loaded together with user_hash (bundle part "user_items")
         lo, hi = self.user_items.indptr[row], self.user_items.indptr[row + 1]
         return self.user_items.indices[lo:hi], self.user_items.data[lo:hi].astype(np.float64)
 
@@ -275,13 +279,13 @@ class Combiner:
         w1, w2 = (0.0, 1.0) if side == "content" else (1.0, 0.0)
         return Weights(w1, w2, f"{part}: {other} only", UNAVAILABLE_FALLBACK[side])
 
-    def unavailable_popular(self, k: int, exclude: Sequence[int] = ()) -> Result:
+    def unavailable_popular(self, k: int, exclude: Sequence[int] | np.ndarray = ()) -> Result:
         """Neither side answered: the most played songs, saying why."""
         return most_played(self.catalog["plays"].to_numpy(), self.listeners, k,
                            Weights(0.0, 0.0, "content and collaborative parts unavailable: most played songs",
                                    "parts_unavailable"), exclude)
 
-    def attribute_steps(self, song: dict, k: int, diversity: float, exclude: Sequence[int] = ()) -> Steps:
+    def attribute_steps(self, song: dict[str, Any], k: int, diversity: float, exclude: Sequence[int] = ()) -> Steps:
         """A song outside the catalog, described by its attributes: content only."""
         [found] = yield [ForAttributes(song, max(k, self.config.mmr_pool) + len(exclude))]
         if isinstance(found, Unavailable):
@@ -301,7 +305,7 @@ class Combiner:
                               "shares tags " + ", ".join(shared) if shared else "similar audio profile"))
         return Result(items, Weights(1.0, 0.0, "new song: content only", "new_song"), "attributes")
 
-    def _pick(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> Steps:
+    def _pick(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> PickSteps:
         """Positions of the ranked ``tracks`` to return: the first ``k``, or the content side's
         diversity re-ranking (None when the content side could not answer)."""
         if diversity > 0 and len(tracks):
@@ -337,8 +341,8 @@ class Combiner:
                            Weights(0.0, 0.0, "new user: most played songs", "new_user"), exclude, within)
 
 
-def most_played(plays: np.ndarray, listeners: np.ndarray, k: int, weights: Weights, exclude: Sequence[int] = (),
-                within: np.ndarray | None = None) -> Result:
+def most_played(plays: np.ndarray, listeners: np.ndarray, k: int, weights: Weights,
+                exclude: Sequence[int] | np.ndarray = (), within: np.ndarray | None = None) -> Result:
     """The ``k`` most played songs (``plays``, ``listeners``: ``(n,)`` per track; the catalog is
     ordered by plays) that someone played, among ``within`` (bool ``(n,)``) and not ``exclude``d."""
     mask = listeners > 0 if within is None else within & (listeners > 0)
@@ -416,7 +420,7 @@ class Recommender:
     """
 
     def __init__(self, catalog: pd.DataFrame, vectors: sp.csr_matrix, content_nn: sp.csr_matrix,
-                 cf_nn: sp.csr_matrix, transform: dict, config: HybridConfig | None = None,
+                 cf_nn: sp.csr_matrix, transform: dict[str, Any], config: HybridConfig | None = None,
                  user_items: sp.csr_matrix | None = None, user_hash: np.ndarray | None = None) -> None:
         config = config or HybridConfig()
         self._vectors = vectors
@@ -426,8 +430,10 @@ class Recommender:
                                                config.cold_neighbors)
 
     @classmethod
-    def from_bundle(cls, b: Arrays, config: HybridConfig | None = None) -> "Recommender":
-        """The recommender over a loaded, verified bundle."""
+    def from_bundle(cls, b: Arrays, config: HybridConfig | None = None) -> Recommender:
+        """The recommender over a loaded, verified bundle (loaded with all its parts)."""
+        assert b.content is not None and b.content_nn is not None and b.cf_nn is not None
+        assert b.content_transform is not None
         return cls(b.catalog, b.content, b.content_nn, b.cf_nn, b.content_transform, config, b.user_items,
                    b.user_hash)
 

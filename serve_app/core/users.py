@@ -8,7 +8,7 @@ At 10M users the chance of any collision is ~3e-6.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
