@@ -103,8 +103,13 @@ def top_k_rows(sim: ProductRows, k: int, block: int = 512, map_blocks: MapBlocks
     return sp.csr_matrix((data, indices, indptr), shape=(n, n))
 
 
-def content_neighbors(vectors: sp.csr_matrix, k: int = 100, block: int = 512, map_blocks: MapBlocks | None = None,
-                   dense_limit_bytes: int = 1 << 29) -> sp.csr_matrix:
+def content_neighbors(
+    vectors: sp.csr_matrix,
+    k: int = 100,
+    block: int = 512,
+    map_blocks: MapBlocks | None = None,
+    dense_limit_bytes: int = 1 << 29,
+) -> sp.csr_matrix:
     """``(n_items, n_items)`` CSR: each song's ``k`` most similar songs by content cosine.
 
     The products run on a dense copy of the vectors (BLAS) when it fits in
@@ -119,7 +124,6 @@ def content_neighbors(vectors: sp.csr_matrix, k: int = 100, block: int = 512, ma
     return top_k_rows(sim, k, block, map_blocks)
 
 
-
 WEIGHTINGS = ("raw", "binary", "log", "bm25")
 SIMILARITIES = ("cosine", "rp3beta")
 
@@ -130,11 +134,11 @@ class CFConfig:
 
     weighting: str = "binary"
     similarity: str = "rp3beta"
-    k: int = 200          # neighbours kept per item
+    k: int = 200  # neighbours kept per item
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
-    alpha: float = 0.8    # rp3beta: exponent on transition probabilities
-    beta: float = 0.3     # rp3beta: popularity discount of the destination item
+    alpha: float = 0.8  # rp3beta: exponent on transition probabilities
+    beta: float = 0.3  # rp3beta: popularity discount of the destination item
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -162,15 +166,16 @@ def weight(item_users: sp.csr_matrix, config: CFConfig) -> sp.csr_matrix:
     return x
 
 
-def cf_neighbors(user_items: sp.csr_matrix, config: CFConfig = CFConfig(), block: int = 512,
-                   map_blocks: MapBlocks | None = None) -> sp.csr_matrix:
+def cf_neighbors(
+    user_items: sp.csr_matrix, config: CFConfig = CFConfig(), block: int = 512, map_blocks: MapBlocks | None = None
+) -> sp.csr_matrix:
     """``(n_items, n_items)`` CSR: each item's ``config.k`` nearest items by the chosen similarity."""
     item_users = weight(user_items.T.tocsr(), config)
     if config.similarity == "cosine":
         unit = normalize(item_users, norm="l2", axis=1)
         sim = ProductRows(unit, unit.T.tocsr())
     else:
-        p_iu = normalize(item_users, norm="l1", axis=1)            # item -> user
+        p_iu = normalize(item_users, norm="l1", axis=1)  # item -> user
         p_ui = normalize(item_users.T.tocsr(), norm="l1", axis=1)  # user -> item
         if config.alpha != 1.0:
             p_iu.data **= config.alpha
@@ -178,5 +183,3 @@ def cf_neighbors(user_items: sp.csr_matrix, config: CFConfig = CFConfig(), block
         popularity = np.diff(item_users.indptr).astype(np.float64)
         sim = ProductRows(p_iu, p_ui, np.power(np.maximum(popularity, 1.0), -config.beta).astype(np.float32))
     return top_k_rows(sim, config.k, block, map_blocks)
-
-

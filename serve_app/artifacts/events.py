@@ -76,7 +76,7 @@ class EventLog:
             except TimeoutError:
                 pass
             wake.clear()
-            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             await self._write(batch)
 
     async def _write(self, batch: list[tuple[dict[str, Any], asyncio.Future[None] | None]]) -> None:
@@ -86,8 +86,14 @@ class EventLog:
         except Exception as exc:
             lost = sum(1 for _, f in batch if f is None)
             self.dropped += lost
-            log.error("event log %s: a write of %d events failed (%s: %s); %d unacknowledged events lost",
-                      self.root, len(batch), type(exc).__name__, exc, lost)
+            log.error(
+                "event log %s: a write of %d events failed (%s: %s); %d unacknowledged events lost",
+                self.root,
+                len(batch),
+                type(exc).__name__,
+                exc,
+                lost,
+            )
             for _, f in batch:
                 if f is not None and not f.done():
                     f.set_exception(OSError(f"event log unavailable: {type(exc).__name__}"))

@@ -28,14 +28,14 @@ def is_s3(uri: str) -> bool:
 
 def split_s3(uri: str) -> tuple[str, str]:
     """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
-    bucket, _, key = uri[len(S3_PREFIX):].partition("/")
+    bucket, _, key = uri[len(S3_PREFIX) :].partition("/")
     if not bucket:
         raise ValueError(f"not an s3 URI with a bucket: {uri!r}")
     return bucket, key.strip("/")
 
 
 def local_path(uri: str) -> Path:
-    return Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -61,7 +61,8 @@ def list_files(uri: str) -> list[str]:
         return [uri]
     selector = pafs.FileSelector(path, recursive=True)
     names = sorted(
-        i.path for i in fs.get_file_info(selector)
+        i.path
+        for i in fs.get_file_info(selector)
         if i.type == pafs.FileType.File and not Path(i.path).name.startswith((".", "_"))
     )
     prefix = S3_PREFIX if is_s3(uri) else ""
@@ -130,7 +131,7 @@ def download_dir(uri: str, local_dir: Path) -> None:
     found = False
     for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
         for obj in page.get("Contents", []):
-            rel = obj["Key"][len(prefix):].lstrip("/")
+            rel = obj["Key"][len(prefix) :].lstrip("/")
             if not rel or rel.endswith("/"):
                 continue
             target = local_dir / rel

@@ -26,8 +26,16 @@ import scipy.sparse as sp
 # needs it (1.4 s of every other replica's start, and so of its recovery after a crash).
 
 AUDIO_COLUMNS = [
-    "danceability", "energy", "loudness", "speechiness", "acousticness",
-    "instrumentalness", "liveness", "valence", "tempo", "duration_ms",
+    "danceability",
+    "energy",
+    "loudness",
+    "speechiness",
+    "acousticness",
+    "instrumentalness",
+    "liveness",
+    "valence",
+    "tempo",
+    "duration_ms",
 ]
 CATEGORICAL_COLUMNS = ["key", "mode", "time_signature", "decade"]
 BLOCK_WEIGHTS = {"tags": 0.6, "audio": 0.3, "categorical": 0.1}
@@ -46,8 +54,9 @@ def song_tokens(tags: str | None, genre: str | None) -> list[str]:
 def _documents(frame: pd.DataFrame) -> list[list[str]]:
     tags = frame["tags"] if "tags" in frame else pd.Series([None] * len(frame), index=frame.index)
     genre = frame["genre"] if "genre" in frame else pd.Series([None] * len(frame), index=frame.index)
-    return [song_tokens(t if isinstance(t, str) else None, g if isinstance(g, str) else None)
-            for t, g in zip(tags, genre)]
+    return [
+        song_tokens(t if isinstance(t, str) else None, g if isinstance(g, str) else None) for t, g in zip(tags, genre)
+    ]
 
 
 def _identity(doc: list[str]) -> list[str]:
@@ -55,8 +64,10 @@ def _identity(doc: list[str]) -> list[str]:
 
 
 def _numeric(frame: pd.DataFrame, columns: Iterable[str]) -> np.ndarray:
-    cols = [pd.to_numeric(frame[c], errors="coerce") if c in frame else pd.Series(np.nan, index=frame.index)
-            for c in columns]
+    cols = [
+        pd.to_numeric(frame[c], errors="coerce") if c in frame else pd.Series(np.nan, index=frame.index)
+        for c in columns
+    ]
     return np.column_stack([c.to_numpy(dtype=np.float64) for c in cols]) if cols else np.empty((len(frame), 0))
 
 
@@ -78,8 +89,9 @@ def fit(catalog: pd.DataFrame, min_df: int = 2) -> dict[str, Any]:
     from sklearn.preprocessing import StandardScaler
 
     docs = _documents(catalog)
-    vectorizer = TfidfVectorizer(analyzer=_identity, min_df=min_df if len(docs) >= 2 * min_df else 1,
-                                 sublinear_tf=False, dtype=np.float32)
+    vectorizer = TfidfVectorizer(
+        analyzer=_identity, min_df=min_df if len(docs) >= 2 * min_df else 1, sublinear_tf=False, dtype=np.float32
+    )
     try:
         vectorizer.fit(docs)
         vocabulary = vectorizer.get_feature_names_out().tolist()
@@ -124,7 +136,8 @@ def transform(params: dict[str, Any], songs: pd.DataFrame) -> sp.csr_matrix:
     else:
         tags = sp.csr_matrix((n, 0), dtype=np.float32)
     audio = (_numeric(songs, params["audio_columns"]) - np.asarray(params["audio_mean"])) / np.asarray(
-        params["audio_scale"])
+        params["audio_scale"]
+    )
     audio = _unit_rows(np.nan_to_num(np.clip(audio, -5, 5), nan=0.0))
     values = _categorical_values(songs)
     blocks = []
@@ -135,11 +148,15 @@ def transform(params: dict[str, Any], songs: pd.DataFrame) -> sp.csr_matrix:
         rows = np.flatnonzero(codes >= 0)
         blocks.append(sp.csr_matrix((np.ones(len(rows), np.float32), (rows, codes[rows])), shape=(n, len(cats))))
     categorical = _unit_rows(sp.hstack(blocks, format="csr"))
-    joined = sp.hstack([
-        tags * np.sqrt(weights["tags"]),
-        sp.csr_matrix(audio * np.sqrt(weights["audio"])),
-        categorical * np.sqrt(weights["categorical"]),
-    ], format="csr", dtype=np.float32)
+    joined = sp.hstack(
+        [
+            tags * np.sqrt(weights["tags"]),
+            sp.csr_matrix(audio * np.sqrt(weights["audio"])),
+            categorical * np.sqrt(weights["categorical"]),
+        ],
+        format="csr",
+        dtype=np.float32,
+    )
     joined = _unit_rows(joined)
     joined.eliminate_zeros()
     return joined.astype(np.float32)

@@ -51,12 +51,12 @@ class HybridConfig:
 
     w1: float = DEFAULT_W1
     w2: float = DEFAULT_W2
-    evidence_shrink: float = 5.0   # listeners at which the CF weight is halved
-    cold_boost: float = 0.5        # share of the content-propagated CF estimate a cold song gets
-    cold_neighbors: int = 20       # warm content neighbours used for that estimate
-    history_limit: int = 50        # most-played songs of a user used as seeds
-    mmr_pool: int = 100            # candidates re-ranked for diversity
-    diversify_pool: int = 500      # ranked candidates sent to the diversity step
+    evidence_shrink: float = 5.0  # listeners at which the CF weight is halved
+    cold_boost: float = 0.5  # share of the content-propagated CF estimate a cold song gets
+    cold_neighbors: int = 20  # warm content neighbours used for that estimate
+    history_limit: int = 50  # most-played songs of a user used as seeds
+    mmr_pool: int = 100  # candidates re-ranked for diversity
+    diversify_pool: int = 500  # ranked candidates sent to the diversity step
 
 
 @dataclass(frozen=True)
@@ -171,8 +171,9 @@ class Combiner:
         self.tags = [features.song_tokens(t if isinstance(t, str) else None, None) for t in self.catalog["tags"]]
 
     # ------------------------------------------------------------------ weights
-    def weights(self, w1: float | None, w2: float | None, evidence: float, what: str,
-                unit: str = "listener(s)") -> Weights:
+    def weights(
+        self, w1: float | None, w2: float | None, evidence: float, what: str, unit: str = "listener(s)"
+    ) -> Weights:
         """Requested (or default) weights with the CF share shrunk by the query's evidence."""
         w1 = self.config.w1 if w1 is None else w1
         w2 = self.config.w2 if w2 is None else w2
@@ -185,34 +186,53 @@ class Combiner:
         return Weights(w1, w2 * factor, reason, "cold_seed" if evidence <= 0 else None)
 
     # ------------------------------------------------------------------ plans
-    def plan_songs(self, seeds: Sequence[int], w1: float | None, w2: float | None,
-                   exclude: Sequence[int] = ()) -> Plan:
+    def plan_songs(self, seeds: Sequence[int], w1: float | None, w2: float | None, exclude: Sequence[int] = ()) -> Plan:
         """One song or a session of songs as seeds."""
         ids = np.unique(np.asarray(seeds, dtype=np.int64))
         evidence = float(self.listeners[ids].min()) if len(ids) == 1 else float(self.listeners[ids].sum())
         what = f"'{self.names[ids[0]]}'" if len(ids) == 1 else f"{len(ids)} seed songs"
-        return self._plan(ids, np.ones(len(ids), np.float32), self.weights(w1, w2, evidence, what),
-                          np.asarray(exclude, np.int64), True, "song" if len(ids) == 1 else "songs")
+        return self._plan(
+            ids,
+            np.ones(len(ids), np.float32),
+            self.weights(w1, w2, evidence, what),
+            np.asarray(exclude, np.int64),
+            True,
+            "song" if len(ids) == 1 else "songs",
+        )
 
-    def plan_history(self, tracks: np.ndarray, plays: np.ndarray, w1: float | None, w2: float | None,
-                     exclude_played: bool = True, exclude: Sequence[int] = ()) -> Plan:
+    def plan_history(
+        self,
+        tracks: np.ndarray,
+        plays: np.ndarray,
+        w1: float | None,
+        w2: float | None,
+        exclude_played: bool = True,
+        exclude: Sequence[int] = (),
+    ) -> Plan:
         """A listener's most-played songs as seeds, weighted by log plays."""
         top = np.argsort(-plays, kind="stable")[: self.config.history_limit]
         seeds, seed_w = tracks[top].astype(np.int64), np.log1p(plays[top]).astype(np.float32)
         weights = self.weights(w1, w2, float(len(tracks)), "the user's history", unit="song(s)")
         played = tracks.astype(np.int64) if exclude_played else np.zeros(0, np.int64)
-        return self._plan(seeds, seed_w, weights, np.concatenate([played, np.asarray(exclude, np.int64)]),
-                          exclude_played, "user")
+        return self._plan(
+            seeds, seed_w, weights, np.concatenate([played, np.asarray(exclude, np.int64)]), exclude_played, "user"
+        )
 
-    def _plan(self, seeds: np.ndarray, seed_weights: np.ndarray, weights: Weights, exclude: np.ndarray,
-              drop_seeds: bool, kind: str) -> Plan:
+    def _plan(
+        self,
+        seeds: np.ndarray,
+        seed_weights: np.ndarray,
+        weights: Weights,
+        exclude: np.ndarray,
+        drop_seeds: bool,
+        kind: str,
+    ) -> Plan:
         pool = np.zeros(self.n, bool)
         for nn in (self.cf_nn, self.content_nn):
             pool[nn.indices[row_entries(nn, seeds)[0]]] = True
         pool[seeds] = not drop_seeds
         pool[exclude] = False
-        return Plan(seeds, (seed_weights / seed_weights.sum()).astype(np.float32), np.flatnonzero(pool), weights,
-                    kind)
+        return Plan(seeds, (seed_weights / seed_weights.sum()).astype(np.float32), np.flatnonzero(pool), weights, kind)
 
     def user_history(self, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         """A known user's ``(tracks, plays)``; None for an id the bundle has never seen."""
@@ -262,9 +282,16 @@ class Combiner:
         picked = order[positions]
         cold = self.cold[plan.pool]
         seed_tags = {t for s in plan.seeds for t in self.tags[s]}
-        items = [Item(int(plan.pool[i]), float(y[i]), float(cb[i]), float(cf[i]),
-                      self.because(int(plan.pool[i]), part_cb[i], part_cf[i], bool(cold[i]), plan.seeds, seed_tags))
-                 for i in picked]
+        items = [
+            Item(
+                int(plan.pool[i]),
+                float(y[i]),
+                float(cb[i]),
+                float(cf[i]),
+                self.because(int(plan.pool[i]), part_cb[i], part_cf[i], bool(cold[i]), plan.seeds, seed_tags),
+            )
+            for i in picked
+        ]
         return Result(items, weights, plan.kind)
 
     def without(self, side: str, weights: Weights, what: str = "") -> Weights:
@@ -273,17 +300,25 @@ class Combiner:
         part = f"{_PART_NAME[side]} part unavailable"
         if what:
             reason = f"{weights.reason}; {what} skipped ({part})"
-            return Weights(weights.w1, weights.w2, reason, weights.fallback if weights.fallback in DEGRADED
-                           else UNAVAILABLE_FALLBACK[side])
+            return Weights(
+                weights.w1,
+                weights.w2,
+                reason,
+                weights.fallback if weights.fallback in DEGRADED else UNAVAILABLE_FALLBACK[side],
+            )
         other = "collaborative" if side == "content" else "content"
         w1, w2 = (0.0, 1.0) if side == "content" else (1.0, 0.0)
         return Weights(w1, w2, f"{part}: {other} only", UNAVAILABLE_FALLBACK[side])
 
     def unavailable_popular(self, k: int, exclude: Sequence[int] | np.ndarray = ()) -> Result:
         """Neither side answered: the most played songs, saying why."""
-        return most_played(self.catalog["plays"].to_numpy(), self.listeners, k,
-                           Weights(0.0, 0.0, "content and collaborative parts unavailable: most played songs",
-                                   "parts_unavailable"), exclude)
+        return most_played(
+            self.catalog["plays"].to_numpy(),
+            self.listeners,
+            k,
+            Weights(0.0, 0.0, "content and collaborative parts unavailable: most played songs", "parts_unavailable"),
+            exclude,
+        )
 
     def attribute_steps(self, song: dict[str, Any], k: int, diversity: float, exclude: Sequence[int] = ()) -> Steps:
         """A song outside the catalog, described by its attributes: content only."""
@@ -301,8 +336,15 @@ class Combiner:
         for p in picked:
             t = int(order[p])
             shared = [x for x in self.tags[t] if x in tags][:3]
-            items.append(Item(t, float(cb[p]), float(cb[p]), 0.0,
-                              "shares tags " + ", ".join(shared) if shared else "similar audio profile"))
+            items.append(
+                Item(
+                    t,
+                    float(cb[p]),
+                    float(cb[p]),
+                    0.0,
+                    "shares tags " + ", ".join(shared) if shared else "similar audio profile",
+                )
+            )
         return Result(items, Weights(1.0, 0.0, "new song: content only", "new_song"), "attributes")
 
     def _pick(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> PickSteps:
@@ -313,8 +355,9 @@ class Combiner:
             return None if isinstance(picked, Unavailable) else picked
         return np.arange(min(k, len(tracks)))
 
-    def because(self, track: int, part_cb: float, part_cf: float, cold: bool, seeds: np.ndarray,
-                seed_tags: set[str]) -> str:
+    def because(
+        self, track: int, part_cb: float, part_cf: float, cold: bool, seeds: np.ndarray, seed_tags: set[str]
+    ) -> str:
         """A short reason: the signal that contributed most to the score (listeners or tags),
         or content likeness for a song nobody has played yet."""
         seed_name = self.names[int(seeds[0])]
@@ -327,8 +370,9 @@ class Combiner:
             return "shares tags " + ", ".join(shared)
         return f"sounds like {seed_name}"
 
-    def popular(self, k: int = 10, tags: Sequence[str] = (), genres: Sequence[str] = (),
-                exclude: Sequence[int] = ()) -> Result:
+    def popular(
+        self, k: int = 10, tags: Sequence[str] = (), genres: Sequence[str] = (), exclude: Sequence[int] = ()
+    ) -> Result:
         """A new user: the most played songs, optionally within tags or genres."""
         within = np.ones(self.n, bool)
         if tags:
@@ -337,19 +381,33 @@ class Combiner:
         if genres:
             wanted_g = {g.strip().lower() for g in genres}
             within &= self.catalog["genre"].fillna("").str.lower().isin(wanted_g).to_numpy()
-        return most_played(self.catalog["plays"].to_numpy(), self.listeners, k,
-                           Weights(0.0, 0.0, "new user: most played songs", "new_user"), exclude, within)
+        return most_played(
+            self.catalog["plays"].to_numpy(),
+            self.listeners,
+            k,
+            Weights(0.0, 0.0, "new user: most played songs", "new_user"),
+            exclude,
+            within,
+        )
 
 
-def most_played(plays: np.ndarray, listeners: np.ndarray, k: int, weights: Weights,
-                exclude: Sequence[int] | np.ndarray = (), within: np.ndarray | None = None) -> Result:
+def most_played(
+    plays: np.ndarray,
+    listeners: np.ndarray,
+    k: int,
+    weights: Weights,
+    exclude: Sequence[int] | np.ndarray = (),
+    within: np.ndarray | None = None,
+) -> Result:
     """The ``k`` most played songs (``plays``, ``listeners``: ``(n,)`` per track; the catalog is
     ordered by plays) that someone played, among ``within`` (bool ``(n,)``) and not ``exclude``d."""
     mask = listeners > 0 if within is None else within & (listeners > 0)
     mask[np.asarray(exclude, np.int64)] = False
     top = np.flatnonzero(mask)[:k]
-    items = [Item(int(t), float(plays[t] / max(plays[top[0]], 1)), 0.0, 0.0,
-                  f"popular: {int(listeners[t]):,} listeners") for t in top]
+    items = [
+        Item(int(t), float(plays[t] / max(plays[top[0]], 1)), 0.0, 0.0, f"popular: {int(listeners[t]):,} listeners")
+        for t in top
+    ]
     return Result(items, weights, "popular")
 
 
@@ -384,7 +442,7 @@ async def run_all_steps(steps: list[Steps], execute: Callable[[list[Call]], Awai
         answers = await execute([c for _, calls in batch for c in calls])
         at = 0
         for i, calls in batch:
-            advance(i, answers[at:at + len(calls)])
+            advance(i, answers[at : at + len(calls)])
             at += len(calls)
     return results
 
@@ -419,23 +477,31 @@ class Recommender:
         transform: the fitted content transform (for songs outside the catalog).
     """
 
-    def __init__(self, catalog: pd.DataFrame, vectors: sp.csr_matrix, content_nn: sp.csr_matrix,
-                 cf_nn: sp.csr_matrix, transform: dict[str, Any], config: HybridConfig | None = None,
-                 user_items: sp.csr_matrix | None = None, user_hash: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        catalog: pd.DataFrame,
+        vectors: sp.csr_matrix,
+        content_nn: sp.csr_matrix,
+        cf_nn: sp.csr_matrix,
+        transform: dict[str, Any],
+        config: HybridConfig | None = None,
+        user_items: sp.csr_matrix | None = None,
+        user_hash: np.ndarray | None = None,
+    ) -> None:
         config = config or HybridConfig()
         self._vectors = vectors
         self.combiner = Combiner(catalog, content_nn, cf_nn, config, user_items, user_hash)
         self.content: ContentSide = ContentScorer(vectors, transform, self.combiner.artists, config.mmr_pool)
-        self.collab: PoolScorer = CollabScorer(cf_nn, content_nn, self.combiner.listeners, config.cold_boost,
-                                               config.cold_neighbors)
+        self.collab: PoolScorer = CollabScorer(
+            cf_nn, content_nn, self.combiner.listeners, config.cold_boost, config.cold_neighbors
+        )
 
     @classmethod
     def from_bundle(cls, b: Arrays, config: HybridConfig | None = None) -> Recommender:
         """The recommender over a loaded, verified bundle (loaded with all its parts)."""
         assert b.content is not None and b.content_nn is not None and b.cf_nn is not None
         assert b.content_transform is not None
-        return cls(b.catalog, b.content, b.content_nn, b.cf_nn, b.content_transform, config, b.user_items,
-                   b.user_hash)
+        return cls(b.catalog, b.content, b.content_nn, b.cf_nn, b.content_transform, config, b.user_items, b.user_hash)
 
     @property
     def config(self) -> HybridConfig:
@@ -460,24 +526,47 @@ class Recommender:
         """The answer to any query kind."""
         return self._run(self.combiner.steps(q))
 
-    def similar(self, seeds: Sequence[int], k: int = 10, w1: float | None = None, w2: float | None = None,
-                diversity: float = 0.0, exclude: Sequence[int] = ()) -> Result:
+    def similar(
+        self,
+        seeds: Sequence[int],
+        k: int = 10,
+        w1: float | None = None,
+        w2: float | None = None,
+        diversity: float = 0.0,
+        exclude: Sequence[int] = (),
+    ) -> Result:
         """Songs like one song or a session of songs."""
         return self._run(self.combiner.plan_steps(self.combiner.plan_songs(seeds, w1, w2, exclude), k, diversity))
 
-    def for_history(self, tracks: np.ndarray, plays: np.ndarray, k: int = 10, w1: float | None = None,
-                    w2: float | None = None, diversity: float = 0.0, exclude_played: bool = True) -> Result:
+    def for_history(
+        self,
+        tracks: np.ndarray,
+        plays: np.ndarray,
+        k: int = 10,
+        w1: float | None = None,
+        w2: float | None = None,
+        diversity: float = 0.0,
+        exclude_played: bool = True,
+    ) -> Result:
         """Personalised: the user's most-played songs as seeds, weighted by log plays."""
         if len(tracks) == 0:
             return self.combiner.popular(k)
         plan = self.combiner.plan_history(tracks, plays, w1, w2, exclude_played)
         return self._run(self.combiner.plan_steps(plan, k, diversity))
 
-    def for_user(self, user_id: str, k: int = 10, w1: float | None = None, w2: float | None = None,
-                 diversity: float = 0.0, exclude_played: bool = True) -> Result:
+    def for_user(
+        self,
+        user_id: str,
+        k: int = 10,
+        w1: float | None = None,
+        w2: float | None = None,
+        diversity: float = 0.0,
+        exclude_played: bool = True,
+    ) -> Result:
         """A known user's history; a user id the bundle has never seen gets the new-user answer."""
-        return self.run(Query("user", user_id=user_id, k=k, w1=w1, w2=w2, diversity=diversity,
-                              exclude_played=exclude_played))
+        return self.run(
+            Query("user", user_id=user_id, k=k, w1=w1, w2=w2, diversity=diversity, exclude_played=exclude_played)
+        )
 
     def for_attributes(self, song: pd.DataFrame, k: int = 10, diversity: float = 0.0) -> Result:
         """A song outside the catalog, described by its attributes: content only."""

@@ -78,7 +78,7 @@ MAX_SEARCH_TOKENS = 5
 _TRACK_ID = re.compile(r"TR[A-Z0-9]{16}", re.IGNORECASE)
 _FEAT_IN_NAME = re.compile(
     r"[(\[]\s*(?:feat|ft|featuring|with)\b[^)\]]*[)\]]?"  # "(feat. X)", "[ft. X]", "(with X)"
-    r"|\s-?\s*(?:feat|ft|featuring)(?:\.\s*|\s+)\S.*",     # "ft. X", "- featuring X" to the end
+    r"|\s-?\s*(?:feat|ft|featuring)(?:\.\s*|\s+)\S.*",  # "ft. X", "- featuring X" to the end
     re.IGNORECASE | re.DOTALL,
 )
 _ARTIST_SEPARATOR = re.compile(r"[,;&]|\s(?:feat|ft|featuring|with|and|x|vs)\.?\s", re.IGNORECASE)
@@ -116,13 +116,13 @@ class Match:
 
 
 class _TitleForms(NamedTuple):
-    norm: str   # normalised title
-    core: str   # normalised title without a "feat." credit
+    norm: str  # normalised title
+    core: str  # normalised title without a "feat." credit
 
 
 class _ArtistForms(NamedTuple):
-    norm: str     # normalised artist credit
-    core: str     # without a leading "the"
+    norm: str  # normalised artist credit
+    core: str  # without a leading "the"
     primary: str  # first credited artist, without a leading "the"
 
 
@@ -195,8 +195,9 @@ class _Groups:
         codes, uniques = pd.factorize(np.asarray(keys, dtype=object), sort=sort)
         ptr = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(uniques)))])
         group_keys = uniques.tolist()
-        return cls(group_keys, dict(zip(group_keys, range(len(group_keys)))), ptr,
-                   rows[np.argsort(codes, kind="stable")])
+        return cls(
+            group_keys, dict(zip(group_keys, range(len(group_keys)))), ptr, rows[np.argsort(codes, kind="stable")]
+        )
 
     @classmethod
     def by_popularity(cls, row_keys: list[str], order: np.ndarray) -> _Groups:
@@ -205,7 +206,7 @@ class _Groups:
 
     def get(self, key: str) -> list[int]:
         group = self.ids.get(key)
-        return [] if group is None else self.rows[self.ptr[group]:self.ptr[group + 1]].tolist()
+        return [] if group is None else self.rows[self.ptr[group] : self.ptr[group + 1]].tolist()
 
     def rows_of(self, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All rows of ``groups`` and, aligned with them, the position of their group in ``groups``."""
@@ -219,10 +220,10 @@ class _Keys:
     """Dict tables for the exact and loose rungs; every row list is most played first."""
 
     ids: dict[str, int]
-    strict: _Groups      # norm title + norm artist
-    core: _Groups        # core title + core artist
-    primary: _Groups     # core title + primary artist
-    title: _Groups       # norm title
+    strict: _Groups  # norm title + norm artist
+    core: _Groups  # core title + core artist
+    primary: _Groups  # core title + primary artist
+    title: _Groups  # norm title
     core_title: _Groups  # core title
 
 
@@ -281,8 +282,7 @@ class SongIndex:
             title=_Groups.by_popularity([t.norm for t in titles], order),
             core_title=_Groups.by_popularity([t.core for t in titles], order),
         )
-        return cls(names, artists, plays, rank, keys, _fuzzy_tables(titles, credits),
-                   _search_tables(titles, credits))
+        return cls(names, artists, plays, rank, keys, _fuzzy_tables(titles, credits), _search_tables(titles, credits))
 
     def __repr__(self) -> str:
         return f"SongIndex({len(self.names)} songs)"
@@ -326,16 +326,19 @@ class SongIndex:
         """The exact and loose rungs: first table that knows the key wins."""
         k = self.keys
         if credit.norm:
-            tries = [(k.strict, _key(title.norm, credit.norm)), (k.core, _key(title.core, credit.core)),
-                     (k.core, _key(title.core, credit.primary)), (k.primary, _key(title.core, credit.primary))]
+            tries = [
+                (k.strict, _key(title.norm, credit.norm)),
+                (k.core, _key(title.core, credit.core)),
+                (k.core, _key(title.core, credit.primary)),
+                (k.primary, _key(title.core, credit.primary)),
+            ]
         else:
             tries = [(k.title, title.norm), (k.core_title, title.core)]
         for table, key in tries:
             rows = table.get(key)
             if rows:
                 best = rows[0]
-                exact = self.names[best] == name.strip() and (
-                    not credit.norm or self.artists[best] == artist.strip())
+                exact = self.names[best] == name.strip() and (not credit.norm or self.artists[best] == artist.strip())
                 return Match(best, "exact" if exact else "normalized", 100.0, self._alternatives(rows[1:], 100.0))
         return None
 

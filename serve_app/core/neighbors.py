@@ -11,8 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 
-def keep_top_per_row(r: np.ndarray, c: np.ndarray, v: np.ndarray, k: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def keep_top_per_row(r: np.ndarray, c: np.ndarray, v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` largest entries of each row of a COO triple, ordered by row, then best
     first (ties by column)."""
     order = np.lexsort((c, -v, r))
