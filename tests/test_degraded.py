@@ -16,9 +16,10 @@ from fastapi.testclient import TestClient
 
 from serve_app.core.hybrid import Query, Recommender, Result, Unavailable, run_steps
 from serve_app.core.sides import Diversify, run_call
+from serve_app.shell.backend import LocalBackend
 from serve_app.shell.breaker import Breaker
 from serve_app.shell.cache import ResultCache
-from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.http import create_app
 from serve_app.shell.service import Overdue, Service
 
 K = 10
@@ -146,7 +147,7 @@ def test_degraded_answers_are_served_with_the_reason_and_not_cached(rec, bundle)
     service = Service.from_bundle(bundle)
     cache = ResultCache(100)
     down = {"collab"}
-    backend = local_backend(service)
+    backend = LocalBackend(service)
 
     async def run(query, version):
         return run_without(service.rec, query, down)
@@ -166,7 +167,7 @@ def test_degraded_answers_are_served_with_the_reason_and_not_cached(rec, bundle)
 
 def test_no_answer_within_the_budget_gets_the_most_played_songs_saying_why(bundle) -> None:
     service = Service.from_bundle(bundle)
-    backend = local_backend(service)
+    backend = LocalBackend(service)
 
     async def overdue(query, version):
         raise Overdue("no answer within the request's budget of 300 ms")

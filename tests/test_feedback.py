@@ -12,9 +12,12 @@ from fastapi.testclient import TestClient
 
 from serve_app.artifacts import bundle, storage
 from serve_app.artifacts.events import EventLog, read_events
-from serve_app.shell.feedback import MemoryCounts, Sessions, new_request_id, request_bucket, weights_bucket
-from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.backend import LocalBackend
+from serve_app.shell.feedback import new_request_id, request_bucket, weights_bucket
+from serve_app.shell.http import create_app
+from serve_app.shell.metrics import MemoryCounts
 from serve_app.shell.service import Service
+from serve_app.shell.sessions import Sessions
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def service(demo_bundle):
 def app(service, tmp_path):
     """A client over the API with an event log in ``tmp_path/events`` and memory counters."""
     counts = MemoryCounts()
-    backend = local_backend(service, EventLog(str(tmp_path / "events"), "t", linger_s=0.05), counts)
+    backend = LocalBackend(service, EventLog(str(tmp_path / "events"), "t", linger_s=0.05), counts)
     with TestClient(create_app(backend)) as client:  # one event loop for the test: the log's writer lives on it
         client.counts, client.events_root = counts, str(tmp_path / "events")
         yield client
@@ -194,7 +197,7 @@ def test_feedback_is_rate_limited_per_client(app, service):
 
 
 def test_without_an_event_log_feedback_is_refused_not_lost(service):
-    client = TestClient(create_app(local_backend(service)))
+    client = TestClient(create_app(LocalBackend(service)))
     r = client.post("/feedback", json={"request_id": "r", "track_id": service.front._track_id[0], "signal": "like"})
     assert r.status_code == 503 and "not recorded" in r.json()["detail"]
 

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from loadtest.hostile import cases, fuzz_schema, run_cases
 from serve_app.artifacts import bundle
 from serve_app.artifacts.events import EventLog
-from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.backend import LocalBackend
+from serve_app.shell.http import create_app
 from serve_app.shell.service import Service
 
 TOKEN = "fuzz-admin-token-0123456789"
@@ -21,7 +22,7 @@ TOKEN = "fuzz-admin-token-0123456789"
 @pytest.fixture(scope="module")
 def app(demo_bundle, tmp_path_factory):
     service = Service.from_bundle(bundle.load(str(demo_bundle)))
-    return create_app(local_backend(service, EventLog(str(tmp_path_factory.mktemp("fuzz-events")))))
+    return create_app(LocalBackend(service, EventLog(str(tmp_path_factory.mktemp("fuzz-events")))))
 
 
 def test_no_generated_request_gets_a_5xx(app, monkeypatch):

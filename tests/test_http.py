@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serve_app.artifacts import bundle
-from serve_app.shell.feedback import MemoryCounts
-from serve_app.shell.http import Backend, create_app, local_backend
+from serve_app.shell.backend import LocalBackend
+from serve_app.shell.http import create_app
 from serve_app.shell.service import Service
 
 TOKEN = "s3cret-admin-token"
@@ -24,7 +24,7 @@ def service(demo_bundle):
 def client(service, monkeypatch):
     monkeypatch.setenv("SEGUE_ADMIN_TOKEN", TOKEN)
     service.rec.set_default_weights(0.3, 0.7)
-    return TestClient(create_app(local_backend(service)))
+    return TestClient(create_app(LocalBackend(service)))
 
 
 def seed(service, i=0):
@@ -102,16 +102,21 @@ def test_token_from_file(service, monkeypatch, tmp_path):
     (tmp_path / "token").write_text(TOKEN + "\n")
     monkeypatch.delenv("SEGUE_ADMIN_TOKEN", raising=False)
     monkeypatch.setenv("SEGUE_ADMIN_TOKEN_FILE", str(tmp_path / "token"))
-    c = TestClient(create_app(local_backend(service)))
+    c = TestClient(create_app(LocalBackend(service)))
     assert c.post("/adjust_weights", json={"w1": 0.3, "w2": 0.7}, headers={"X-Admin-Token": TOKEN}).status_code == 200
 
 
-def test_not_ready_is_503_on_readyz_and_recommend():
-    async def not_ready() -> dict:
-        return {"ready": False, "detail": "bundle not loaded yet"}
+def test_not_ready_is_503_on_readyz_and_recommend(service):
+    class NotLoaded(LocalBackend):
+        """A server whose first bundle is still loading."""
 
-    never = Backend(lambda: [], None, lambda: (0.3, 0.7), None, not_ready, None, lambda: None, MemoryCounts(), None, None)
-    c = TestClient(create_app(never))
+        def fronts(self):
+            return []
+
+        async def readiness(self) -> dict:
+            return {"ready": False, "detail": "bundle not loaded yet"}
+
+    c = TestClient(create_app(NotLoaded(service)))
     assert c.get("/healthz").status_code == 200
     assert c.get("/readyz").status_code == 503
     assert c.post("/recommend", json={"song": "x"}).status_code == 503
@@ -163,7 +168,7 @@ def test_admin_routes_are_rate_limited_per_client(client):
     ({"SEGUE_DEMO": "1"}, None),
 ])
 def test_the_service_refuses_to_start_without_a_real_token(monkeypatch, env, refused):
-    from serve_app.shell.http import require_admin_token
+    from serve_app.shell.admin import require_admin_token
 
     for name in ("SEGUE_ADMIN_TOKEN", "SEGUE_ADMIN_TOKEN_FILE", "SEGUE_DEMO"):
         monkeypatch.delenv(name, raising=False)

@@ -8,7 +8,8 @@ from fastapi.testclient import TestClient
 
 from serve_app.artifacts import bundle
 from serve_app.artifacts.events import EventLog, read_events
-from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.backend import LocalBackend
+from serve_app.shell.http import create_app
 from serve_app.shell.service import Service
 from ui.app import SEP, Api, autocomplete, build, feedback_note, recommend_view, results_table, split_choice
 
@@ -20,7 +21,7 @@ def service(demo_bundle) -> Service:
 
 @pytest.fixture(scope="module")
 def api(service) -> Api:
-    return Api("http://testserver", client=TestClient(create_app(local_backend(service))))
+    return Api("http://testserver", client=TestClient(create_app(LocalBackend(service))))
 
 
 def test_autocomplete_offers_title_and_artist(api, service):
@@ -54,7 +55,7 @@ def test_input_problems_and_a_dead_server_are_sentences():
 
 
 def test_a_thumbs_down_is_recorded_and_the_song_leaves_the_list(service, tmp_path):
-    api = Api("http://testserver", client=TestClient(create_app(local_backend(service, EventLog(str(tmp_path))))))
+    api = Api("http://testserver", client=TestClient(create_app(LocalBackend(service, EventLog(str(tmp_path))))))
     name, artist = service.front.bundle.catalog.name[3], service.front.bundle.catalog.artist[3]
     view = recommend_view(api, f"{name}{SEP}{artist}", None, "ui-listener", 0.3, 0.7, 0.0, 10)
     first = view.shown["recs"][0]

@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 
 from serve_app.artifacts import bundle
 from serve_app.shell.api import RecommendRequest
+from serve_app.shell.backend import LocalBackend
 from serve_app.shell.cache import ResultCache
-from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.http import create_app
 from serve_app.shell.reload import VersionGone
 from serve_app.shell.service import Service
 from serve_app.shell.warm import WarmStatus, warm
@@ -52,7 +53,7 @@ def test_warm_answers_the_head_and_requests_hit_it(service):
     status = run_warm(service, cache, 40, batch=16)
     assert status.report()["state"] == "done" and status.entries == status.target == 40
     assert cache.stats() == {"entries": 40, "hits": 0, "misses": 0}
-    warmed, cold = TestClient(create_app(local_backend(service), cache)), TestClient(create_app(local_backend(service)))
+    warmed, cold = TestClient(create_app(LocalBackend(service), cache)), TestClient(create_app(LocalBackend(service)))
     for track in service.front.most_played(40)[::7]:
         body = {"song": service.front._name[track], "artist": service.front._artist[track]}
         got = warmed.post("/recommend", json=body).json()

@@ -31,7 +31,8 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from serve_app.artifacts import bundle
 from serve_app.artifacts.events import EventLog
-from serve_app.shell.http import create_app, local_backend
+from serve_app.shell.backend import LocalBackend
+from serve_app.shell.http import create_app
 from serve_app.shell.service import Service
 
 # Gradio's usage analytics and version check would call out of the machine.
@@ -165,7 +166,7 @@ def ui_stack(demo_bundle, tmp_path_factory):
     """API (with an event log for feedback) + UI on free loopback ports; both stopped at teardown."""
     service = Service.from_bundle(bundle.load(str(demo_bundle)))
     events = str(tmp_path_factory.mktemp("ui-events"))
-    api_server = ApiServer(create_app(local_backend(service, EventLog(events, "ui-test"))), free_port())
+    api_server = ApiServer(create_app(LocalBackend(service, EventLog(events, "ui-test"))), free_port())
     api_server.start()
     ui_api, direct, ui = Api(api_server.url), Api(api_server.url), None
     try:

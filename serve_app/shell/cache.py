@@ -16,7 +16,7 @@ from cachetools import LRUCache
 class ResultCache:
     """``await cache.get(key, compute)``: the cached value, or ``compute()``'s, stored."""
 
-    def __init__(self, size: int = 20_000) -> None:
+    def __init__(self, size: int) -> None:
         self._lru: LRUCache = LRUCache(maxsize=size)
         self.hits = 0
         self.misses = 0

@@ -98,3 +98,40 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
+
+
+class WarmCache:
+    """The ingress's results cache with its warm-up: one bundle version's and one pair of
+    default weights' answers. :meth:`refresh` on every bundle switch or weight change drops them
+    all and starts warming the new head; :meth:`fill` warms and waits (the standalone server)."""
+
+    def __init__(self, cache_size: int = 0, warm_size: int = 0) -> None:
+        self.cache = ResultCache(cache_size)
+        self.warm_size = warm_size
+        self.status = WarmStatus()
+        self._task: asyncio.Task | None = None
+
+    def configure(self, cache_size: int, warm_size: int) -> bool:
+        """New sizes; True when they changed (the caller refreshes then)."""
+        changed = (cache_size, warm_size) != (self.cache.size, self.warm_size)
+        self.cache.resize(cache_size)
+        self.warm_size = warm_size
+        return changed
+
+    def refresh(self, front: Front | None, weights: tuple[float, float], run_many: RunMany) -> None:
+        """Drop every answer; warm ``front``'s head in the background (none while no bundle is loaded)."""
+        self.cache.clear()
+        if self._task is not None:
+            self._task.cancel()
+        if self.warm_size and front is not None:
+            self._task = asyncio.get_running_loop().create_task(self.fill(front, weights, run_many))
+
+    async def fill(self, front: Front, weights: tuple[float, float], run_many: RunMany) -> None:
+        """Warm ``front``'s ``warm_size`` most-played songs; then take the heap out of the collector's scans."""
+        await warm(self.cache, front, weights, run_many, self.warm_size, self.status)
+        if self.status.state == "done":
+            settle_heap()
+
+    def report(self) -> dict:
+        """The cache's counters and the warm's progress, for ``/readyz``."""
+        return {**self.cache.stats(), "warm": self.status.report()}

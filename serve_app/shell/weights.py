@@ -1,7 +1,7 @@
 """The default weights shared by every replica: one versioned value that replicas watch.
 
-A :class:`WeightBoard` (run as one named, detached Ray actor per Serve application, see
-``serve_app.app``) holds ``(generation, w1, w2)`` and saves it to a small JSON object
+A :class:`WeightBoard` (run as one named, detached Ray actor per Serve application, which each
+replica's ``serve_app.shell.follower.Follower`` finds or creates) holds ``(generation, w1, w2)`` and saves it to a small JSON object
 (local file or ``s3://``), so it outlives replica restarts, ``serve deploy`` upgrades and,
 with a saved file, the Ray cluster itself. Every replica that uses the defaults keeps
 one long poll open (:meth:`WeightBoard.watch`): a change reaches all of them within
