@@ -34,9 +34,11 @@ from typing import Any
 
 import psutil
 
-from loadtest.bench_http import Load, percentile, read_request_log, write_seeds
+from loadtest.load import Load, percentile, read_request_log
 from loadtest.periodic import Periodic
-from loadtest.serve_cluster import DEPLOYMENTS, ServeCluster, wait_for
+from loadtest.seeds import write_seeds
+from loadtest.serve_cluster import DEPLOYMENTS, ServeCluster
+from loadtest.wait import wait_for
 
 SAMPLE_S = 2.0
 WINDOW_S = 5.0
@@ -45,7 +47,7 @@ WINDOW_S = 5.0
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    mix: str  # loadtest.bench_http's seed mixes
+    mix: str  # loadtest.seeds' seed mixes
     rate: float  # default step, req/s
     what: str
 

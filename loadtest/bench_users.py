@@ -37,20 +37,14 @@ from typing import Any
 
 import psutil
 
-from loadtest.bench_http import (
-    SEGUE_REQUEST,
-    Load,
-    histogram,
-    percentile,
-    read_request_log,
-    replica_caches,
-    scrape,
-    tree_memory,
-    warming,
-    write_seeds,
-)
+from loadtest import procs
+from loadtest.load import Load, percentile, read_request_log
+from loadtest.metrics import SEGUE_REQUEST, histogram, scrape
 from loadtest.periodic import Periodic
-from loadtest.serve_cluster import ServeCluster, wait_for
+from loadtest.readyz import replica_caches, warming
+from loadtest.seeds import write_seeds
+from loadtest.serve_cluster import ServeCluster
+from loadtest.wait import wait_for
 
 HAPROXY_REQUEST = ("ray_serve_http_request_latency_ms", {"application": "segue", "method": "POST"})
 SAMPLE_S = 10.0
@@ -82,9 +76,8 @@ class Watch(Periodic):
 
     def sample(self) -> dict[str, Any]:
         ports = [n["http"] for n in self.cluster.node_ports]
-        mem = [tree_memory(p.pid, None) for p in [self.cluster.proc, *self.cluster.nodes]]
-        return {"t": time.time(), "connections": established(ports),
-                "pss_gb": round(sum(m["pss_gb"] for m in mem), 2), "rss_gb": round(sum(m["rss_gb"] for m in mem), 2)}
+        mem = procs.memory(p for node in [self.cluster.proc, *self.cluster.nodes] for p in procs.tree(node.pid))
+        return {"t": time.time(), "connections": established(ports), **mem}
 
 
 def metrics(cluster: ServeCluster) -> list:

@@ -42,7 +42,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from jobs.catalog import CATALOG_FILE, HISTORY_FILE
+from loadtest.datasets import CATALOG_FILE, HISTORY_FILE
 from serve_app.artifacts import bundle
 
 KINDS = ("truncated", "semicolon", "tab", "garbage", "unbalanced_quote", "extra_columns", "empty", "crlf", "long",

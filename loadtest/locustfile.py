@@ -5,8 +5,8 @@
     locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 \\
         --seeds SEEDS.json --open-rate 500 --open-seconds 30 -u 1 -r 1 -t 40s
 
-``--seeds`` (or ``LOCUST_SEEDS``) names a seed file written by ``python -m loadtest.bench_http``
-(``write_seeds``): queries (``{"song", "artist"}`` from the catalog's rows, or
+``--seeds`` (or ``LOCUST_SEEDS``) names a seed file written by ``loadtest/seeds.py``
+(``write_seeds``; the benchmarks and the reliability run write one): queries (``{"song", "artist"}`` from the catalog's rows, or
 ``{"attributes"}`` of new songs) and, for the realistic mix, their play counts; every
 request draws one query at random from that distribution.
 
@@ -48,14 +48,14 @@ from locust import FastHttpUser, events, task
 from locust.exception import StopUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loadtest.bench_http import SeedSampler, schedule  # noqa: E402  (stdlib-only module)
+from loadtest.sampling import SeedSampler, schedule  # noqa: E402
 
 _SAMPLERS: dict[str, SeedSampler] = {}
 
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser) -> None:
-    parser.add_argument("--seeds", env_var="LOCUST_SEEDS", default="", help="seed file from loadtest.bench_http")
+    parser.add_argument("--seeds", env_var="LOCUST_SEEDS", default="", help="seed file (loadtest.seeds)")
     parser.add_argument("--user-rate", env_var="LOCUST_USER_RATE", type=float, default=0.0,
                         help="requests per second per user (0: no pacing)")
     parser.add_argument("--k", env_var="LOCUST_K", type=int, default=10, help="recommendations asked per request")

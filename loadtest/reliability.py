@@ -42,9 +42,16 @@ import httpx
 import numpy as np
 import psutil
 
-from loadtest.bench_http import LOCUSTFILE, code_version, machine, users_for, warming, write_seeds
+from loadtest import procs
+from loadtest.datasets import CATALOG_FILE, HISTORY_FILE
+from loadtest.dirty import check_preprocess
 from loadtest.hostile import cases, fuzz_schema, run_cases
-from loadtest.serve_cluster import DEPLOYMENTS, ROOT, ServeCluster, free_port, wait_for
+from loadtest.load import LOCUSTFILE, read_request_log, users_for
+from loadtest.machine import code_version, machine
+from loadtest.readyz import warming
+from loadtest.seeds import write_seeds
+from loadtest.serve_cluster import DEPLOYMENTS, ROOT, ServeCluster, free_port
+from loadtest.wait import wait_for
 
 RATE = 30.0  # steady offered load, req/s: a quarter of what the graph sustains on this box
 RECOVERY_LIMIT_S = 10.0
@@ -55,6 +62,7 @@ BUCKET = "segue-reliability"
 HANG_S = 20.0  # how long a side stays stopped
 BUDGET_MS = 400.0  # the request budget of serve_config.yaml (serve_app.app.DEFAULT_BUDGET_MS)
 HYBRID_AGAIN_LIMIT_S = 5.0  # full answers again this soon after the side resumes
+LIBRARIES = ("ray", "locust", "fastapi", "uvicorn", "pandas", "numpy")  # their versions go with the report
 PROBE_RATE = 10.0  # uncached requests per second beside the load, each answer's reason read
 
 
@@ -62,9 +70,7 @@ PROBE_RATE = 10.0  # uncached requests per second beside the load, each answer's
 
 def read_requests(path: Path) -> np.ndarray:
     """The Locust request log as a ``(n, 4)`` float64 array: start (Unix s), ms, status, ok."""
-    if not path.exists() or path.stat().st_size == 0:
-        return np.zeros((0, 4))
-    rows = [line.split("\t") for line in path.read_text().splitlines() if line.count("\t") == 3]
+    rows = [(r.due, r.ms, r.status, r.ok) for r in read_request_log(path)] if path.exists() else []
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
 
 
@@ -104,12 +110,7 @@ class SteadyLoad:
         return read_requests(self.log)
 
     def __exit__(self, *exc) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        procs.stop(self.proc, 30)
 
 
 # ----------------------------------------------------------------------------- the scenarios
@@ -578,17 +579,15 @@ def observability(cluster: ServeCluster) -> dict[str, Any]:
 
 def dirty_preprocessing(data: Path, work: Path) -> dict[str, Any]:
     """The preprocessing job on a fuzzed copy of the data (loadtest/dirty.py)."""
-    from loadtest.dirty import check_preprocess
-
-    r = check_preprocess(data / "Music Info.csv", data / "User Listening History.csv", work, seed=7)
+    r = check_preprocess(data / CATALOG_FILE, data / HISTORY_FILE, work, seed=7)
     return {**r, "target": "exit 0, no traceback, rows read = kept + rejected, the bundle loads",
             "passed": r["exit_code"] == 0 and not r["traceback"] and r["counts_add_up"] and r["bundle_loads"]}
 
 
 def build_second_bundle(data: Path, out: Path) -> Path:
     """The demo data with playcounts capped: the same songs, another bundle version."""
-    subprocess.run([sys.executable, "-m", "jobs.preprocess", "--catalog", str(data / "Music Info.csv"),
-                    "--interactions", str(data / "User Listening History.csv"), "--out", str(out),
+    subprocess.run([sys.executable, "-m", "jobs.preprocess", "--catalog", str(data / CATALOG_FILE),
+                    "--interactions", str(data / HISTORY_FILE), "--out", str(out),
                     "--max-playcount", "20", "--overwrite"], cwd=ROOT, check=True, capture_output=True)
     return out
 
@@ -705,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop(keep_logs=work / "serve-logs")
         s3.stop()
     report = {"started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)), "code": code_version(),
-              "machine": machine(), "rate": args.rate, "bundle": str(args.bundle), "versions": versions,
+              "machine": machine(*LIBRARIES), "rate": args.rate, "bundle": str(args.bundle), "versions": versions,
               "whole_run_load": whole, "scenarios": scenarios, "passed": all(s["passed"] for s in scenarios),
               "seconds": round(time.time() - started, 1)}
     (out / "reliability.json").write_text(json.dumps(report, indent=2, default=str) + "\n")

@@ -17,13 +17,15 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 import httpx
 import psutil
 import yaml
 
+from loadtest.procs import kill_tree
+from loadtest.wait import wait_for
 from serve_app.shell.ray_env import serve_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,13 +65,14 @@ class ServeCluster:
     is the admin token (random by default); ``proxy_location`` and ``deployment_options``
     (set on every deployment) override serve_config.yaml's; ``replicas`` pins every
     deployment's autoscaling range to that count (failure scenarios need known counts: 2, the
-    production floor); ``cwd`` is where Ray starts (the repository by default: Ray puts that
-    directory first on the replicas' path)."""
+    production floor); ``edit_app`` changes the application's config last (another
+    ``import_path`` and its deployments: the benchmark's variants); ``cwd`` is where Ray starts
+    (the repository by default: Ray puts that directory first on the replicas' path)."""
 
     def __init__(self, weights_store: Path, token: str | None = None, env: dict[str, str] | None = None,
                  proxy_location: str | None = None, deployment_options: dict | None = None,
                  cwd: Path = ROOT, proxy: str | None = None, http_port: int | None = None,
-                 replicas: int | None = None) -> None:
+                 replicas: int | None = None, edit_app: Callable[[dict], dict] | None = None) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-ray-", dir="/tmp"))  # short: Ray's socket paths
         self.dashboard_port, self.http_port = free_port(), http_port or free_port()
         self.weights_store = weights_store
@@ -86,6 +89,7 @@ class ServeCluster:
         self.proxy_location = proxy_location
         self.deployment_options = deployment_options or {}
         self.pinned = replicas
+        self.edit_app = edit_app
         self.cwd = cwd
         self.revision = "1"
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=30.0)
@@ -99,17 +103,19 @@ class ServeCluster:
                f"--metrics-export-port={self.metrics_port}", *limits]
         self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=open(self.tmp / "ray.log", "w"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.dashboard_port}/api/version", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+
+        def up() -> bool:
             if self.proc.poll() is not None:
-                break
-            time.sleep(1)
-        raise RuntimeError(f"ray start failed: {(self.tmp / 'ray.log').read_text()[-2000:]}")
+                raise RuntimeError(f"ray start failed: {(self.tmp / 'ray.log').read_text()[-2000:]}")
+            try:
+                return httpx.get(f"http://127.0.0.1:{self.dashboard_port}/api/version", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_for(up, 90, "Ray's dashboard", every=1)
+        except TimeoutError:
+            raise RuntimeError(f"ray start failed: {(self.tmp / 'ray.log').read_text()[-2000:]}") from None
 
     def add_node(self, num_cpus: float, limits: tuple[str, ...] = ()) -> subprocess.Popen:
         """A worker node joining the head (its own ports and worker-port range); returns once
@@ -127,11 +133,16 @@ class ServeCluster:
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.nodes.append(proc)
         self.node_ports.append(ports)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len(self.alive_nodes()) < 1 + len(self.nodes):
+
+        def joined() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"ray start (worker) failed: {(self.tmp / f'node-{first}.log').read_text()[-2000:]}")
-            time.sleep(1)
+            return len(self.alive_nodes()) >= 1 + len(self.nodes)
+
+        try:
+            wait_for(joined, 90, "the worker node", every=1)
+        except TimeoutError:
+            pass  # not joined in 90 s: the caller sees it in alive_nodes()
         return proc
 
     def alive_nodes(self) -> list[dict]:
@@ -141,7 +152,7 @@ class ServeCluster:
 
     def remove_node(self, proc: subprocess.Popen) -> None:
         """Take a worker node away abruptly: SIGKILL to all of its processes."""
-        _kill_tree(proc.pid, (signal.SIGKILL,))
+        kill_tree(proc.pid, (signal.SIGKILL,))
         del self.node_ports[1 + self.nodes.index(proc)]
         self.nodes.remove(proc)
 
@@ -161,6 +172,8 @@ class ServeCluster:
                                            "max_replicas": self.pinned}
             d["user_config"] = {**d["user_config"], "bundle": str(bundle), "weights_store": str(self.weights_store),
                                 "events": str(self.events), **user_config}
+        if self.edit_app is not None:
+            cfg["applications"][0] = self.edit_app(app)
         return cfg
 
     def deploy(self, bundle: Path | str, revision: str | None = None, runtime_env: dict | None = None,
@@ -176,20 +189,39 @@ class ServeCluster:
             raise RuntimeError(f"serve deploy failed: {out.stderr[-2000:]}")
 
     def wait_ready(self, version: str | None = None, timeout: float = 180.0) -> dict:
-        """The /readyz body once every part is ready (on ``version``, when given)."""
-        deadline = time.monotonic() + timeout
-        body: dict = {}
-        while time.monotonic() < deadline:
+        """The /readyz body once every part is ready (on ``version``, when given); RuntimeError
+        as soon as the head node is gone or the application failed to deploy."""
+        last: dict = {"body": {}}
+
+        def ready() -> tuple[dict] | None:
+            self._check_alive()
             try:
                 r = self.client.get("/readyz")
-                body = r.json()
+                body = last["body"] = r.json()
                 parts = body.get("parts", {})
                 if r.status_code == 200 and (version is None or all(p["version"] == version for p in parts.values())):
-                    return body
+                    return (body,)
             except (httpx.HTTPError, ValueError):
                 pass
-            time.sleep(1)
-        raise TimeoutError(f"not ready on {version}: {body}")
+            return None
+
+        try:
+            return wait_for(ready, timeout, "ready", every=1)[0]
+        except TimeoutError:
+            raise TimeoutError(f"not ready on {version}: {last['body']}") from None
+
+    def _check_alive(self) -> None:
+        """Raise when the head node's ``ray start`` exited or Serve reports the application DEPLOY_FAILED."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"the head node exited with {self.proc.returncode}: "
+                               f"{(self.tmp / 'ray.log').read_text(errors='replace')[-2000:]}")
+        try:
+            r = httpx.get(f"http://127.0.0.1:{self.dashboard_port}/api/serve/applications/", timeout=10)
+            app = (r.json().get("applications") or {}).get("segue") or {}
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return
+        if app.get("status") == "DEPLOY_FAILED":
+            raise RuntimeError(f"deploy failed: {str(app.get('message', ''))[:2000]}")
 
     def all_replicas(self) -> dict[str, list[dict]]:
         """Per deployment, its replicas as Serve's REST API reports them (``state``, ``pid``,
@@ -221,7 +253,7 @@ class ServeCluster:
         """An unclean stop: SIGKILL to every process of this cluster at once (``stop()`` then
         only keeps the logs and removes the temp dir)."""
         for proc in [*self.nodes, self.proc]:
-            _kill_tree(proc.pid, (signal.SIGKILL,))
+            kill_tree(proc.pid, (signal.SIGKILL,))
 
     def haproxy(self) -> list[psutil.Process]:
         """The HAProxy processes of this cluster (children of Serve's HAProxy manager)."""
@@ -254,24 +286,13 @@ class ServeCluster:
         except subprocess.TimeoutExpired:
             pass
         for proc in [*self.nodes, self.proc]:
-            _kill_tree(proc.pid, (signal.SIGTERM, signal.SIGKILL))
+            kill_tree(proc.pid, (signal.SIGTERM, signal.SIGKILL))
         self.nodes = []
         self.client.close()
         self.proc = None
-        if keep_logs is not None:
+        if keep_logs is not None and (self.tmp / "session_latest" / "logs" / "serve").is_dir():
             shutil.copytree(self.tmp / "session_latest" / "logs" / "serve", keep_logs, dirs_exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    """``predicate()``'s first true value, polled every ``every`` s; TimeoutError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 class Traffic:
@@ -314,21 +335,3 @@ def _name(p: psutil.Process) -> str | None:
         return p.name()
     except psutil.NoSuchProcess:
         return None
-
-
-def _kill_tree(pid: int, signals: tuple[int, ...]) -> None:
-    """``signals`` in turn to a process and all of its children, until they are gone."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for sig in signals:
-        for p in procs:
-            try:
-                p.send_signal(sig)
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=10)
-        if not alive:
-            break

@@ -1,6 +1,7 @@
-"""The HTTP benchmark driver's pure helpers (loadtest/bench_http.py): seed sampling, the
-step rule, the rate search, Locust's CSV, the variants and their servers' commands, the
-open-loop schedule and its corrected latencies, Ray's Prometheus histograms and the hops.
+"""The harness's pure helpers: seed sampling (loadtest/seeds.py, sampling.py), the step rule,
+the rate search and the variants' applications (bench_http.py), Locust's CSV, the open-loop
+schedule and its corrected latencies (load.py), Ray's Prometheus histograms and the hops
+(metrics.py).
 No servers, no Locust run."""
 
 from __future__ import annotations
@@ -8,11 +9,17 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 
 from loadtest import bench_http as bh
+from loadtest import load, metrics, readyz, sampling, seeds
+
+ROOT = Path(__file__).resolve().parents[1]
 
 STATS_HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
                 "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,"
@@ -20,12 +27,12 @@ STATS_HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Aver
 
 
 def test_realistic_mix_draws_in_proportion_to_plays_and_never_cold_songs(tmp_path):
-    songs, weights = bh.seed_table(["a", "b", "c", "d"], ["A", "B", "C", "D"], [0, 100, 300, 600], "realistic")
+    songs, weights = seeds.seed_table(["a", "b", "c", "d"], ["A", "B", "C", "D"], [0, 100, 300, 600], "realistic")
     assert songs == [{"song": "b", "artist": "B"}, {"song": "c", "artist": "C"}, {"song": "d", "artist": "D"}]
     assert weights == [100, 300, 600]
     path = tmp_path / "seeds.json"
     path.write_text(json.dumps({"mix": "realistic", "queries": songs, "weights": weights}))
-    sampler = bh.SeedSampler.load(path)
+    sampler = sampling.SeedSampler.load(path)
     rng = random.Random(1)
     n = 40_000
     counts = Counter(sampler.draw(rng)["song"] for _ in range(n))
@@ -35,9 +42,9 @@ def test_realistic_mix_draws_in_proportion_to_plays_and_never_cold_songs(tmp_pat
 
 
 def test_uniform_mix_draws_every_row_alike_cold_songs_included():
-    songs, weights = bh.seed_table(["a", "b", "c", "d"], ["A", "B", "C", "D"], [0, 100, 300, 600], "uniform")
+    songs, weights = seeds.seed_table(["a", "b", "c", "d"], ["A", "B", "C", "D"], [0, 100, 300, 600], "uniform")
     assert weights is None and len(songs) == 4
-    sampler = bh.SeedSampler(songs, weights)
+    sampler = sampling.SeedSampler(songs, weights)
     rng = random.Random(2)
     n = 40_000
     counts = Counter(tuple(sampler.draw(rng).values()) for _ in range(n))
@@ -47,11 +54,11 @@ def test_uniform_mix_draws_every_row_alike_cold_songs_included():
 
 def test_seed_table_rejects_an_unknown_mix_and_sampler_bad_weights():
     with pytest.raises(ValueError):
-        bh.seed_table(["a"], ["A"], [1], "zipf")
+        seeds.seed_table(["a"], ["A"], [1], "zipf")
     with pytest.raises(ValueError):
-        bh.SeedSampler([{"song": "a", "artist": "A"}], [0.0])
+        sampling.SeedSampler([{"song": "a", "artist": "A"}], [0.0])
     with pytest.raises(ValueError):
-        bh.SeedSampler([])
+        sampling.SeedSampler([])
 
 
 def result(rps, errors=0, p99=20.0):
@@ -100,10 +107,10 @@ def test_search_stops_at_the_top_of_the_rates():
 def test_hit_rate_between_readyz_readings():
     before = {"entries": 10, "hits": 5, "misses": 10, "replicas_seen": 2}
     after = {"entries": 30, "hits": 65, "misses": 30, "replicas_seen": 2}
-    assert bh.hit_rate(before, after) == pytest.approx(60 / 80)
-    assert bh.hit_rate({"entries": 0, "hits": 0, "misses": 0, "replicas_seen": 1}, after) == pytest.approx(65 / 95)
-    assert bh.hit_rate({**before, "replicas_seen": 1}, after) is None
-    assert bh.hit_rate(before, None) is None
+    assert readyz.hit_rate(before, after) == pytest.approx(60 / 80)
+    assert readyz.hit_rate({"entries": 0, "hits": 0, "misses": 0, "replicas_seen": 1}, after) == pytest.approx(65 / 95)
+    assert readyz.hit_rate({**before, "replicas_seen": 1}, after) is None
+    assert readyz.hit_rate(before, None) is None
 
 
 def test_parse_locust_csv(tmp_path):
@@ -114,7 +121,7 @@ def test_parse_locust_csv(tmp_path):
         ",Aggregated,3750,2,4.0,5.2,1.3,180.5,1650.0,249.7,0.13,4,5,6,7,9,12,20,31,95,180,180\n")
     (tmp_path / "step-250_failures.csv").write_text(
         "Method,Name,Error,Occurrences,First Seen,Last Seen\nPOST,/recommend,HTTP 500 boom,2,1764150000,1764150010\n")
-    r = bh.parse_locust_csv(prefix)
+    r = load.parse_locust_csv(prefix)
     assert (r["requests"], r["errors"], r["rps"]) == (3750, 2, 249.7)
     assert (r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"]) == (4.0, 12.0, 31.0, 180.5)
     assert r["failures"] == [{"error": "HTTP 500 boom", "count": 2}]
@@ -123,25 +130,62 @@ def test_parse_locust_csv(tmp_path):
 def test_parse_locust_csv_without_requests(tmp_path):
     row = ",Aggregated,0,0,0,0,0,0,0,0.0,0.0," + ",".join(["N/A"] * 11)
     (tmp_path / "x_stats.csv").write_text(STATS_HEADER + "\n" + row + "\n")
-    r = bh.parse_locust_csv(tmp_path / "x")
+    r = load.parse_locust_csv(tmp_path / "x")
     assert r["requests"] == 0 and r["p99_ms"] is None and r["failures"] == []
     assert not bh.step_verdict(r, 167)[0]
 
 
 def test_users_hold_the_rate_at_the_user_pace():
-    assert bh.users_for(167) == 34 and bh.users_for(1000) == 200 and bh.users_for(5) == 4
+    assert load.users_for(167) == 34 and load.users_for(1000) == 200 and load.users_for(5) == 4
 
 
-def test_serve_config_binds_loopback_without_access_logs(tmp_path):
-    cfg = bh.serve_config("graph", tmp_path, 8123, bh.Caching(0, 0), tmp_path / "ev")
-    assert cfg["http_options"] == {"host": "127.0.0.1", "port": 8123}
-    assert cfg["logging_config"] == {"enable_access_log": False}
-    app = cfg["applications"][0]
-    assert app["import_path"] == "serve_app.app:build_app" and app["args"]["cache_size"] == app["args"]["warm_size"] == 0
-    assert bh.serve_config("single", tmp_path, 8123, bh.Caching(), tmp_path / "ev")["applications"][0]["import_path"] == \
-        "serve_app.app:build_single_app"
-    assert bh.serve_config("floor", tmp_path, 8123, bh.Caching(), tmp_path / "ev")["applications"][0][
-        "import_path"] == "loadtest.serve_floor:build"
+def deployed(variant: str, tmp_path) -> tuple[dict, dict[str, str]]:
+    """The config a Serve variant deploys, and its Ray's environment (no cluster started)."""
+    cluster = bh.serve_cluster(variant, 8123, tmp_path / "weights.json")
+    try:
+        server = bh.Server(variant, tmp_path / "bundle", 8123, bh.Caching(0, 0), tmp_path)
+        return cluster.config(server.bundle, "1", **server.user_config()), cluster.env
+    finally:
+        cluster.client.close()
+        shutil.rmtree(cluster.tmp)
+
+
+def test_serve_variants_deploy_serve_config_with_only_what_a_benchmark_changes(tmp_path):
+    shipped = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    cfg, env = deployed("graph", tmp_path)
+    assert cfg["http_options"] == {**shipped["http_options"], "port": 8123}
+    assert {k: v for k, v in cfg.items() if k not in ("http_options", "applications")} == \
+        {k: v for k, v in shipped.items() if k not in ("http_options", "applications")}
+    app, ship = cfg["applications"][0], shipped["applications"][0]
+    assert app["name"] == ship["name"] and app["import_path"] == ship["import_path"] == "serve_app.app:build_app"
+    assert [d["name"] for d in app["deployments"]] == [d["name"] for d in ship["deployments"]]
+    for d, s in zip(app["deployments"], ship["deployments"]):
+        assert d["autoscaling_config"] == {**s["autoscaling_config"], "min_replicas": 2, "max_replicas": 2}
+        assert {k: v for k, v in d.items() if k not in ("autoscaling_config", "user_config")} == \
+            {k: v for k, v in s.items() if k not in ("autoscaling_config", "user_config")}
+        assert d["user_config"] == {**s["user_config"], "bundle": str(tmp_path / "bundle"), "cache_size": 0,
+                                    "warm_size": 0, "events": str(tmp_path / "events-graph-8123"),
+                                    "weights_store": str(tmp_path / "weights.json")}
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+
+
+def test_single_floor_and_python_proxy_variants(tmp_path):
+    graph = deployed("graph", tmp_path)[0]["applications"][0]
+    single = deployed("single", tmp_path)[0]["applications"][0]
+    assert single["import_path"] == "serve_app.app:build_single_app"
+    ingress = graph["deployments"][0]
+    events = str(tmp_path / "events-single-8123")
+    assert single["deployments"] == [{**ingress, "name": "Single",  # the Ingress's settings
+                                      "user_config": {**ingress["user_config"], "events": events}}]
+    floor = deployed("floor", tmp_path)[0]["applications"][0]
+    assert floor["import_path"] == "loadtest.serve_floor:build" and "deployments" not in floor
+    cfg, env = deployed("graph-python", tmp_path)
+    python = cfg["applications"][0]
+    assert python["import_path"] == graph["import_path"] and env["RAY_SERVE_ENABLE_HA_PROXY"] == "0"
+    scaling = [d["autoscaling_config"] for d in python["deployments"]]
+    assert scaling == [d["autoscaling_config"] for d in graph["deployments"]]
+    with pytest.raises(ValueError):
+        bh.serve_cluster("uvicorn", 8123, tmp_path / "weights.json")
 
 
 def test_best_step_and_the_first_failure_above_it():
@@ -181,50 +225,40 @@ def test_serve_variant_env_keeps_the_proxy_of_the_variant():
     assert haproxy["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("segue-haproxy")
 
 
-def test_serve_variants_start_their_own_ray_with_a_known_metrics_port(tmp_path):
-    ports = iter(range(41000, 41100))
-    cmd = bh.ray_start_command(tmp_path, bh.PrivateRay(dashboard=40001, metrics=40002, env={}), lambda: next(ports))
-    assert cmd[1:4] == ["start", "--head", "--block"]
-    assert "--metrics-export-port=40002" in cmd and "--dashboard-port=40001" in cmd
-    assert f"--temp-dir={tmp_path / 'ray'}" in cmd and "--node-ip-address=127.0.0.1" in cmd
-    assert bh.serve_config("graph-python", tmp_path, 8123, bh.Caching(), tmp_path / "ev")["applications"][0][
-        "import_path"] == "serve_app.app:build_app"
-
-
 def test_export_interval_follows_rays_setting_with_its_floor():
-    assert bh.export_interval_s({}) == 10.0
-    assert bh.export_interval_s({"RAY_metrics_report_interval_ms": "2500"}) == 2.5
-    assert bh.export_interval_s({"RAY_metrics_report_interval_ms": "100"}) == 1.0
+    assert metrics.export_interval_s({}) == 10.0
+    assert metrics.export_interval_s({"RAY_metrics_report_interval_ms": "2500"}) == 2.5
+    assert metrics.export_interval_s({"RAY_metrics_report_interval_ms": "100"}) == 1.0
 
 
 # ----------------------------------------------------------------------------- open loop
 
 def test_schedule_sends_at_fixed_intervals_whatever_the_answers():
-    offsets = bh.schedule(200, 2.5)
+    offsets = sampling.schedule(200, 2.5)
     assert len(offsets) == 500 and offsets[0] == 0.0
     assert offsets[1] == pytest.approx(0.005) and offsets[-1] == pytest.approx(499 / 200)
-    assert len(bh.schedule(166.67, 45)) == 7500
-    assert bh.schedule(0.5, 1) == [0.0]
+    assert len(sampling.schedule(166.67, 45)) == 7500
+    assert sampling.schedule(0.5, 1) == [0.0]
     with pytest.raises(ValueError):
-        bh.schedule(0, 10)
+        sampling.schedule(0, 10)
 
 
 def test_the_request_log_is_read_with_and_without_the_late_column(tmp_path):
     log = tmp_path / "requests.tsv"
     log.write_text("100.000\t12.5\t200\t1\t0.4\n100.010\t30.0\t503\t0\t12.0\n100.020\t2.0\t200\t1\nnot a line\n")
-    rows = bh.read_request_log(log)
-    assert rows == [bh.Sent(100.0, 12.5, 200, True, 0.4), bh.Sent(100.01, 30.0, 503, False, 12.0),
-                    bh.Sent(100.02, 2.0, 200, True, None)]
+    rows = load.read_request_log(log)
+    assert rows == [load.Sent(100.0, 12.5, 200, True, 0.4), load.Sent(100.01, 30.0, 503, False, 12.0),
+                    load.Sent(100.02, 2.0, 200, True, None)]
 
 
 def sent(i, ms, ok=True, late=0.0, rate=100.0):
-    return bh.Sent(1000.0 + i / rate, ms, 200 if ok else 500, ok, late)
+    return load.Sent(1000.0 + i / rate, ms, 200 if ok else 500, ok, late)
 
 
 def test_open_loop_percentiles_count_from_the_due_time_and_unanswered_requests_are_errors():
     # 100 req/s for 2 s: 200 due; 190 answered (180 ok, 10 HTTP 500), 10 never answered
     rows = [sent(i, ms=float(i % 100 + 1)) for i in range(180)] + [sent(180 + i, 5.0, ok=False) for i in range(10)]
-    r = bh.open_loop_result(rows, rate=100, seconds=2)
+    r = load.open_loop_result(rows, rate=100, seconds=2)
     assert (r["expected"], r["requests"], r["unanswered"], r["ok"], r["errors"]) == (200, 190, 10, 180, 20)
     ms = sorted(x.ms for x in rows)
     assert r["p50_ms"] == ms[94] and r["p99_ms"] == ms[188] and r["max_ms"] == 100.0
@@ -235,44 +269,44 @@ def test_open_loop_percentiles_count_from_the_due_time_and_unanswered_requests_a
 def test_open_loop_achieved_rate_counts_the_draining_of_a_backlog():
     # every answer 1 s after its due time: the 200 requests of 2 s are answered over 2.99 s
     rows = [sent(i, ms=1000.0) for i in range(200)]
-    r = bh.open_loop_result(rows, rate=100, seconds=2)
+    r = load.open_loop_result(rows, rate=100, seconds=2)
     assert r["rps"] == pytest.approx(200 / 2.99) and r["p50_ms"] == 1000.0
     assert not bh.step_verdict(r, 100)[0]
 
 
 def test_late_requests_are_counted_and_a_generator_behind_its_schedule_is_no_pass():
     rows = [sent(i, ms=3.0, late=0.5) for i in range(1000)]
-    assert bh.open_loop_result(rows, rate=100, seconds=10)["late"] == 0
-    assert bh.step_verdict(bh.open_loop_result(rows, 100, 10), 100) == (True, "")
+    assert load.open_loop_result(rows, rate=100, seconds=10)["late"] == 0
+    assert bh.step_verdict(load.open_loop_result(rows, 100, 10), 100) == (True, "")
     rows[:10] = [sent(i, ms=20.0, late=15.0) for i in range(10)]        # 1 %: tolerated
-    r = bh.open_loop_result(rows, 100, 10)
+    r = load.open_loop_result(rows, 100, 10)
     assert (r["late"], r["late_max_ms"]) == (10, 15.0) and bh.step_verdict(r, 100)[0]
     rows[10] = sent(10, ms=20.0, late=10.5)                             # 11 late of 1000
-    ok, why = bh.step_verdict(bh.open_loop_result(rows, 100, 10), 100)
+    ok, why = bh.step_verdict(load.open_loop_result(rows, 100, 10), 100)
     assert not ok and "generator behind: 11 of 1000" in why
     rows[11] = sent(11, ms=20.0, late=10.0)                             # exactly 10 ms is on time
-    assert bh.open_loop_result(rows, 100, 10)["late"] == 11
+    assert load.open_loop_result(rows, 100, 10)["late"] == 11
 
 
 def test_percentile_is_nearest_rank():
-    assert bh.percentile([], 50) is None
-    assert bh.percentile([5.0], 99) == 5.0
+    assert load.percentile([], 50) is None
+    assert load.percentile([5.0], 99) == 5.0
     values = list(range(1, 101))
-    assert (bh.percentile(values, 50), bh.percentile(values, 99), bh.percentile(values, 100)) == (50, 99, 100)
+    assert (load.percentile(values, 50), load.percentile(values, 99), load.percentile(values, 100)) == (50, 99, 100)
 
 
 def test_locust_commands_for_open_and_closed_loop(tmp_path):
-    load = bh.Load("http://127.0.0.1:8100", tmp_path / "seeds.json", tmp_path, connections=300)
-    cmd = load.command("step-500", 500.0, 15.0, None)
+    runner = load.Load("http://127.0.0.1:8100", tmp_path / "seeds.json", tmp_path, connections=300)
+    cmd = runner.command("step-500", 500.0, 15.0, None)
     opt = dict(zip(cmd, cmd[1:]))
     assert (opt["-u"], opt["--open-rate"], opt["--open-seconds"], opt["--connections"]) == ("1", "500", "15", "300")
     assert opt["--request-log"] == str(tmp_path / "step-500-requests.tsv") and opt["-t"] == "25s"
     assert "--user-rate" not in cmd
-    closed = load.command("saturation", None, 15.0, 32)
+    closed = runner.command("saturation", None, 15.0, 32)
     opt = dict(zip(closed, closed[1:]))
     assert (opt["-u"], opt["-r"], opt["--user-rate"], opt["-t"], opt["--hosts"]) == ("32", "32", "0", "16s", "")
     assert "--open-rate" not in closed and opt["--request-log"] == str(tmp_path / "saturation-requests.tsv")
-    users = bh.Load("http://a:1", tmp_path / "s.json", tmp_path, user_rate=1 / 60, spawn_rate=100,
+    users = load.Load("http://a:1", tmp_path / "s.json", tmp_path, user_rate=1 / 60, spawn_rate=100,
                     hosts=("http://a:1", "http://b:2")).command("users", None, 460.0, 10_000)
     opt = dict(zip(users, users[1:]))
     assert (opt["-u"], opt["-r"], opt["--hosts"]) == ("10000", "100", "http://a:1,http://b:2")
@@ -296,7 +330,7 @@ SEGUE = "ray_segue_request_ms"
 
 def page(scale):
     """A metrics page of the graph after ``scale`` x 100 requests, 2 ingress replicas, /readyz noise."""
-    app = {"application": "segue-bench"}
+    app = {"application": "segue"}
     lines = ["# HELP ray_serve_deployment_processing_latency_ms The latency", f"# TYPE {PROC} histogram"]
     lines += series(HTTP, {**app, "method": "POST", "route": "/", "status_code": "200"},
                     {"5.0": 20 * scale, "10.0": 80 * scale, "+Inf": 100 * scale}, 800.0 * scale)
@@ -316,32 +350,32 @@ def page(scale):
 
 
 def test_parse_prometheus_reads_names_labels_and_values():
-    samples = bh.parse_prometheus('# TYPE x counter\nx_total{a="1",b="q \\"z\\""} 3.5\nup 1\nbroken{ 2\nnan_v{a="1"} NaN\n')
-    assert samples[0] == bh.Sample("x_total", {"a": "1", "b": 'q \\"z\\"'}, 3.5)
-    assert bh.Sample("up", {}, 1.0) in samples and len(samples) == 3
+    samples = metrics.parse_prometheus('# TYPE x counter\nx_total{a="1",b="q \\"z\\""} 3.5\nup 1\nbroken{ 2\nnan_v{a="1"} NaN\n')
+    assert samples[0] == metrics.Sample("x_total", {"a": "1", "b": 'q \\"z\\"'}, 3.5)
+    assert metrics.Sample("up", {}, 1.0) in samples and len(samples) == 3
 
 
 def test_histogram_sums_replicas_and_subtracts_an_earlier_reading():
-    before, after = bh.parse_prometheus(page(1)), bh.parse_prometheus(page(3))
+    before, after = metrics.parse_prometheus(page(1)), metrics.parse_prometheus(page(3))
     labels = {"deployment": "Ingress", "route": "/recommend"}
-    h = bh.histogram(after, PROC, labels)
+    h = metrics.histogram(after, PROC, labels)
     assert (h.count, h.sum) == (300.0, 1200.0)                      # two replicas summed, /readyz left out
     assert h.buckets == ((1.0, 0.0), (5.0, 240.0), (10.0, 300.0), (math.inf, 300.0))
-    d = h.minus(bh.histogram(before, PROC, labels))
+    d = h.minus(metrics.histogram(before, PROC, labels))
     assert (d.count, d.sum) == (200.0, 800.0) and dict(d.buckets)[5.0] == 160.0
 
 
 def test_histogram_quantiles_interpolate_within_the_bucket():
-    h = bh.Histogram(((1.0, 0.0), (5.0, 80.0), (10.0, 100.0), (math.inf, 100.0)), 400.0, 100.0)
+    h = metrics.Histogram(((1.0, 0.0), (5.0, 80.0), (10.0, 100.0), (math.inf, 100.0)), 400.0, 100.0)
     assert h.quantile(0.5) == pytest.approx(1 + 4 * 50 / 80)
     assert h.quantile(0.99) == pytest.approx(5 + 5 * 19 / 20)
-    assert bh.Histogram(((5.0, 10.0), (math.inf, 20.0)), 0.0, 20.0).quantile(0.99) == 5.0   # in +Inf: the last bound
-    assert bh.Histogram((), 0.0, 0.0).quantile(0.5) is None
+    assert metrics.Histogram(((5.0, 10.0), (math.inf, 20.0)), 0.0, 20.0).quantile(0.99) == 5.0   # in +Inf: the last bound
+    assert metrics.Histogram((), 0.0, 0.0).quantile(0.5) is None
     assert h.summary()["mean_ms"] == 4.0 and "ms_per_request" not in h.summary()
 
 
 def test_hop_figures_per_deployment_and_per_http_request():
-    hops = bh.hop_figures(bh.parse_prometheus(page(1)), bh.parse_prometheus(page(2)))
+    hops = metrics.hop_figures(metrics.parse_prometheus(page(1)), metrics.parse_prometheus(page(2)))
     assert list(hops) == ["proxy", "Ingress", "Ingress app (segue_request_ms)", "Combiner", "Content", "Collab"]
     assert hops["proxy"]["count"] == 100 and hops["proxy"]["mean_ms"] == 8.0   # the GET /readyz are no hop
     assert hops["Ingress"]["count"] == 100 and hops["Ingress"]["mean_ms"] == 4.0
@@ -352,9 +386,9 @@ def test_hop_figures_per_deployment_and_per_http_request():
 
 
 def test_server_latency_is_the_ingress_apps_own_histogram():
-    lat = bh.server_latency(bh.parse_prometheus(page(1)), bh.parse_prometheus(page(4)))
+    lat = metrics.server_latency(metrics.parse_prometheus(page(1)), metrics.parse_prometheus(page(4)))
     assert lat["count"] == 300 and lat["mean_ms"] == 3.0 and lat["p50_ms"] == 2.0
-    assert bh.server_latency(None, bh.parse_prometheus(page(1))) is None
+    assert metrics.server_latency(None, metrics.parse_prometheus(page(1))) is None
 
 
 def test_ratios_compare_graph_with_uvicorn_and_the_python_proxy():
@@ -379,7 +413,7 @@ def test_new_song_queries_are_valid_requests_none_alike_and_none_a_catalog_song(
              "valence": 0.01, "tempo": 120.0}] * 50 + [{"tags": None, "genre": "Jazz", "year": float("nan"),
                                                        "danceability": 0.2, "energy": 0.3, "valence": 0.4,
                                                        "tempo": 90.0}]
-    queries = bh.new_song_table(rows, seed=3)
+    queries = seeds.new_song_table(rows, seed=3)
     assert len(queries) == 51
     for q in queries:
         RecommendRequest.model_validate({**q, "k": 10})  # raises on a body the API refuses
@@ -398,7 +432,7 @@ def test_autoscale_summary_names_what_scaled_and_when_it_came_back() -> None:
 
     samples = [at(t, 1) for t in range(0, 30, 2)] + [at(t, 2) for t in range(30, 150, 2)] + [at(t, 1) for t in range(150, 200, 2)]
     samples.insert(3, {"t": 6.5, "error": "REST API busy"})  # a gap in the readings
-    rows = [bh.Sent(due=float(t) / 10, ms=500.0 if t < 400 else 50.0, status=200, ok=t >= 300) for t in range(1000)]
+    rows = [load.Sent(due=float(t) / 10, ms=500.0 if t < 400 else 50.0, status=200, ok=t >= 300) for t in range(1000)]
     windows = latency_windows(rows, 0.0, 100.0)
     assert windows[0]["requests"] == 50 and windows[0]["failed"] == 50 and windows[-1]["p99_ms"] == 50.0
     s = summarise(samples, windows, load_start=10.0, load_end=100.0, mins=mins)
