@@ -65,10 +65,10 @@ docs-screenshot: install browser
 	SEGUE_DOCS_SCREENSHOT=1 $(PY) -m pytest -q tests/test_browser.py -k autocomplete_gives_ten_songs
 
 bench-data: install
-	$(PY) -m jobs.bench_data
+	$(PY) -m loadtest.bench_data
 
 bench-core: install
-	$(PY) -m jobs.bench_core
+	$(PY) -m loadtest.bench_core
 
 bench-http: install
 	$(PY) -m loadtest.bench_http
@@ -76,11 +76,11 @@ bench-http: install
 # A load step per scenario on serve_config.yaml as shipped: replicas per deployment over time
 # (docs/img/autoscale.png), latency before and after the scale-up (the 30K-song bench bundle).
 bench-autoscale: install
-	$(PY) -m loadtest.bench_autoscale --bundle "$$($(PY) -m jobs.bench_core --bundle-only)"
+	$(PY) -m loadtest.bench_autoscale --bundle "$$($(PY) -m loadtest.bench_core --bundle-only)"
 
 # 10,000 keep-alive users, one request a minute each, over a two-node local cluster (~12 min).
 bench-users: install
-	$(PY) -m loadtest.bench_users --bundle "$$($(PY) -m jobs.bench_core --bundle-only)"
+	$(PY) -m loadtest.bench_users --bundle "$$($(PY) -m loadtest.bench_core --bundle-only)"
 
 # Upgrades, replica loss, bad bundles, hostile input, the admin surface, S3 and metrics on a
 # private local Serve cluster under load: reports/reliability.json and reports/reliability.md.

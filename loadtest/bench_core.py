@@ -1,19 +1,18 @@
 """Benchmark the recommender core in-process against the per-request full-matrix approach.
 
-    python -m jobs.bench_core [--work bench-out] [--songs 30000] [--plays 9700000] [--queries 2000]
+    python -m loadtest.bench_core [--work bench-out] [--songs 30000] [--plays 9700000] [--queries 2000]
 
-Builds (once) the demo data and bundle at the given size, loads it, then times:
-one-song hybrid queries (seeds drawn in proportion to plays), user queries with a
-50-song history, and the baseline that common public implementations use: scikit-learn
-``cosine_similarity`` of the seed against the full content and item x user matrices on
-every request. Prints a Markdown table with p50/p95/p99 and the speed-up.
+Builds (once) the demo data and bundle at the given size with the pipeline's own commands
+(``loadtest/datasets.py``), loads it, then times: one-song hybrid queries (seeds drawn in
+proportion to plays), user queries with a 50-song history, and the baseline that common
+public implementations use: scikit-learn ``cosine_similarity`` of the seed against the full
+content and item x user matrices on every request. Prints a Markdown table with p50/p95/p99 and the speed-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import psutil
 from sklearn.metrics.pairwise import cosine_similarity
 
-from jobs.bench_data import ensure_data
+from loadtest.datasets import ensure_bundle
 from serve_app.artifacts import bundle as bundle_mod
 from serve_app.core.hybrid import Recommender
 from serve_app.core.lookup import SongIndex
@@ -32,17 +31,6 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
     return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
             "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
-
-
-def ensure_bundle(work: Path, songs: int, plays: int) -> Path:
-    """The bundle for this size, generated and preprocessed when missing."""
-    out = work / f"core-bundle-{songs}-{plays}"
-    if not (out / "manifest.json").exists():
-        catalog, interactions, _ = ensure_data(work, songs, plays, seed=0)
-        subprocess.run([sys.executable, "-m", "jobs.preprocess", "--catalog", str(catalog),
-                        "--interactions", str(interactions), "--out", str(out), "--overwrite"],
-                       check=True, stdout=subprocess.DEVNULL)
-    return out
 
 
 def timed(fn, args_list) -> list[float]:
@@ -64,7 +52,7 @@ def baseline_query(b: bundle_mod.Bundle, item_users, seed: int, k: int = 10) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.bench_core", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench_core", description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("bench-out"))
     parser.add_argument("--songs", type=int, default=30_000)
     parser.add_argument("--plays", type=int, default=9_700_000)
