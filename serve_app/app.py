@@ -25,9 +25,12 @@ import importlib
 import logging
 import os
 import threading
+from collections.abc import Sequence
+from typing import cast
 
 import pandas as pd
 from ray import serve
+from ray.serve import Deployment
 from ray.serve.handle import DeploymentHandle
 
 from serve_app.artifacts.bundle import PARTS, Bundle
@@ -41,7 +44,7 @@ from serve_app.shell.coalesce import Coalescer
 from serve_app.shell.config import DEFAULT_BUDGET_MS, DEPLOYMENTS, SegueConfig, user_config
 from serve_app.shell.follower import Follower
 from serve_app.shell.http import create_app
-from serve_app.shell.metrics import RayCounts
+from serve_app.shell.metrics import Counts, RayCounts
 from serve_app.shell.reload import BundleSlot, VersionGone
 from serve_app.shell.remote import once_more
 from serve_app.shell.scaling import BUSY, CpuMeter
@@ -94,8 +97,19 @@ class Part:
     async def configured(self, cfg: SegueConfig) -> None:
         """What a deployment does with the rest of its config."""
 
-    def status(self) -> dict:
+    async def status(self) -> dict:
         return self.slot.status()
+
+
+def content_scorer(b: Bundle) -> ContentScorer:
+    """The CB side over a bundle loaded with the Content slot's parts."""
+    assert b.content is not None and b.content_transform is not None
+    return ContentScorer(b.content, b.content_transform, pd.factorize(b.catalog["artist"])[0])
+
+
+def collab_scorer(b: Bundle) -> CollabScorer:
+    """The CF side over a bundle loaded with the Collab slot's parts."""
+    return CollabScorer(b.cf_nn, b.content_nn, b.catalog["listeners"].to_numpy())
 
 
 @serve.deployment(**DEPLOYMENTS["Content"])
@@ -110,9 +124,7 @@ class Content(Part):
         # neither delays the replica (nor its recovery after a crash) nor the first new song
         threading.Thread(target=importlib.import_module, args=("sklearn.feature_extraction.text",),
                          daemon=True).start()
-        super().__init__(BundleSlot(lambda b: ContentScorer(b.content, b.content_transform,
-                                                            pd.factorize(b.catalog["artist"])[0]),
-                                    parts=("content", "content_transform")))
+        super().__init__(BundleSlot(content_scorer, parts=("content", "content_transform")))
 
     def call_many(self, version: str, calls: list[Call]) -> list:
         scorer = self.slot.get(version)
@@ -126,9 +138,7 @@ class Collab(Part):
     slot: BundleSlot[PoolScorer]
 
     def __init__(self) -> None:
-        super().__init__(BundleSlot(lambda b: CollabScorer(b.cf_nn, b.content_nn,
-                                                           b.catalog["listeners"].to_numpy()),
-                                    parts=("cf_nn", "content_nn")))
+        super().__init__(BundleSlot(collab_scorer, parts=("cf_nn", "content_nn")))
 
     def call_many(self, version: str, calls: list[Score]) -> list:
         scorer = self.slot.get(version)
@@ -173,6 +183,7 @@ class Combiner(Part):
         out: list = [None] * len(asked)
 
         async def answer(version: str, positions: list[int]) -> None:
+            results: Sequence[hybrid.Result | VersionGone]
             try:
                 combiner = self.slot.get(version)
                 results = await hybrid.run_all_steps([combiner.steps(asked[i][0]) for i in positions],
@@ -224,7 +235,7 @@ class Ingress(Part):
         self.default = (hybrid.DEFAULT_W1, hybrid.DEFAULT_W2)
         self.weights = Follower(self._set_weights)
         self.events: EventLog | None = None
-        self.counts = RayCounts()
+        self.counts: Counts = RayCounts()
         self.sessions = SharedSessions(serve.get_replica_context().app_name)
 
     # ------------------------------------------------------------------ configuration
@@ -277,7 +288,7 @@ class Ingress(Part):
             raise result
         return result
 
-    async def run_many(self, queries: list[hybrid.Query], version: str) -> list[hybrid.Result | VersionGone]:
+    async def run_many(self, queries: Sequence[hybrid.Query], version: str) -> list[hybrid.Result | VersionGone]:
         """Many queries at once (the cache warm): one combiner call, or in process."""
         if self.combiner is None:
             return await self.slot.get(version).run_many(queries, version)
@@ -288,6 +299,7 @@ class Ingress(Part):
         """One call for a batch of misses, given up after the combiner's limit (a hung combiner does
         not hold back the misses queued behind it)."""
         combiner = self.combiner
+        assert combiner is not None  # only the graph's ingress coalesces misses
         return await asyncio.wait_for(once_more(lambda: combiner.run_many.remote(asked)), self.combiner_limit_s)
 
     # ------------------------------------------------------------------ the rest of the Backend
@@ -328,15 +340,20 @@ class Ingress(Part):
 def build_app(args: dict) -> serve.Application:
     """The graph: ingress -> combiner -> (content, collab)."""
     opts = _options(args)
-    content = Content.options(**opts).bind()
-    collab = Collab.options(**opts).bind()
-    combiner = Combiner.options(**opts).bind(content, collab)
-    return Ingress.options(**opts).bind(combiner)
+    content = deployment(Content).options(**opts).bind()
+    collab = deployment(Collab).options(**opts).bind()
+    combiner = deployment(Combiner).options(**opts).bind(content, collab)
+    return deployment(Ingress).options(**opts).bind(combiner)
 
 
 def build_single_app(args: dict) -> serve.Application:
     """The same API from one deployment doing all the work (the benchmark's comparison)."""
-    return Ingress.options(name="Single", **_options(args)).bind()
+    return deployment(Ingress).options(name="Single", **_options(args)).bind()
+
+
+def deployment(cls: type) -> Deployment:
+    """The deployment a ``@serve.deployment`` class became (type checkers keep the class's own type)."""
+    return cast(Deployment, cls)
 
 
 def _options(args: dict) -> dict:

@@ -7,6 +7,7 @@ Negative cosines (opposite audio profiles) count as "no similarity": CB scores l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ class ContentScorer:
         cb = (self.vectors @ query)[pool] if pool.size > n // 8 else rows_dot(self.vectors, pool, query)
         return cb.clip(min=0).astype(np.float32)
 
-    def for_attributes(self, song: dict, m: int) -> tuple[np.ndarray, np.ndarray]:
+    def for_attributes(self, song: dict[str, Any], m: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``m`` tracks closest to a song outside the catalog (``song`` in the catalog's
         columns), best first, as ``(int64 tracks, float32 cosines > 0)``."""
         cb = scores(self.vectors, features.transform(self.transform, pd.DataFrame([song])))

@@ -72,10 +72,10 @@ class Coalescer(Generic[T, R]):
                     f.set_exception(exc)
             return
         if len(results) != len(batch):
-            exc = RuntimeError(f"batch of {len(batch)} answered with {len(results)} results")
+            short = RuntimeError(f"batch of {len(batch)} answered with {len(results)} results")
             for _, f in batch:
                 if not f.done():
-                    f.set_exception(exc)
+                    f.set_exception(short)
             return
         for (_, f), result in zip(batch, results):
             if not f.done():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import ray
 from ray import serve
@@ -25,7 +25,7 @@ class Follower:
         self.board_name = f"segue-weights-{ctx.app_name}"
         self.replica = f"{ctx.deployment}#{ctx.replica_id.unique_id}"
         self.apply = apply
-        self.board = None
+        self.board: Any = None  # the WeightBoard actor's handle, once configured
         self.generation = 0
         self._task: asyncio.Task | None = None
 

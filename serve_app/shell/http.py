@@ -9,7 +9,8 @@ message, unknown songs 404 with suggestions, admin calls without a valid token 4
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,7 +45,7 @@ def _error(status: int, detail: str, **extra) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail, **extra})
 
 
-def _invalid(errors: list[dict], skip: int) -> JSONResponse:
+def _invalid(errors: Sequence[Mapping[str, Any]], skip: int) -> JSONResponse:
     """422 naming each problem by its field (``skip`` drops a location prefix such as ``body``)."""
     problems = [f"{'.'.join(str(p) for p in e['loc'][skip:]) or 'request'}: {e['msg']}" for e in errors]
     return _error(422, "; ".join(problems) or "invalid request")
@@ -104,10 +105,11 @@ def recommend_router(backend: Backend, cache: ResultCache | None) -> APIRouter:
             except VersionGone:
                 continue
             q = asked.query
+            w1, w2 = (q.w1, q.w2) if q.w1 is not None and q.w2 is not None else weights  # asked fills them in
             if result.weights.fallback:
                 backend.counts.inc("segue_fallbacks", {"fallback": result.weights.fallback})
-            response = front.render(result, asked, new_request_id(q.w1, q.w2))
-            impression(response, req.user_id, weights_bucket(q.w1, q.w2))
+            response = front.render(result, asked, new_request_id(w1, w2))
+            impression(response, req.user_id, weights_bucket(w1, w2))
             return response
         return JSONResponse(status_code=503, headers={"Retry-After": "1"},
                             content={"detail": "switching bundles, retry in a second"})
@@ -227,7 +229,7 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _invalid(list(exc.errors()), skip=1)
+        return _invalid(exc.errors(), skip=1)
 
     limits = ClientLimits()
     routers = [recommend_router(backend, cache), feedback_router(backend, limits), admin_router(backend, limits),

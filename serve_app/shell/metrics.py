@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from typing import Any, Protocol
 
 log = logging.getLogger("segue.http")
@@ -27,12 +26,13 @@ class MemoryCounts:
     counts), observed values, gauge values."""
 
     def __init__(self) -> None:
-        self.values: Counter = Counter()
+        self.values: dict[tuple, float] = {}
         self.observed: dict[tuple, list[float]] = {}
         self.gauges: dict[tuple, float] = {}
 
     def inc(self, name: str, tags: dict[str, str], value: float = 1.0) -> None:
-        self.values[(name, tuple(sorted(tags.items())))] += value
+        key = (name, tuple(sorted(tags.items())))
+        self.values[key] = self.values.get(key, 0.0) + value
 
     def observe(self, name: str, tags: dict[str, str], value: float) -> None:
         self.observed.setdefault((name, tuple(sorted(tags.items()))), []).append(value)
@@ -41,7 +41,7 @@ class MemoryCounts:
         self.gauges[(name, tuple(sorted(tags.items())))] = value
 
     def get(self, name: str, **tags: str) -> float:
-        return self.values[(name, tuple(sorted(tags.items())))]
+        return self.values.get((name, tuple(sorted(tags.items()))), 0.0)
 
 
 LATENCY_BOUNDS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000]

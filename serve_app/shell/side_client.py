@@ -39,10 +39,12 @@ class SideClient:
         or its breaker is open (it kept failing: no call waits for it until a probe gets through)."""
         if not self.breaker.allow():
             return [Unavailable(self.name, "circuit open")] * len(calls)
+        async def send(chunk: list[Call]) -> list:
+            return await once_more(lambda: self.handle.call_many.remote(version, chunk))
+
         chunks = [calls[i:i + SIDE_CHUNK] for i in range(0, len(calls), SIDE_CHUNK)]
         try:
-            parts = await asyncio.wait_for(asyncio.gather(
-                *[once_more(lambda c=c: self.handle.call_many.remote(version, c)) for c in chunks]), self.timeout_s)
+            parts = await asyncio.wait_for(asyncio.gather(*[send(c) for c in chunks]), self.timeout_s)
         except VersionGone as exc:  # the side answered: it has not loaded this version yet (or any more)
             self.breaker.success()
             raise VersionGone(str(exc)) from None

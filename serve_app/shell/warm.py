@@ -64,9 +64,10 @@ async def warm(cache: ResultCache, front: Front, weights: tuple[float, float], r
             asked = time.monotonic()
             results = await run_many(queries, front.version)
             took = time.monotonic() - asked
-            if results and all(isinstance(r, VersionGone) for r in results):
+            gone = [r for r in results if isinstance(r, VersionGone)]
+            if gone and len(gone) == len(results):
                 if waited >= not_ready_s:
-                    raise results[0]
+                    raise gone[0]
                 waited += retry_s
                 await asyncio.sleep(retry_s)
                 continue
