@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 import pandas as pd
 from ray import serve
@@ -38,7 +38,7 @@ from serve_app.artifacts.events import EventLog, writer_name
 from serve_app.core import hybrid
 from serve_app.core.collaborative import CollabScorer
 from serve_app.core.content import ContentScorer
-from serve_app.core.sides import Call, ContentSide, PoolScorer, Score, SideName
+from serve_app.core.sides import Call, CallOn, ContentSide, PoolScorer, SideName
 from serve_app.shell.admin import require_admin_token
 from serve_app.shell.coalesce import Coalescer
 from serve_app.shell.config import DEFAULT_BUDGET_MS, DEPLOYMENTS, SegueConfig, user_config
@@ -54,6 +54,7 @@ from serve_app.shell.side_client import SideClient
 from serve_app.shell.warm import WarmCache
 from serve_app.shell.weights import WeightState
 
+S = TypeVar("S")
 HANDLE_TIMEOUT_S = 10.0
 MISS_BATCH = 64  # most cache misses sent to the combiner in one call
 MISS_CALLS = 2  # calls in flight to the combiner per ingress replica
@@ -112,12 +113,20 @@ def collab_scorer(b: Bundle) -> CollabScorer:
     return CollabScorer(b.cf_nn, b.content_nn, b.catalog["listeners"].to_numpy())
 
 
-@serve.deployment(**DEPLOYMENTS["Content"])
-class Content(Part):
-    """The content side (CB): runs a batch of the combiner's calls on the bundle version asked
-    (one hop for every query of the batch)."""
+class Side(Part, Generic[S]):
+    """A scoring side: runs a batch of the combiner's calls on its scorer for the bundle version
+    asked (one hop for every query of the batch)."""
 
-    slot: BundleSlot[ContentSide]
+    slot: BundleSlot[S]
+
+    def call_many(self, version: str, calls: list[CallOn[S]]) -> list:
+        scorer = self.slot.get(version)
+        return [c.run(scorer) for c in calls]
+
+
+@serve.deployment(**DEPLOYMENTS["Content"])
+class Content(Side[ContentSide]):
+    """The content side (CB): pools scored, new songs by attributes, diversity."""
 
     def __init__(self) -> None:
         # new songs' vectors need scikit-learn (1.4 s to import): beside the start-up, so it
@@ -126,23 +135,13 @@ class Content(Part):
                          daemon=True).start()
         super().__init__(BundleSlot(content_scorer, parts=("content", "content_transform")))
 
-    def call_many(self, version: str, calls: list[Call]) -> list:
-        scorer = self.slot.get(version)
-        return [c.run(scorer) for c in calls]
-
 
 @serve.deployment(**DEPLOYMENTS["Collab"])
-class Collab(Part):
-    """The collaborative side (CF): scores the pools of a batch of the combiner's calls."""
-
-    slot: BundleSlot[PoolScorer]
+class Collab(Side[PoolScorer]):
+    """The collaborative side (CF): pools scored."""
 
     def __init__(self) -> None:
         super().__init__(BundleSlot(collab_scorer, parts=("cf_nn", "content_nn")))
-
-    def call_many(self, version: str, calls: list[Score]) -> list:
-        scorer = self.slot.get(version)
-        return [c.run(scorer) for c in calls]
 
 
 @serve.deployment(**DEPLOYMENTS["Combiner"])

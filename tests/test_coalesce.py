@@ -33,6 +33,14 @@ class Echo:
         return [x * 10 for x in items]
 
 
+async def first_in_flight(side: Echo, item: int = 0, wait: float = 0.005) -> tuple[Coalescer, asyncio.Task]:
+    """A coalescer over ``side`` with ``item``'s call in flight (after ``wait`` seconds)."""
+    c = Coalescer(side)
+    first = asyncio.create_task(c.submit(item))
+    await asyncio.sleep(wait)
+    return c, first
+
+
 def test_a_lone_item_goes_out_at_once() -> None:
     async def main() -> None:
         side = Echo(delay=0.0)
@@ -49,9 +57,7 @@ def test_a_lone_item_goes_out_at_once() -> None:
 def test_items_arriving_during_a_call_share_the_next_one() -> None:
     async def main() -> None:
         side = Echo(delay=0.05)
-        c = Coalescer(side)
-        first = asyncio.create_task(c.submit(0))
-        await asyncio.sleep(0.01)  # the first call is in flight
+        c, first = await first_in_flight(side, wait=0.01)
         rest = [asyncio.create_task(c.submit(i)) for i in range(1, 8)]
         assert await asyncio.gather(first, *rest) == [i * 10 for i in range(8)]
         assert side.batches == [[0], list(range(1, 8))]
@@ -76,9 +82,7 @@ def test_batches_are_capped_and_calls_in_flight_bounded() -> None:
 def test_an_error_reaches_every_caller_of_its_batch_only() -> None:
     async def main() -> None:
         side = Echo(delay=0.02, fail_on=2)
-        c = Coalescer(side)
-        first = asyncio.create_task(c.submit(1))
-        await asyncio.sleep(0.005)
+        c, first = await first_in_flight(side, item=1)
         second = [asyncio.create_task(c.submit(i)) for i in (2, 3)]
         assert await first == 10
         for t in second:
@@ -92,9 +96,7 @@ def test_an_error_reaches_every_caller_of_its_batch_only() -> None:
 def test_a_cancelled_caller_is_left_out_and_the_others_answered() -> None:
     async def main() -> None:
         side = Echo(delay=0.03)
-        c = Coalescer(side)
-        first = asyncio.create_task(c.submit(0))
-        await asyncio.sleep(0.005)
+        c, first = await first_in_flight(side)
         gone, kept = asyncio.create_task(c.submit(1)), asyncio.create_task(c.submit(2))
         await asyncio.sleep(0.005)
         gone.cancel()

@@ -19,7 +19,7 @@ import pytest
 import scipy.sparse as sp
 
 from serve_app.artifacts import bundle as bundle_io
-from serve_app.core.hybrid import HybridConfig, Recommender, Result
+from serve_app.core.hybrid import HybridConfig, Query, Recommender, Result
 
 K = 10
 ALPHA, BETA = 0.8, 0.3  # the shipped rp3beta parameters (checked against the manifest below)
@@ -338,9 +338,9 @@ def test_for_user_is_the_users_history(bundle, rec, demo_data):
     for user_id in plays["user_id"].drop_duplicates().head(5):
         played, counts = rec.combiner.user_history(str(user_id))
         assert {track_of[t] for t in plays.loc[plays["user_id"] == user_id, "track_id"]} <= set(played)
-        assert rec.for_user(str(user_id)) == rec.for_history(played, counts)
+        assert rec.run(Query("user", user_id=str(user_id))) == rec.for_history(played, counts)
     assert rec.combiner.user_history("nobody-ever") is None
-    assert rec.for_user("nobody-ever", k=5) == rec.popular(5)
+    assert rec.run(Query("user", user_id="nobody-ever", k=5)) == rec.popular(5)
 
 
 ATTRIBUTE_COLUMNS = ["tags", "genre", "year", "duration_ms", "danceability", "energy", "key", "loudness", "mode",

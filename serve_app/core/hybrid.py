@@ -554,20 +554,6 @@ class Recommender:
         plan = self.combiner.plan_history(tracks, plays, w1, w2, exclude_played)
         return self._run(self.combiner.plan_steps(plan, k, diversity))
 
-    def for_user(
-        self,
-        user_id: str,
-        k: int = 10,
-        w1: float | None = None,
-        w2: float | None = None,
-        diversity: float = 0.0,
-        exclude_played: bool = True,
-    ) -> Result:
-        """A known user's history; a user id the bundle has never seen gets the new-user answer."""
-        return self.run(
-            Query("user", user_id=user_id, k=k, w1=w1, w2=w2, diversity=diversity, exclude_played=exclude_played)
-        )
-
     def for_attributes(self, song: pd.DataFrame, k: int = 10, diversity: float = 0.0) -> Result:
         """A song outside the catalog, described by its attributes: content only."""
         return self._run(self.combiner.attribute_steps(song.iloc[0].to_dict(), k, diversity))

@@ -12,11 +12,12 @@ renamed or re-typed scorer method is a type error (mypy) and a failing test
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 SideName = Literal["content", "collab"]
+S_contra = TypeVar("S_contra", contravariant=True)
 
 
 @runtime_checkable
@@ -83,6 +84,12 @@ class Diversify:
 
 Call = Score | ForAttributes | Diversify
 """A call a query's step needs from one side (its ``side``)."""
+
+
+class CallOn(Protocol[S_contra]):
+    """A call that runs on a scorer of type ``S_contra`` (a side's deployment takes a list of them)."""
+
+    def run(self, scorer: S_contra) -> Any: ...
 
 
 def run_call(call: Call, content: ContentSide, collab: PoolScorer) -> Any:
