@@ -20,12 +20,30 @@ from jobs import csvio
 from serve_app.artifacts import storage
 from serve_app.core.text import song_key
 
-CATALOG_FILE = "Music Info.csv"               # the public data set's file names
+CATALOG_FILE = "Music Info.csv"  # the public data set's file names
 HISTORY_FILE = "User Listening History.csv"
 COLUMNS = [
-    "track_id", "name", "artist", "spotify_preview_url", "spotify_id", "tags", "genre", "year",
-    "duration_ms", "danceability", "energy", "key", "loudness", "mode", "speechiness", "acousticness",
-    "instrumentalness", "liveness", "valence", "tempo", "time_signature",
+    "track_id",
+    "name",
+    "artist",
+    "spotify_preview_url",
+    "spotify_id",
+    "tags",
+    "genre",
+    "year",
+    "duration_ms",
+    "danceability",
+    "energy",
+    "key",
+    "loudness",
+    "mode",
+    "speechiness",
+    "acousticness",
+    "instrumentalness",
+    "liveness",
+    "valence",
+    "tempo",
+    "time_signature",
 ]
 REQUIRED = ["track_id", "name", "artist"]
 TEXT_COLUMNS = COLUMNS[:7]
@@ -108,10 +126,12 @@ def clean(table: pa.Table, malformed_lines: int = 0, examples: list[str] | None 
     frame["song_key"] = [song_key(n, a) for n, a in zip(frame["name"], frame["artist"])]
     repeat = frame["song_key"].duplicated(keep="first")
     first_id = frame.drop_duplicates("song_key").set_index("song_key")["track_id"]
-    aliases = pd.DataFrame({
-        "alias_track_id": frame.loc[repeat, "track_id"].to_numpy(),
-        "track_id": frame.loc[repeat, "song_key"].map(first_id).to_numpy(),
-    }).astype("string")
+    aliases = pd.DataFrame(
+        {
+            "alias_track_id": frame.loc[repeat, "track_id"].to_numpy(),
+            "track_id": frame.loc[repeat, "song_key"].map(first_id).to_numpy(),
+        }
+    ).astype("string")
     songs = frame[~repeat].reset_index(drop=True)
     return CleanCatalog(songs, aliases, rows_read, rejected, int(repeat.sum()), invalid, list(examples or []))
 

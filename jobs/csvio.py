@@ -8,8 +8,9 @@ Invalid UTF-8 becomes U+FFFD and a line of any length parses.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -61,10 +62,17 @@ def parse(data: bytes, column_names: list[str], skip_header: bool, quoting: bool
         io.BytesIO(data),
         # one block: pyarrow refuses a row that straddles two blocks (a long line in a dirty file)
         read_options=pacsv.ReadOptions(column_names=column_names, block_size=len(data) + 1),
-        parse_options=pacsv.ParseOptions(quote_char='"' if quoting else False, newlines_in_values=quoting,
-                                         ignore_empty_lines=False, invalid_row_handler=on_invalid),
-        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in column_names},
-                                             strings_can_be_null=False, quoted_strings_can_be_null=False),
+        parse_options=pacsv.ParseOptions(
+            quote_char='"' if quoting else False,
+            newlines_in_values=quoting,
+            ignore_empty_lines=False,
+            invalid_row_handler=on_invalid,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in column_names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
     )
     return result
 
@@ -79,18 +87,19 @@ def read_range(uri: str, start: int, end: int, size: int) -> bytes:
             cut = buf.find(b"\n")
             if cut < 0 or cut + 1 == len(buf):
                 return b""  # the range lies inside a line that an earlier range owns
-            buf = buf[cut + 1:]
+            buf = buf[cut + 1 :]
         parts, pos = [buf], end
         while pos < size and not parts[-1].endswith(b"\n"):  # a list: a long line is not copied over and over
             more = fh.read_at(min(1 << 16, size - pos), pos)
             cut = more.find(b"\n")
-            parts.append(more if cut < 0 else more[:cut + 1])
+            parts.append(more if cut < 0 else more[: cut + 1])
             pos += len(more)
     return b"".join(parts)
 
 
-def plan_ranges(files: list[str], chunk_bytes: int, required: Sequence[str]
-                ) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+def plan_ranges(
+    files: list[str], chunk_bytes: int, required: Sequence[str]
+) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     """Byte ranges of every CSV file, and each file's header columns (checked for ``required``)."""
     ranges, headers = [], {}
     for uri in files:
@@ -103,6 +112,8 @@ def plan_ranges(files: list[str], chunk_bytes: int, required: Sequence[str]
         if missing:
             raise ValueError(f"{uri}: header {columns} lacks required column(s) {missing}")
         headers[uri] = columns
-        ranges += [{"uri": uri, "start": s, "end": min(s + chunk_bytes, size), "size": size}
-                   for s in range(0, max(size, 1), chunk_bytes)]
+        ranges += [
+            {"uri": uri, "start": s, "end": min(s + chunk_bytes, size), "size": size}
+            for s in range(0, max(size, 1), chunk_bytes)
+        ]
     return ranges, headers

@@ -63,53 +63,243 @@ HEX = b"0123456789abcdef"
 
 # Genre label -> tag family; the first tag is the genre's head tag.
 TAG_FAMILIES: dict[str, tuple[str, ...]] = {
-    "Rock": ("rock", "classic_rock", "hard_rock", "alternative", "alternative_rock", "indie",
-             "indie_rock", "britpop", "grunge", "post_rock", "shoegaze", "psychedelic",
-             "garage_rock", "progressive_rock", "soft_rock", "stoner_rock"),
-    "Electronic": ("electronic", "electronica", "electro", "house", "deep_house", "techno",
-                   "trance", "ambient", "idm", "downtempo", "trip_hop", "dubstep",
-                   "drum_and_bass", "synthpop", "chillout", "breakbeat"),
-    "Pop": ("pop", "dance", "pop_rock", "dance_pop", "teen_pop", "power_pop", "indie_pop",
-            "electropop", "europop", "disco", "new_wave", "bubblegum", "art_pop"),
-    "Metal": ("metal", "heavy_metal", "death_metal", "black_metal", "thrash_metal", "doom_metal",
-              "power_metal", "metalcore", "nu_metal", "progressive_metal", "industrial",
-              "gothic_metal", "melodic_death_metal"),
-    "Rap": ("hip_hop", "rap", "gangsta_rap", "underground_hip_hop", "east_coast_rap",
-            "west_coast", "dirty_south", "trap", "old_school", "turntablism", "grime", "crunk"),
-    "Jazz": ("jazz", "smooth_jazz", "bebop", "cool_jazz", "swing", "big_band", "fusion",
-             "free_jazz", "acid_jazz", "lounge", "vocal_jazz", "jazz_piano"),
-    "RnB": ("rnb", "soul", "neo_soul", "funk", "motown", "quiet_storm", "contemporary_rnb",
-            "new_jack_swing", "gospel", "urban", "slow_jams"),
-    "Reggae": ("reggae", "roots_reggae", "dub", "ska", "dancehall", "rocksteady", "lovers_rock",
-               "jamaican", "ragga"),
-    "Folk": ("folk", "indie_folk", "folk_rock", "acoustic", "singer_songwriter", "americana",
-             "celtic", "freak_folk", "contemporary_folk", "traditional", "anti_folk"),
-    "Country": ("country", "alt_country", "bluegrass", "country_rock", "outlaw_country",
-                "honky_tonk", "southern_rock", "country_pop", "rockabilly", "nashville"),
-    "Punk": ("punk", "punk_rock", "pop_punk", "post_punk", "hardcore_punk", "emo", "ska_punk",
-             "skate_punk", "riot_grrrl", "post_hardcore", "screamo"),
-    "Blues": ("blues", "blues_rock", "delta_blues", "chicago_blues", "electric_blues",
-              "rhythm_and_blues", "boogie", "soul_blues", "texas_blues", "slide_guitar"),
-    "New Age": ("new_age", "meditation", "relaxation", "healing", "instrumental", "piano",
-                "space_music", "neoclassical", "minimalism", "ethereal"),
-    "World": ("world", "world_music", "african", "afrobeat", "flamenco", "indian", "klezmer",
-              "balkan", "fado", "worldbeat", "chanson", "french"),
-    "Latin": ("latin", "salsa", "bossa_nova", "reggaeton", "latin_pop", "tango", "cumbia",
-              "samba", "mpb", "brazilian", "spanish", "merengue"),
+    "Rock": (
+        "rock",
+        "classic_rock",
+        "hard_rock",
+        "alternative",
+        "alternative_rock",
+        "indie",
+        "indie_rock",
+        "britpop",
+        "grunge",
+        "post_rock",
+        "shoegaze",
+        "psychedelic",
+        "garage_rock",
+        "progressive_rock",
+        "soft_rock",
+        "stoner_rock",
+    ),
+    "Electronic": (
+        "electronic",
+        "electronica",
+        "electro",
+        "house",
+        "deep_house",
+        "techno",
+        "trance",
+        "ambient",
+        "idm",
+        "downtempo",
+        "trip_hop",
+        "dubstep",
+        "drum_and_bass",
+        "synthpop",
+        "chillout",
+        "breakbeat",
+    ),
+    "Pop": (
+        "pop",
+        "dance",
+        "pop_rock",
+        "dance_pop",
+        "teen_pop",
+        "power_pop",
+        "indie_pop",
+        "electropop",
+        "europop",
+        "disco",
+        "new_wave",
+        "bubblegum",
+        "art_pop",
+    ),
+    "Metal": (
+        "metal",
+        "heavy_metal",
+        "death_metal",
+        "black_metal",
+        "thrash_metal",
+        "doom_metal",
+        "power_metal",
+        "metalcore",
+        "nu_metal",
+        "progressive_metal",
+        "industrial",
+        "gothic_metal",
+        "melodic_death_metal",
+    ),
+    "Rap": (
+        "hip_hop",
+        "rap",
+        "gangsta_rap",
+        "underground_hip_hop",
+        "east_coast_rap",
+        "west_coast",
+        "dirty_south",
+        "trap",
+        "old_school",
+        "turntablism",
+        "grime",
+        "crunk",
+    ),
+    "Jazz": (
+        "jazz",
+        "smooth_jazz",
+        "bebop",
+        "cool_jazz",
+        "swing",
+        "big_band",
+        "fusion",
+        "free_jazz",
+        "acid_jazz",
+        "lounge",
+        "vocal_jazz",
+        "jazz_piano",
+    ),
+    "RnB": (
+        "rnb",
+        "soul",
+        "neo_soul",
+        "funk",
+        "motown",
+        "quiet_storm",
+        "contemporary_rnb",
+        "new_jack_swing",
+        "gospel",
+        "urban",
+        "slow_jams",
+    ),
+    "Reggae": ("reggae", "roots_reggae", "dub", "ska", "dancehall", "rocksteady", "lovers_rock", "jamaican", "ragga"),
+    "Folk": (
+        "folk",
+        "indie_folk",
+        "folk_rock",
+        "acoustic",
+        "singer_songwriter",
+        "americana",
+        "celtic",
+        "freak_folk",
+        "contemporary_folk",
+        "traditional",
+        "anti_folk",
+    ),
+    "Country": (
+        "country",
+        "alt_country",
+        "bluegrass",
+        "country_rock",
+        "outlaw_country",
+        "honky_tonk",
+        "southern_rock",
+        "country_pop",
+        "rockabilly",
+        "nashville",
+    ),
+    "Punk": (
+        "punk",
+        "punk_rock",
+        "pop_punk",
+        "post_punk",
+        "hardcore_punk",
+        "emo",
+        "ska_punk",
+        "skate_punk",
+        "riot_grrrl",
+        "post_hardcore",
+        "screamo",
+    ),
+    "Blues": (
+        "blues",
+        "blues_rock",
+        "delta_blues",
+        "chicago_blues",
+        "electric_blues",
+        "rhythm_and_blues",
+        "boogie",
+        "soul_blues",
+        "texas_blues",
+        "slide_guitar",
+    ),
+    "New Age": (
+        "new_age",
+        "meditation",
+        "relaxation",
+        "healing",
+        "instrumental",
+        "piano",
+        "space_music",
+        "neoclassical",
+        "minimalism",
+        "ethereal",
+    ),
+    "World": (
+        "world",
+        "world_music",
+        "african",
+        "afrobeat",
+        "flamenco",
+        "indian",
+        "klezmer",
+        "balkan",
+        "fado",
+        "worldbeat",
+        "chanson",
+        "french",
+    ),
+    "Latin": (
+        "latin",
+        "salsa",
+        "bossa_nova",
+        "reggaeton",
+        "latin_pop",
+        "tango",
+        "cumbia",
+        "samba",
+        "mpb",
+        "brazilian",
+        "spanish",
+        "merengue",
+    ),
 }
 GENRES = tuple(TAG_FAMILIES)
 # How often each label is drawn for clusters beyond the first one-per-label.
-GENRE_WEIGHTS = (0.21, 0.13, 0.12, 0.08, 0.07, 0.05, 0.06, 0.03, 0.05, 0.04, 0.05, 0.03,
-                 0.02, 0.02, 0.04)
-MOOD_TAGS = ("chill", "love", "sad", "party", "female_vocalists", "male_vocalists", "happy",
-             "melancholy", "mellow", "beautiful", "favorites", "catchy", "energetic",
-             "romantic", "summer", "upbeat", "dark", "atmospheric", "sexy", "night", "driving",
-             "workout", "cover", "live", "seen_live", "guitar", "epic", "dreamy")
+GENRE_WEIGHTS = (0.21, 0.13, 0.12, 0.08, 0.07, 0.05, 0.06, 0.03, 0.05, 0.04, 0.05, 0.03, 0.02, 0.02, 0.04)
+MOOD_TAGS = (
+    "chill",
+    "love",
+    "sad",
+    "party",
+    "female_vocalists",
+    "male_vocalists",
+    "happy",
+    "melancholy",
+    "mellow",
+    "beautiful",
+    "favorites",
+    "catchy",
+    "energetic",
+    "romantic",
+    "summer",
+    "upbeat",
+    "dark",
+    "atmospheric",
+    "sexy",
+    "night",
+    "driving",
+    "workout",
+    "cover",
+    "live",
+    "seen_live",
+    "guitar",
+    "epic",
+    "dreamy",
+)
 DECADE_TAGS = ("50s", "60s", "70s", "80s", "90s", "00s", "10s", "20s")  # index = (year-1950)//10
-VOCABULARY = tuple(dict.fromkeys([*(t for f in TAG_FAMILIES.values() for t in f),
-                                  *MOOD_TAGS, *DECADE_TAGS]))
+VOCABULARY = tuple(dict.fromkeys([*(t for f in TAG_FAMILIES.values() for t in f), *MOOD_TAGS, *DECADE_TAGS]))
 
-TITLE_WORDS = tuple("""
+TITLE_WORDS = tuple(
+    """
 Love Heart Night Fire Dream Summer Rain Light Dark Blue Gold Golden City Road Home River Moon
 Sun Star Stars Sky Ocean Wild Young Lonely Broken Electric Midnight Forever Tonight Yesterday
 Tomorrow Dance Dancing Running Falling Burning Shadow Shadows Ghost Angel Devil Heaven Paradise
@@ -120,37 +310,183 @@ Desert Mountain Valley Street Avenue Station Hotel Room Door Bridge Wall Sea Wav
 Touch Tears Smile Lies Truth Secret Memories Promise Dreams Colors Wonder Sweet Bitter Cold Hot
 Slow Fast Little Big Last First Only One Two Crazy Beautiful Strange Sugar Honey Cherry Whiskey
 Wine Money Gun Roses Lion Tiger Wolf Birds Butterfly Bones Blood Soul Mind Eyes Hands Time
-""".split())
+""".split()
+)
 # Words that read badly inside "X of the Y" titles; they only appear in plain titles.
-TITLE_FILLERS = tuple("""
+TITLE_FILLERS = tuple(
+    """
 Don't Can't Won't I'm It's You're We're Let's Ain't Gonna Wanna Mr. Mrs. Me You Us Again Away
 Down Up Over Under Together Alone Never Always Back Run Stay Go Hold Wait Come Fly
-""".split())
-FIRST_NAMES = ("Mara", "Jonah", "Lena", "Otis", "Cleo", "Felix", "Nina", "Rufus", "Ada", "Milo",
-               "Iris", "Caleb", "Tess", "Hugo", "Ruby", "Silas", "June", "Ezra", "Vera", "Leon",
-               "Hazel", "Arlo", "Nora", "Jasper", "Ivy", "Dexter", "Maya", "Roscoe", "Lola",
-               "Wes", "Billie", "Sam", "Etta", "Gus", "Frankie", "Dolly", "Curtis", "Odette")
-SYLLABLES = ("ka", "lo", "mi", "ra", "ven", "tor", "el", "sa", "dri", "na", "zu", "bel", "mar",
-             "os", "ti", "quin", "ly", "fen", "ar", "is", "dor", "gan", "rel", "vin", "ko", "ta")
+""".split()
+)
+FIRST_NAMES = (
+    "Mara",
+    "Jonah",
+    "Lena",
+    "Otis",
+    "Cleo",
+    "Felix",
+    "Nina",
+    "Rufus",
+    "Ada",
+    "Milo",
+    "Iris",
+    "Caleb",
+    "Tess",
+    "Hugo",
+    "Ruby",
+    "Silas",
+    "June",
+    "Ezra",
+    "Vera",
+    "Leon",
+    "Hazel",
+    "Arlo",
+    "Nora",
+    "Jasper",
+    "Ivy",
+    "Dexter",
+    "Maya",
+    "Roscoe",
+    "Lola",
+    "Wes",
+    "Billie",
+    "Sam",
+    "Etta",
+    "Gus",
+    "Frankie",
+    "Dolly",
+    "Curtis",
+    "Odette",
+)
+SYLLABLES = (
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ven",
+    "tor",
+    "el",
+    "sa",
+    "dri",
+    "na",
+    "zu",
+    "bel",
+    "mar",
+    "os",
+    "ti",
+    "quin",
+    "ly",
+    "fen",
+    "ar",
+    "is",
+    "dor",
+    "gan",
+    "rel",
+    "vin",
+    "ko",
+    "ta",
+)
 SURNAME_ENDINGS = ("", "", "son", "er", "ez", "ski", "ton", "ley", "ford", "man")
-BAND_ADJECTIVES = ("Velvet", "Electric", "Black", "Silver", "Crimson", "Hollow", "Neon",
-                   "Wild", "Lonely", "Golden", "Broken", "Midnight", "Paper", "Atomic",
-                   "Rusty", "Gentle", "Savage", "Lucky", "Frozen", "Burning")
-BAND_NOUNS = ("Foxes", "Kings", "Ghosts", "Wolves", "Rivers", "Machines", "Echoes", "Saints",
-              "Shadows", "Horses", "Lights", "Pilots", "Sparrows", "Tigers", "Monsters",
-              "Strangers", "Hearts", "Giants", "Robots", "Daggers")
-ACCENTED_FIRST = ("Björn", "Sigrún", "José", "Zoë", "Ángel", "Søren", "Iñaki", "Jürgen", "Renée",
-                  "Anaïs", "Mónica", "Ólafur", "Chloé", "Raúl", "Dagný")
-ACCENTED_LAST = ("Hallström", "Núñez", "Müller", "Ødegård", "Ríos", "Lévesque", "Sigurðsson",
-                 "Peña", "Kovač", "Åberg", "Gómez", "Brontë")
-ACCENTED_BANDS = ("Mötley Wolves", "Sigur Dröm", "Café Tacuba Sur", "Los Niños Eléctricos",
-                  "Motörcrane", "Ölvis", "Björk Lindé", "Señor Pájaro", "Die Ärzte Nord",
-                  "Beyoncé Rivière")
+BAND_ADJECTIVES = (
+    "Velvet",
+    "Electric",
+    "Black",
+    "Silver",
+    "Crimson",
+    "Hollow",
+    "Neon",
+    "Wild",
+    "Lonely",
+    "Golden",
+    "Broken",
+    "Midnight",
+    "Paper",
+    "Atomic",
+    "Rusty",
+    "Gentle",
+    "Savage",
+    "Lucky",
+    "Frozen",
+    "Burning",
+)
+BAND_NOUNS = (
+    "Foxes",
+    "Kings",
+    "Ghosts",
+    "Wolves",
+    "Rivers",
+    "Machines",
+    "Echoes",
+    "Saints",
+    "Shadows",
+    "Horses",
+    "Lights",
+    "Pilots",
+    "Sparrows",
+    "Tigers",
+    "Monsters",
+    "Strangers",
+    "Hearts",
+    "Giants",
+    "Robots",
+    "Daggers",
+)
+ACCENTED_FIRST = (
+    "Björn",
+    "Sigrún",
+    "José",
+    "Zoë",
+    "Ángel",
+    "Søren",
+    "Iñaki",
+    "Jürgen",
+    "Renée",
+    "Anaïs",
+    "Mónica",
+    "Ólafur",
+    "Chloé",
+    "Raúl",
+    "Dagný",
+)
+ACCENTED_LAST = (
+    "Hallström",
+    "Núñez",
+    "Müller",
+    "Ødegård",
+    "Ríos",
+    "Lévesque",
+    "Sigurðsson",
+    "Peña",
+    "Kovač",
+    "Åberg",
+    "Gómez",
+    "Brontë",
+)
+ACCENTED_BANDS = (
+    "Mötley Wolves",
+    "Sigur Dröm",
+    "Café Tacuba Sur",
+    "Los Niños Eléctricos",
+    "Motörcrane",
+    "Ölvis",
+    "Björk Lindé",
+    "Señor Pájaro",
+    "Die Ärzte Nord",
+    "Beyoncé Rivière",
+)
 CJK_SYLLABLES = ("山", "田", "光", "星", "月", "海", "花", "風", "雪", "川", "ヒ", "カ", "ル", "夢")
 CYRILLIC_FIRST = ("Мирослав", "Анна", "Дмитрий", "Ольга", "Кира", "Лев")
 CYRILLIC_LAST = ("Ковалёв", "Соколова", "Белый", "Орлов", "Звезда", "Север")
-TITLE_SUFFIXES = (("", 0.89), (" (Remix)", 0.03), (" (Live)", 0.02), (" (feat. {})", 0.03),
-                  (" (Acoustic)", 0.01), (" - Radio Edit", 0.01), (" (Album Version)", 0.01))
+TITLE_SUFFIXES = (
+    ("", 0.89),
+    (" (Remix)", 0.03),
+    (" (Live)", 0.02),
+    (" (feat. {})", 0.03),
+    (" (Acoustic)", 0.01),
+    (" - Radio Edit", 0.01),
+    (" (Album Version)", 0.01),
+)
 
 
 class FeatureSpec(NamedTuple):
@@ -228,8 +564,7 @@ class Sampler:
     popular_cdf: np.ndarray
     warm_songs: np.ndarray  # songs with popularity > 0, in catalog order
 
-    def taste(self, rng: np.random.Generator, users: np.ndarray,
-              clusters: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    def taste(self, rng: np.random.Generator, users: np.ndarray, clusters: np.ndarray, cum: np.ndarray) -> np.ndarray:
         """Songs for rows of ``users``: from their taste clusters, some from global popularity."""
         r = rng.random(users.size)
         slot = (r >= cum[users, 0]).astype(np.int64) + (r >= cum[users, 1])
@@ -464,7 +799,7 @@ def _share_names(rng: np.random.Generator, titles: np.ndarray, artist: np.ndarra
     n = titles.size
     count = max(1, round(SHARED_NAME_SHARE * n)) if np.unique(artist).size > 1 else 0
     order = rng.permutation(n)
-    receivers, sources = order[:count], order[count: 2 * count]
+    receivers, sources = order[:count], order[count : 2 * count]
     ok = artist[receivers] != artist[sources]
     while not ok.any() and count:  # tiny catalogs: guarantee at least one shared title
         sources = rng.permutation(n)[: receivers.size]
@@ -472,8 +807,9 @@ def _share_names(rng: np.random.Generator, titles: np.ndarray, artist: np.ndarra
     titles[receivers[ok]] = titles[sources[ok]]
 
 
-def _song_tags(rng: np.random.Generator, clusters: Clusters, artists: Artists,
-               song_artist: np.ndarray, year: np.ndarray) -> np.ndarray:
+def _song_tags(
+    rng: np.random.Generator, clusters: Clusters, artists: Artists, song_artist: np.ndarray, year: np.ndarray
+) -> np.ndarray:
     """Comma-separated tag strings, weighted towards the cluster pool and artist signature.
 
     Each song samples 2-10 tags without replacement (exponential-race keys) from a
@@ -509,16 +845,20 @@ def _song_tags(rng: np.random.Generator, clusters: Clusters, artists: Artists,
     return tags
 
 
-def _audio(rng: np.random.Generator, clusters: Clusters, artists: Artists,
-           song_artist: np.ndarray) -> dict[str, np.ndarray]:
+def _audio(
+    rng: np.random.Generator, clusters: Clusters, artists: Artists, song_artist: np.ndarray
+) -> dict[str, np.ndarray]:
     """Audio features = cluster centroid + artist shift + song noise, clipped and rounded."""
     n = song_artist.size
     cluster = artists.cluster[song_artist]
     columns: dict[str, np.ndarray] = {}
     for feature, spec in FEATURES.items():
-        raw = (clusters.centroids[feature][cluster] + artists.offsets[feature][song_artist]
-               + rng.normal(0.0, spec.noise, n))
-        value = np.clip(10.0 ** raw if spec.log else raw, *spec.valid)
+        raw = (
+            clusters.centroids[feature][cluster]
+            + artists.offsets[feature][song_artist]
+            + rng.normal(0.0, spec.noise, n)
+        )
+        value = np.clip(10.0**raw if spec.log else raw, *spec.valid)
         columns[feature] = _round(value, spec.digits)
     zero = rng.random(n) < clusters.instrumental_zero_p[cluster]
     columns["instrumentalness"] = np.where(zero, 0.0, columns["instrumentalness"])
@@ -544,8 +884,10 @@ def _build_catalog(rng: np.random.Generator, n_songs: int, n_clusters: int) -> d
     titles = np.array(_titles(rng, song_artist, artists.names), dtype=object)
     _share_names(rng, titles, song_artist)
     has_preview = rng.random(n_base) < PREVIEW_SHARE
-    previews = [f"{PREVIEW_PREFIX}{h}?cid={PREVIEW_CID}" if ok else ""
-                for h, ok in zip(_as_str(_codes(rng, n_base, 40, HEX)), has_preview)]
+    previews = [
+        f"{PREVIEW_PREFIX}{h}?cid={PREVIEW_CID}" if ok else ""
+        for h, ok in zip(_as_str(_codes(rng, n_base, 40, HEX)), has_preview)
+    ]
     labels = np.array(clusters.labels, dtype=object)[cluster]
     columns = {
         "name": titles,
@@ -637,8 +979,9 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[first]
 
 
-def _chunk(rng: np.random.Generator, sampler: Sampler, targets: np.ndarray,
-           n_songs: int) -> tuple[np.ndarray, np.ndarray]:
+def _chunk(
+    rng: np.random.Generator, sampler: Sampler, targets: np.ndarray, n_songs: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Unique (local user, song) pairs for a chunk of users with ``targets`` rows each.
 
     Draw from taste, drop duplicate pairs, then top up shortfalls: once more from
@@ -667,8 +1010,9 @@ def _chunk(rng: np.random.Generator, sampler: Sampler, targets: np.ndarray,
     return keys // n_songs, keys % n_songs
 
 
-def _write_history(path: Path, catalog: dict[str, np.ndarray], users: int, plays: int,
-                   seed: int, n_clusters: int) -> tuple[int, int]:
+def _write_history(
+    path: Path, catalog: dict[str, np.ndarray], users: int, plays: int, seed: int, n_clusters: int
+) -> tuple[int, int]:
     """Stream ``User Listening History.csv`` in chunks of users; return (rows, users) written."""
     sampler = _sampler(catalog["cluster"], catalog["popularity"], n_clusters)
     n_songs = catalog["cluster"].size
@@ -687,11 +1031,13 @@ def _write_history(path: Path, catalog: dict[str, np.ndarray], users: int, plays
             user_ids = _codes(rng, stop - start, 40, HEX)
             local_user, song = _chunk(rng, sampler, counts[start:stop], n_songs)
             playcount = np.minimum(rng.zipf(PLAYCOUNT_ZIPF, song.size), PLAYCOUNT_CAP)
-            table = pa.table({
-                "track_id": _string_array(catalog["track_id"][song]),
-                "user_id": _string_array(user_ids[local_user]),
-                "playcount": pa.array(playcount),
-            })
+            table = pa.table(
+                {
+                    "track_id": _string_array(catalog["track_id"][song]),
+                    "user_id": _string_array(user_ids[local_user]),
+                    "playcount": pa.array(playcount),
+                }
+            )
             pacsv.write_csv(table, f, write_options=options)
             if (rows_written + song.size) // PROGRESS_EVERY > rows_written // PROGRESS_EVERY:
                 print(f"demo_data: {rows_written + song.size:,} / {plays:,} rows", file=sys.stderr)
@@ -701,8 +1047,14 @@ def _write_history(path: Path, catalog: dict[str, np.ndarray], users: int, plays
     return rows_written, users_written
 
 
-def generate(out_dir: str | Path, songs: int = 5000, plays: int = 500_000, seed: int = 0,
-             users: int | None = None, clusters: int = 30) -> dict:
+def generate(
+    out_dir: str | Path,
+    songs: int = 5000,
+    plays: int = 500_000,
+    seed: int = 0,
+    users: int | None = None,
+    clusters: int = 30,
+) -> dict:
     """Write both CSV files into ``out_dir`` and return a summary.
 
     ``users`` defaults to max(plays // 10, 50), about the real rows-per-user ratio.
@@ -738,8 +1090,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clusters", type=int, default=30, help="genre clusters")
     args = parser.parse_args(argv)
     summary = generate(args.out, args.songs, args.plays, args.seed, args.users, args.clusters)
-    print(f"demo_data: {summary['songs']:,} songs, {summary['rows']:,} rows, "
-          f"{summary['users']:,} users in {summary['seconds']}s -> {args.out}")
+    print(
+        f"demo_data: {summary['songs']:,} songs, {summary['rows']:,} rows, "
+        f"{summary['users']:,} users in {summary['seconds']}s -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,10 +58,12 @@ class Context:
         train = self.split.train
         if cf not in self._cf_cache:
             self._cf_cache[cf] = cf_neighbors(train, cf)
-        catalog = self.b.catalog.assign(listeners=np.bincount(train.indices, minlength=train.shape[1]),
-                                        plays=np.asarray(train.sum(axis=0)).ravel())
-        return Recommender(catalog, self.b.content, self.content_nn, self._cf_cache[cf], self.b.content_transform,
-                           hybrid)
+        catalog = self.b.catalog.assign(
+            listeners=np.bincount(train.indices, minlength=train.shape[1]), plays=np.asarray(train.sum(axis=0)).ravel()
+        )
+        return Recommender(
+            catalog, self.b.content, self.content_nn, self._cf_cache[cf], self.b.content_transform, hybrid
+        )
 
 
 def measure(ctx: Context, rec_user: ev.RecommendUser, rec_item: ev.RecommendItem) -> dict[str, dict[str, float]]:
@@ -68,25 +71,31 @@ def measure(ctx: Context, rec_user: ev.RecommendUser, rec_item: ev.RecommendItem
     p1 = ev.evaluate_p1(ctx.split, rec_user, max_users=ctx.max_users, item_vectors=ctx.b.content)
     p2 = ev.evaluate_p2(ctx.split, rec_item, max_users=ctx.max_users)
     cold = ev.evaluate_cold(ctx.split, rec_user, max_users=ctx.max_users)
-    return {"p1": {k: p1[k] for k in ("recall@10", "ndcg@10", "hr@10", "coverage@10", "ild@10")},
-            "p2": {k: p2[k] for k in ("hr@10", "recall@10")}, "cold": {"hr@10": cold["hr@10"]}}
+    return {
+        "p1": {k: p1[k] for k in ("recall@10", "ndcg@10", "hr@10", "coverage@10", "ild@10")},
+        "p2": {k: p2[k] for k in ("hr@10", "recall@10")},
+        "cold": {"hr@10": cold["hr@10"]},
+    }
 
 
-def hybrid_callbacks(rec: Recommender, w1: float, w2: float, diversity: float = 0.0
-                     ) -> tuple[ev.RecommendUser, ev.RecommendItem]:
+def hybrid_callbacks(
+    rec: Recommender, w1: float, w2: float, diversity: float = 0.0
+) -> tuple[ev.RecommendUser, ev.RecommendItem]:
     def rec_user(user: int, row: sp.csr_matrix, k: int) -> np.ndarray:
         res = rec.for_history(row.indices, row.data.astype(np.float64), k=k, w1=w1, w2=w2, diversity=diversity)
         return np.array([i.track for i in res.items], dtype=np.int64)
 
     def rec_item(seed: int, k: int) -> np.ndarray:
-        return np.array([i.track for i in rec.similar([seed], k=k, w1=w1, w2=w2, diversity=diversity).items],
-                        dtype=np.int64)
+        return np.array(
+            [i.track for i in rec.similar([seed], k=k, w1=w1, w2=w2, diversity=diversity).items], dtype=np.int64
+        )
 
     return rec_user, rec_item
 
 
-def run_method(ctx: Context, cf: CFConfig, hybrid: HybridConfig, w1: float, w2: float,
-               diversity: float = 0.0) -> dict[str, dict[str, float]]:
+def run_method(
+    ctx: Context, cf: CFConfig, hybrid: HybridConfig, w1: float, w2: float, diversity: float = 0.0
+) -> dict[str, dict[str, float]]:
     return measure(ctx, *hybrid_callbacks(ctx.recommender(cf, hybrid), w1, w2, diversity))
 
 
@@ -104,8 +113,9 @@ def tune(ctx: Context, quick: bool) -> tuple[CFConfig, HybridConfig, list[dict[s
     trials = []
     best_cf, best_score = None, -1.0
     grid = [CFConfig(w, "cosine") for w in WEIGHTINGS] + [
-        CFConfig("binary", "rp3beta", alpha=a, beta=b) for a, b in itertools.product(
-            ALPHAS[1:2] if quick else ALPHAS, BETAS[1:3] if quick else BETAS)]
+        CFConfig("binary", "rp3beta", alpha=a, beta=b)
+        for a, b in itertools.product(ALPHAS[1:2] if quick else ALPHAS, BETAS[1:3] if quick else BETAS)
+    ]
     for cf in grid:
         m = run_method(ctx, cf, HybridConfig(), 0.0, 1.0)
         trials.append({"cf": dataclasses.asdict(cf), "w1": 0.0, "metrics": m, "objective": objective(m)})
@@ -117,8 +127,9 @@ def tune(ctx: Context, quick: bool) -> tuple[CFConfig, HybridConfig, list[dict[s
         h = dataclasses.replace(HybridConfig(), evidence_shrink=shrink, cold_boost=boost)
         m = run_method(ctx, best_cf, h, h.w1, h.w2)
         score = objective(m, COLD_FLOOR)
-        trials.append({"cf": dataclasses.asdict(best_cf), "hybrid": dataclasses.asdict(h), "metrics": m,
-                       "objective": score})
+        trials.append(
+            {"cf": dataclasses.asdict(best_cf), "hybrid": dataclasses.asdict(h), "metrics": m, "objective": score}
+        )
         log(f"tune hybrid shrink={shrink} boost={boost}: objective {score:.4f} (cold {m['cold']['hr@10']:.4f})")
         if score > best_score:
             best_h, best_score = h, score
@@ -132,8 +143,10 @@ def evaluate_all(ctx: Context, tuned_cf: CFConfig, tuned_h: HybridConfig) -> dic
     def add(name: str, fn: Callable[[], dict]) -> None:
         t0 = time.monotonic()
         methods[name] = fn()
-        log(f"{name}: P1 ndcg {methods[name]['p1']['ndcg@10']:.4f}, P2 hr {methods[name]['p2']['hr@10']:.4f}, "
-            f"cold hr {methods[name]['cold']['hr@10']:.4f} ({time.monotonic() - t0:.1f} s)")
+        log(
+            f"{name}: P1 ndcg {methods[name]['p1']['ndcg@10']:.4f}, P2 hr {methods[name]['p2']['hr@10']:.4f}, "
+            f"cold hr {methods[name]['cold']['hr@10']:.4f} ({time.monotonic() - t0:.1f} s)"
+        )
 
     add("popularity", lambda: measure(ctx, *ev.popularity_recommenders(ctx.split.train)))
     add("cb", lambda: run_method(ctx, CFConfig(), HybridConfig(), 1.0, 0.0))
@@ -171,24 +184,41 @@ def _line_plot(path: Path, xs: list[float], series: dict[str, list[float]], xlab
 def plots(methods: dict[str, Any], out: Path) -> list[str]:
     """Quality vs w1 and quality vs diversity, as PNG files in ``out``."""
     names = ["cf-rp3beta", *[f"hybrid-w1={w:g}" for w in W1_GRID[1:-1]], "cb"]
-    _line_plot(out / "quality_vs_w1.png", [0.0, *W1_GRID[1:-1], 1.0], {
-        "P1 NDCG@10": [methods[n]["p1"]["ndcg@10"] for n in names],
-        "P2 HR@10": [methods[n]["p2"]["hr@10"] for n in names],
-        "cold HR@10": [methods[n]["cold"]["hr@10"] for n in names]}, "w1 (content weight; w2 = 1 - w1)")
+    _line_plot(
+        out / "quality_vs_w1.png",
+        [0.0, *W1_GRID[1:-1], 1.0],
+        {
+            "P1 NDCG@10": [methods[n]["p1"]["ndcg@10"] for n in names],
+            "P2 HR@10": [methods[n]["p2"]["hr@10"] for n in names],
+            "cold HR@10": [methods[n]["cold"]["hr@10"] for n in names],
+        },
+        "w1 (content weight; w2 = 1 - w1)",
+    )
     names = [DEFAULT_NAME, *[f"default-diversity={d:g}" for d in DIVERSITY_GRID[1:]]]
-    _line_plot(out / "quality_vs_diversity.png", list(DIVERSITY_GRID), {
-        "P1 NDCG@10": [methods[n]["p1"]["ndcg@10"] for n in names],
-        "P2 HR@10": [methods[n]["p2"]["hr@10"] for n in names],
-        "intra-list diversity": [methods[n]["p1"]["ild@10"] for n in names]}, "diversity")
+    _line_plot(
+        out / "quality_vs_diversity.png",
+        list(DIVERSITY_GRID),
+        {
+            "P1 NDCG@10": [methods[n]["p1"]["ndcg@10"] for n in names],
+            "P2 HR@10": [methods[n]["p2"]["hr@10"] for n in names],
+            "intra-list diversity": [methods[n]["p1"]["ild@10"] for n in names],
+        },
+        "diversity",
+    )
     return ["quality_vs_w1.png", "quality_vs_diversity.png"]
 
 
 def table(methods: dict[str, Any]) -> str:
-    head = ("| method | P1 Recall@10 | P1 NDCG@10 | P1 HR@10 | P1 coverage@10 | P1 ILD@10 | P2 HR@10 | P2 Recall@10 "
-            "| cold HR@10 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    rows = [f"| {n} | {m['p1']['recall@10']:.4f} | {m['p1']['ndcg@10']:.4f} | {m['p1']['hr@10']:.4f} | "
-            f"{m['p1']['coverage@10']:.4f} | {m['p1']['ild@10']:.4f} | {m['p2']['hr@10']:.4f} | "
-            f"{m['p2']['recall@10']:.4f} | {m['cold']['hr@10']:.4f} |" for n, m in methods.items()]
+    head = (
+        "| method | P1 Recall@10 | P1 NDCG@10 | P1 HR@10 | P1 coverage@10 | P1 ILD@10 | P2 HR@10 | P2 Recall@10 "
+        "| cold HR@10 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    rows = [
+        f"| {n} | {m['p1']['recall@10']:.4f} | {m['p1']['ndcg@10']:.4f} | {m['p1']['hr@10']:.4f} | "
+        f"{m['p1']['coverage@10']:.4f} | {m['p1']['ild@10']:.4f} | {m['p2']['hr@10']:.4f} | "
+        f"{m['p2']['recall@10']:.4f} | {m['cold']['hr@10']:.4f} |"
+        for n, m in methods.items()
+    ]
     return "\n".join([head, *rows])
 
 
@@ -210,19 +240,29 @@ def main(argv: list[str] | None = None) -> int:
     methods = evaluate_all(Context(b, content_nn, test_split, args.max_users), tuned_cf, tuned_h)
     args.out.mkdir(parents=True, exist_ok=True)
     pngs = plots(methods, args.out)
-    result = {"bundle": b.version, "split": test_split.params, "max_users": args.max_users,
-              "tuned_on_validation": {"cf": dataclasses.asdict(tuned_cf), "hybrid": dataclasses.asdict(tuned_h)},
-              "shipped": {"cf": dataclasses.asdict(CFConfig()), "hybrid": dataclasses.asdict(HybridConfig())},
-              "methods": methods, "default": DEFAULT_NAME, "tuning_trials": trials,
-              "seconds": round(time.monotonic() - t0, 1)}
+    result = {
+        "bundle": b.version,
+        "split": test_split.params,
+        "max_users": args.max_users,
+        "tuned_on_validation": {"cf": dataclasses.asdict(tuned_cf), "hybrid": dataclasses.asdict(tuned_h)},
+        "shipped": {"cf": dataclasses.asdict(CFConfig()), "hybrid": dataclasses.asdict(HybridConfig())},
+        "methods": methods,
+        "default": DEFAULT_NAME,
+        "tuning_trials": trials,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
     (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
-    report = "\n\n".join([
-        f"# Evaluation of bundle {b.version}",
-        f"Split {test_split.params}; users sampled: {args.max_users or 'all'}; {result['seconds']} s.",
-        f"Tuned on validation: CF {dataclasses.asdict(tuned_cf)}; hybrid {dataclasses.asdict(tuned_h)}.",
-        f"Shipped default (`{DEFAULT_NAME}`): CF {dataclasses.asdict(CFConfig())}; hybrid "
-        f"{dataclasses.asdict(HybridConfig())}.",
-        table(methods), *[f"![{p}]({p})" for p in pngs]])
+    report = "\n\n".join(
+        [
+            f"# Evaluation of bundle {b.version}",
+            f"Split {test_split.params}; users sampled: {args.max_users or 'all'}; {result['seconds']} s.",
+            f"Tuned on validation: CF {dataclasses.asdict(tuned_cf)}; hybrid {dataclasses.asdict(tuned_h)}.",
+            f"Shipped default (`{DEFAULT_NAME}`): CF {dataclasses.asdict(CFConfig())}; hybrid "
+            f"{dataclasses.asdict(HybridConfig())}.",
+            table(methods),
+            *[f"![{p}]({p})" for p in pngs],
+        ]
+    )
     (args.out / "report.md").write_text(report + "\n")
     print(table(methods))
     return 0

@@ -47,17 +47,18 @@ RecommendItem = Callable[[int, int], np.ndarray]
 
 # ---------------------------------------------------------------------------- split
 
+
 @dataclass
 class Split:
     """A train/test split of a user x item playcount matrix (all CSR, same shape)."""
 
-    train: sp.csr_matrix       # training plays; cold items' columns are empty
-    test: sp.csr_matrix        # held-out warm pairs of evaluated users
-    cold_test: sp.csr_matrix   # every pair of a cold item, for evaluated users
-    cold_items: np.ndarray     # sorted item indices of the cold items
-    evaluated: np.ndarray      # bool (n_users,): the user had >= min_items items
+    train: sp.csr_matrix  # training plays; cold items' columns are empty
+    test: sp.csr_matrix  # held-out warm pairs of evaluated users
+    cold_test: sp.csr_matrix  # every pair of a cold item, for evaluated users
+    cold_items: np.ndarray  # sorted item indices of the cold items
+    evaluated: np.ndarray  # bool (n_users,): the user had >= min_items items
     params: dict[str, Any] = field(default_factory=dict)
-    dropped_cold: int = 0      # cold-item pairs of non-evaluated users (in no matrix)
+    dropped_cold: int = 0  # cold-item pairs of non-evaluated users (in no matrix)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -91,8 +92,7 @@ def _select(x: sp.csr_matrix, rows: np.ndarray, mask: np.ndarray) -> sp.csr_matr
     return sp.csr_matrix((x.data[mask], x.indices[mask], indptr), shape=x.shape)
 
 
-def split(user_items, holdout: float = 0.2, min_items: int = 5, cold_fraction: float = 0.1,
-          seed: int = 0) -> Split:
+def split(user_items, holdout: float = 0.2, min_items: int = 5, cold_fraction: float = 0.1, seed: int = 0) -> Split:
     """Split ``user_items`` into train / warm test / cold test (see the module doc)."""
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"holdout must be in [0, 1), got {holdout}")
@@ -141,8 +141,14 @@ def split(user_items, holdout: float = 0.2, min_items: int = 5, cold_fraction: f
     )
 
 
-def validation(s: Split, *, holdout: float | None = None, min_items: int | None = None,
-               cold_fraction: float | None = None, seed: int | None = None) -> Split:
+def validation(
+    s: Split,
+    *,
+    holdout: float | None = None,
+    min_items: int | None = None,
+    cold_fraction: float | None = None,
+    seed: int | None = None,
+) -> Split:
     """A validation split carved out of ``s.train`` the same way (parameters default to ``s``'s,
     the seed to ``s``'s seed + 1). Tune on this; never tune on ``s.test``.
 
@@ -151,14 +157,17 @@ def validation(s: Split, *, holdout: float | None = None, min_items: int | None 
     therefore never validation-cold items (they are unseen in both).
     """
     p = s.params
-    return split(s.train,
-                 holdout=p["holdout"] if holdout is None else holdout,
-                 min_items=p["min_items"] if min_items is None else min_items,
-                 cold_fraction=p["cold_fraction"] if cold_fraction is None else cold_fraction,
-                 seed=p["seed"] + 1 if seed is None else seed)
+    return split(
+        s.train,
+        holdout=p["holdout"] if holdout is None else holdout,
+        min_items=p["min_items"] if min_items is None else min_items,
+        cold_fraction=p["cold_fraction"] if cold_fraction is None else cold_fraction,
+        seed=p["seed"] + 1 if seed is None else seed,
+    )
 
 
 # -------------------------------------------------------------------------- metrics
+
 
 def _as_recs(recs, k: int | None = None) -> np.ndarray:
     if isinstance(recs, np.ndarray) and recs.ndim == 2:
@@ -168,7 +177,7 @@ def _as_recs(recs, k: int | None = None) -> np.ndarray:
         width = max([len(r) for r in lists] + [k or 0])
         out = np.full((len(lists), width), -1, dtype=np.int64)
         for i, r in enumerate(lists):
-            out[i, :len(r)] = r
+            out[i, : len(r)] = r
     return out[:, :k] if k is not None else out
 
 
@@ -281,6 +290,7 @@ def intra_list_diversity(recs, item_vectors, k: int | None = None) -> float:
 
 # ------------------------------------------------------------------------ protocols
 
+
 def _sample(users: np.ndarray, max_users: int | None, seed: int) -> np.ndarray:
     if max_users is None or users.size <= max_users:
         return users
@@ -297,7 +307,7 @@ def _checked(recs, k: int, n_items: int, banned: np.ndarray, what: str) -> np.nd
     if banned.size and np.isin(r, banned).any():
         raise ValueError(f"{what}: recommended excluded item(s) {r[np.isin(r, banned)]}")
     out = np.full(k, -1, dtype=np.int64)
-    out[:r.size] = r
+    out[: r.size] = r
     return out
 
 
@@ -310,8 +320,15 @@ def _user_recs(s: Split, users: np.ndarray, recommend_user: RecommendUser, k: in
     return recs
 
 
-def evaluate_p1(s: Split, recommend_user: RecommendUser, k: int = 10, *, max_users: int | None = None,
-                seed: int = 0, item_vectors=None) -> dict[str, float | int]:
+def evaluate_p1(
+    s: Split,
+    recommend_user: RecommendUser,
+    k: int = 10,
+    *,
+    max_users: int | None = None,
+    seed: int = 0,
+    item_vectors=None,
+) -> dict[str, float | int]:
     """P1, personalised top-k: for each user with warm test items,
     ``recommend_user(user_row, train_row, k)`` returns k item indices that exclude the
     user's training items (enforced: a breach raises ValueError). Relevant = the user's
@@ -345,8 +362,9 @@ def seed_items(train: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
     return out
 
 
-def evaluate_p2(s: Split, recommend_item: RecommendItem, k: int = 10, *, max_users: int | None = None,
-                seed: int = 0) -> dict[str, float | int]:
+def evaluate_p2(
+    s: Split, recommend_item: RecommendItem, k: int = 10, *, max_users: int | None = None, seed: int = 0
+) -> dict[str, float | int]:
     """P2, item-to-item: for each user with warm test items (and any training item), the
     seed is the user's most-played training item (ties: lowest index) and
     ``recommend_item(seed, k)`` returns k items without the seed (enforced). Other training
@@ -370,8 +388,9 @@ def evaluate_p2(s: Split, recommend_item: RecommendItem, k: int = 10, *, max_use
     }
 
 
-def evaluate_cold(s: Split, recommend_user: RecommendUser, k: int = 10, *, max_users: int | None = None,
-                  seed: int = 0) -> dict[str, float | int]:
+def evaluate_cold(
+    s: Split, recommend_user: RecommendUser, k: int = 10, *, max_users: int | None = None, seed: int = 0
+) -> dict[str, float | int]:
     """Cold start: for each user with cold test items, the P1 call; a hit when any of the
     user's cold test items is in the top-k. Returns ``hr@k, users``."""
     users = _sample(s.cold_users(), max_users, seed)
@@ -380,6 +399,7 @@ def evaluate_cold(s: Split, recommend_user: RecommendUser, k: int = 10, *, max_u
 
 
 # ------------------------------------------------------------------------- baseline
+
 
 def popularity_recommenders(train: sp.csr_matrix, by: str = "listeners") -> tuple[RecommendUser, RecommendItem]:
     """The popularity baseline: items ranked by training popularity (ties: lowest index).
@@ -398,11 +418,11 @@ def popularity_recommenders(train: sp.csr_matrix, by: str = "listeners") -> tupl
     ranked = np.argsort(-score, kind="stable")
 
     def recommend_user(user: int, train_row: sp.csr_matrix, k: int) -> np.ndarray:
-        head = ranked[:k + train_row.nnz]
+        head = ranked[: k + train_row.nnz]
         return head[~np.isin(head, train_row.indices)][:k]
 
     def recommend_item(seed: int, k: int) -> np.ndarray:
-        head = ranked[:k + 1]
+        head = ranked[: k + 1]
         return head[head != seed][:k]
 
     return recommend_user, recommend_item

@@ -30,8 +30,15 @@ class Feedback:
 
 def read_feedback(uri: str) -> Feedback:
     """Every feedback event under ``uri`` (local directory or ``s3://`` prefix)."""
-    counts = {"events_read": 0, "impressions": 0, "likes": 0, "plays": 0, "dislikes": 0, "without_user": 0,
-              "rejected": 0}
+    counts = {
+        "events_read": 0,
+        "impressions": 0,
+        "likes": 0,
+        "plays": 0,
+        "dislikes": 0,
+        "without_user": 0,
+        "rejected": 0,
+    }
     rows: dict[str, list[tuple[str, str]]] = {"plays": [], "dislikes": []}
     for event in read_events(uri):
         counts["events_read"] += 1
@@ -55,6 +62,10 @@ def read_feedback(uri: str) -> Feedback:
 
 
 def _table(pairs: list[tuple[str, str]]) -> pa.Table:
-    return pa.table({"track_id": pa.array([t for t, _ in pairs], pa.string()),
-                     "user_id": pa.array([u for _, u in pairs], pa.string()),
-                     "playcount": pa.array(["1"] * len(pairs), pa.string())})
+    return pa.table(
+        {
+            "track_id": pa.array([t for t, _ in pairs], pa.string()),
+            "user_id": pa.array([u for _, u in pairs], pa.string()),
+            "playcount": pa.array(["1"] * len(pairs), pa.string()),
+        }
+    )

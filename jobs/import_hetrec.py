@@ -61,7 +61,7 @@ def artist_id_of(track: str) -> int:
     """Inverse of :func:`track_id`."""
     if not track.startswith(TRACK_PREFIX):
         raise ValueError(f"not a HetRec track id: {track!r}")
-    return int(track[len(TRACK_PREFIX):])
+    return int(track[len(TRACK_PREFIX) :])
 
 
 def decode_line(raw: bytes) -> str:
@@ -184,9 +184,11 @@ def run(src: Path | str, out: Path | str) -> Converted:
 
 
 def summary(conv: Converted, out: Path | str) -> str:
-    return (f"hetrec: {len(conv.catalog)} artists ({len(conv.renamed)} renamed in {conv.collision_groups} "
-            f"same-key groups), {conv.users} users, {len(conv.history)} rows, {conv.tagged_artists} tagged "
-            f"artists -> {out}")
+    return (
+        f"hetrec: {len(conv.catalog)} artists ({len(conv.renamed)} renamed in {conv.collision_groups} "
+        f"same-key groups), {conv.users} users, {len(conv.history)} rows, {conv.tagged_artists} tagged "
+        f"artists -> {out}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

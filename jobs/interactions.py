@@ -32,8 +32,9 @@ REASONS = (
     "unknown_track_id",
 )
 CODE = {name: i for i, name in enumerate(REASONS)}
-ENCODED_SCHEMA = pa.schema([("user_hash", pa.uint64()), ("track", pa.int32()),
-                            ("playcount", pa.uint32()), ("reason", pa.uint8())])
+ENCODED_SCHEMA = pa.schema(
+    [("user_hash", pa.uint64()), ("track", pa.int32()), ("playcount", pa.uint32()), ("reason", pa.uint8())]
+)
 PARTITION_BITS = 4  # the driver aggregates 16 user-hash ranges one at a time
 
 
@@ -66,12 +67,11 @@ def _user_keys(users: pa.Array) -> np.ndarray:
 class TrackLookup:
     """Maps raw track ids to catalog indices; ``ids[j]`` resolves to ``index[j]`` (aliases included)."""
 
-    ids: pa.Array      # string, unique
+    ids: pa.Array  # string, unique
     index: np.ndarray  # (len(ids),) int32
 
 
-def encode(table: pa.Table, lookup: TrackLookup, max_playcount: float,
-           malformed_lines: int = 0) -> pa.Table:
+def encode(table: pa.Table, lookup: TrackLookup, max_playcount: float, malformed_lines: int = 0) -> pa.Table:
     """Validate and encode one batch; returns ``ENCODED_SCHEMA`` rows, kept rows sorted by user key.
 
     Rejected rows keep their reason code (and zeros elsewhere) so the driver can count them;
@@ -110,23 +110,40 @@ def encode(table: pa.Table, lookup: TrackLookup, max_playcount: float,
         key[keep] = _user_keys(users.filter(pa.array(keep)))
     plays = np.where(keep, np.nan_to_num(counts, nan=0.0), 0).astype(np.uint32)
     order = np.lexsort((reason, key))  # kept rows by key; rejects (key 0) first
-    out = pa.table({"user_hash": key[order], "track": track[order], "playcount": plays[order],
-                    "reason": reason[order]}, schema=ENCODED_SCHEMA)
+    out = pa.table(
+        {"user_hash": key[order], "track": track[order], "playcount": plays[order], "reason": reason[order]},
+        schema=ENCODED_SCHEMA,
+    )
     if malformed_lines:
-        out = pa.concat_tables([out, pa.table({
-            "user_hash": np.zeros(malformed_lines, np.uint64), "track": np.full(malformed_lines, -1, np.int32),
-            "playcount": np.zeros(malformed_lines, np.uint32),
-            "reason": np.full(malformed_lines, CODE["malformed_row"], np.uint8)}, schema=ENCODED_SCHEMA)])
+        out = pa.concat_tables(
+            [
+                out,
+                pa.table(
+                    {
+                        "user_hash": np.zeros(malformed_lines, np.uint64),
+                        "track": np.full(malformed_lines, -1, np.int32),
+                        "playcount": np.zeros(malformed_lines, np.uint32),
+                        "reason": np.full(malformed_lines, CODE["malformed_row"], np.uint8),
+                    },
+                    schema=ENCODED_SCHEMA,
+                ),
+            ]
+        )
     return out
 
 
-def encode_csv_ranges(batch: dict[str, np.ndarray], headers: dict[str, list[str]], lookup: TrackLookup,
-                      max_playcount: float) -> pa.Table:
+def encode_csv_ranges(
+    batch: dict[str, np.ndarray], headers: dict[str, list[str]], lookup: TrackLookup, max_playcount: float
+) -> pa.Table:
     """Ray Data UDF: read, parse and encode each CSV byte range in ``batch`` (see ``csvio.plan_ranges``)."""
     out = []
     for uri, start, end, size in zip(batch["uri"], batch["start"], batch["end"], batch["size"]):
-        parsed = csvio.parse(csvio.read_range(str(uri), int(start), int(end), int(size)), headers[str(uri)],
-                             skip_header=int(start) == 0, quoting=False)
+        parsed = csvio.parse(
+            csvio.read_range(str(uri), int(start), int(end), int(size)),
+            headers[str(uri)],
+            skip_header=int(start) == 0,
+            quoting=False,
+        )
         out.append(encode(parsed.table, lookup, max_playcount, parsed.malformed_lines))
         del parsed
     pa.default_memory_pool().release_unused()  # idle workers otherwise keep the parse buffers
@@ -148,7 +165,8 @@ class Accumulator:
     dropped_pairs: int = 0
     _drop: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     _parts: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(
-        default_factory=lambda: [[] for _ in range(1 << PARTITION_BITS)])
+        default_factory=lambda: [[] for _ in range(1 << PARTITION_BITS)]
+    )
 
     def add(self, batch: dict[str, np.ndarray], counted: bool = True) -> None:
         """Take an encoded batch's kept rows; ``counted`` adds its rows to the read and
@@ -165,12 +183,14 @@ class Accumulator:
             self.track_plays = np.zeros(self.n_tracks, np.float64)
         self.track_plays += np.bincount(track, weights=plays, minlength=self.n_tracks)
         # kept rows arrive sorted by key, so each range is a contiguous slice
-        bounds = np.searchsorted(key, np.arange(1, 1 << PARTITION_BITS, dtype=np.uint64) << np.uint64(
-            64 - PARTITION_BITS))
+        bounds = np.searchsorted(
+            key, np.arange(1, 1 << PARTITION_BITS, dtype=np.uint64) << np.uint64(64 - PARTITION_BITS)
+        )
         for p, (lo, hi) in enumerate(zip(np.r_[0, bounds], np.r_[bounds, len(key)])):
             if hi > lo:
-                self._parts[p].append((key[lo:hi].copy(), track[lo:hi].astype(np.int32),
-                                       plays[lo:hi].astype(np.uint32)))
+                self._parts[p].append(
+                    (key[lo:hi].copy(), track[lo:hi].astype(np.int32), plays[lo:hi].astype(np.uint32))
+                )
 
     def drop(self, batch: dict[str, np.ndarray]) -> None:
         """Leave out the kept (user, track) pairs of an encoded batch, whatever their plays
@@ -222,8 +242,10 @@ class Accumulator:
         indptr = np.r_[0, np.cumsum(np.concatenate(lengths))] if lengths else np.zeros(1, np.int64)
         data = np.concatenate(vals) if vals else np.zeros(0, np.uint64)
         dtype = np.uint16 if data.size == 0 or data.max() <= np.iinfo(np.uint16).max else np.uint32
-        matrix = sp.csr_matrix((data.astype(dtype), np.concatenate(cols) if cols else np.zeros(0, np.int32),
-                                indptr.astype(np.int64)), shape=(len(user_keys), self.n_tracks))
+        matrix = sp.csr_matrix(
+            (data.astype(dtype), np.concatenate(cols) if cols else np.zeros(0, np.int32), indptr.astype(np.int64)),
+            shape=(len(user_keys), self.n_tracks),
+        )
         return matrix, user_keys, merged
 
     def _dropped(self, key: np.ndarray, col: np.ndarray, rank: np.ndarray) -> np.ndarray:

@@ -23,9 +23,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -66,8 +67,9 @@ def interactions_dataset(uri: str, lookup: TrackLookup, max_playcount: float, ch
         return ds.map_batches(encode, batch_format="pyarrow", batch_size=1 << 20, fn_kwargs=kwargs)
     ranges, headers = csvio.plan_ranges(files, chunk_bytes, REQUIRED)
     items = ray.data.from_items(ranges, override_num_blocks=len(ranges))
-    return items.map_batches(encode_csv_ranges, batch_size=1, batch_format="numpy",
-                             fn_kwargs={"headers": headers, **kwargs})
+    return items.map_batches(
+        encode_csv_ranges, batch_size=1, batch_format="numpy", fn_kwargs={"headers": headers, **kwargs}
+    )
 
 
 def _stream(ds, every_s: float = 5.0) -> Iterator[dict[str, np.ndarray]]:
@@ -87,15 +89,29 @@ def _code_version() -> str:
     revision = os.environ.get("SEGUE_REVISION")
     if not revision:
         try:
-            revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                      cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip()
+            revision = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parent,
+                timeout=5,
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             revision = ""
     return f"{metadata.version('segue')}+{revision or 'unknown'}"
 
 
-def _write_files(root: Path, songs: pd.DataFrame, aliases: pd.DataFrame, transform: dict, vectors,
-                 user_items, user_keys: np.ndarray, content_nn, cf_nn) -> None:
+def _write_files(
+    root: Path,
+    songs: pd.DataFrame,
+    aliases: pd.DataFrame,
+    transform: dict,
+    vectors,
+    user_items,
+    user_keys: np.ndarray,
+    content_nn,
+    cf_nn,
+) -> None:
     (root / "content").mkdir(parents=True)
     (root / "collab").mkdir()
     songs.to_parquet(root / "catalog.parquet", index=False)
@@ -122,10 +138,18 @@ def ensure_ray() -> bool:
     return True
 
 
-def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount: float = DEFAULT_MAX_PLAYCOUNT,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES, overwrite: bool = False,
-        cf_config: indexing.CFConfig = indexing.CFConfig(), neighbors_k: int = 100,
-        events_uri: str | None = None) -> dict[str, Any]:
+def run(
+    catalog_uri: str,
+    interactions_uri: str,
+    out_uri: str,
+    *,
+    max_playcount: float = DEFAULT_MAX_PLAYCOUNT,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    overwrite: bool = False,
+    cf_config: indexing.CFConfig = indexing.CFConfig(),
+    neighbors_k: int = 100,
+    events_uri: str | None = None,
+) -> dict[str, Any]:
     """Build and publish the bundle; returns its manifest. ``events_uri``: a serving event
     log whose feedback is merged (:mod:`jobs.feedback_events`)."""
     import ray
@@ -137,8 +161,10 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
         cat = catalog_rules.load(catalog_uri)
-        log(f"catalog: {cat.rows_read:,} rows read, {len(cat.songs):,} songs kept, rejected {cat.rejected or 0}, "
-            f"{cat.merged_duplicate_songs} duplicate songs merged")
+        log(
+            f"catalog: {cat.rows_read:,} rows read, {len(cat.songs):,} songs kept, rejected {cat.rejected or 0}, "
+            f"{cat.merged_duplicate_songs} duplicate songs merged"
+        )
         ids, rows = catalog_rules.track_lookup_arrays(cat)
         lookup = TrackLookup(pa.array(ids, pa.string()), rows)
         acc = Accumulator(len(cat.songs))
@@ -150,8 +176,10 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
         order = acc.popularity_order()
         user_items, user_keys, merged_pairs = acc.build(order)
         kept = int(acc.rejected[0])  # reason 0: kept rows of the interaction files (feedback: its own counts)
-        log(f"interactions: {acc.rows_read:,} rows read, {kept:,} kept, rejected {acc.rejected_counts() or 0}, "
-            f"{merged_pairs:,} duplicate (user, track) rows summed")
+        log(
+            f"interactions: {acc.rows_read:,} rows read, {kept:,} kept, rejected {acc.rejected_counts() or 0}, "
+            f"{merged_pairs:,} duplicate (user, track) rows summed"
+        )
         if merged_events is not None:
             merged_events["pairs_dropped_by_dislikes"] = acc.dropped_pairs
             log(f"feedback events: {merged_events}")
@@ -171,35 +199,57 @@ def run(catalog_uri: str, interactions_uri: str, out_uri: str, *, max_playcount:
         staging = bundle.staging_dir(out_uri)
         try:
             _write_files(staging, songs, aliases, transform, vectors, user_items, user_keys, content_nn, cf_nn)
-            manifest = bundle.write_manifest(staging, {
-                "code_version": _code_version(),
-                "inputs": {"catalog": [storage.fingerprint(u) for u in storage.list_files(catalog_uri)],
-                           "interactions": [storage.fingerprint(u) for u in storage.list_files(interactions_uri)],
-                           **({"events": events_uri} if events_uri else {})},
-                "params": {"max_playcount": max_playcount, "content_block_weights": transform["block_weights"],
-                           "track_order": "plays descending", "content_neighbors": neighbors_k,
-                           "collaborative": dataclasses.asdict(cf_config)},
-                "users": {"hash": HASH_NAME, "hash_probe": hash_probe()},
-                "counts": {
-                    "catalog": {"rows_read": cat.rows_read, "rows_kept": len(songs) + cat.merged_duplicate_songs,
-                                "songs": len(songs), "rejected": cat.rejected,
-                                "merged_duplicate_songs": cat.merged_duplicate_songs,
-                                "invalid_numeric_cells": cat.invalid_numeric_cells, "rejected_examples": cat.examples},
-                    "interactions": {"rows_read": acc.rows_read, "rows_kept": kept, "rejected": acc.rejected_counts(),
-                                     "duplicate_rows_summed": merged_pairs, "users": user_items.shape[0],
-                                     "pairs": user_items.nnz, "tracks_played": int((songs["listeners"] > 0).sum()),
-                                     "cold_tracks": int((songs["listeners"] == 0).sum())},
-                    **({"feedback_events": merged_events} if merged_events is not None else {}),
+            manifest = bundle.write_manifest(
+                staging,
+                {
+                    "code_version": _code_version(),
+                    "inputs": {
+                        "catalog": [storage.fingerprint(u) for u in storage.list_files(catalog_uri)],
+                        "interactions": [storage.fingerprint(u) for u in storage.list_files(interactions_uri)],
+                        **({"events": events_uri} if events_uri else {}),
+                    },
+                    "params": {
+                        "max_playcount": max_playcount,
+                        "content_block_weights": transform["block_weights"],
+                        "track_order": "plays descending",
+                        "content_neighbors": neighbors_k,
+                        "collaborative": dataclasses.asdict(cf_config),
+                    },
+                    "users": {"hash": HASH_NAME, "hash_probe": hash_probe()},
+                    "counts": {
+                        "catalog": {
+                            "rows_read": cat.rows_read,
+                            "rows_kept": len(songs) + cat.merged_duplicate_songs,
+                            "songs": len(songs),
+                            "rejected": cat.rejected,
+                            "merged_duplicate_songs": cat.merged_duplicate_songs,
+                            "invalid_numeric_cells": cat.invalid_numeric_cells,
+                            "rejected_examples": cat.examples,
+                        },
+                        "interactions": {
+                            "rows_read": acc.rows_read,
+                            "rows_kept": kept,
+                            "rejected": acc.rejected_counts(),
+                            "duplicate_rows_summed": merged_pairs,
+                            "users": user_items.shape[0],
+                            "pairs": user_items.nnz,
+                            "tracks_played": int((songs["listeners"] > 0).sum()),
+                            "cold_tracks": int((songs["listeners"] == 0).sum()),
+                        },
+                        **({"feedback_events": merged_events} if merged_events is not None else {}),
+                    },
+                    "shapes": {"content": list(vectors.shape), "user_items": list(user_items.shape)},
                 },
-                "shapes": {"content": list(vectors.shape), "user_items": list(user_items.shape)},
-            })
+            )
             bundle.publish(staging, out_uri, overwrite=overwrite)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # no half-written bundle left beside the target
             raise
         size = sum(f["bytes"] for f in manifest["files"].values())
-        log(f"bundle {manifest['version']} -> {out_uri}: {len(manifest['files'])} files, {size / 1e6:.1f} MB, "
-            f"{time.monotonic() - t0:.1f} s")
+        log(
+            f"bundle {manifest['version']} -> {out_uri}: {len(manifest['files'])} files, {size / 1e6:.1f} MB, "
+            f"{time.monotonic() - t0:.1f} s"
+        )
         return manifest
     finally:
         if started and ray.is_initialized():
@@ -226,19 +276,39 @@ def merge_feedback(uri: str, acc: Accumulator, lookup: TrackLookup) -> dict[str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.preprocess", description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalog", required=True, help="Music Info CSV/Parquet: path, directory or s3:// URI")
-    parser.add_argument("--interactions", required=True, help="listening history CSV/Parquet (track_id,user_id,playcount)")
+    parser.add_argument(
+        "--interactions", required=True, help="listening history CSV/Parquet (track_id,user_id,playcount)"
+    )
     parser.add_argument("--out", required=True, help="bundle directory or s3://bucket/prefix")
-    parser.add_argument("--max-playcount", type=float, default=DEFAULT_MAX_PLAYCOUNT,
-                        help="rows with a larger playcount are rejected as implausible (default %(default)s)")
-    parser.add_argument("--chunk-mb", type=int, default=DEFAULT_CHUNK_BYTES >> 20,
-                        help="CSV bytes per Ray Data task (default %(default)s)")
+    parser.add_argument(
+        "--max-playcount",
+        type=float,
+        default=DEFAULT_MAX_PLAYCOUNT,
+        help="rows with a larger playcount are rejected as implausible (default %(default)s)",
+    )
+    parser.add_argument(
+        "--chunk-mb",
+        type=int,
+        default=DEFAULT_CHUNK_BYTES >> 20,
+        help="CSV bytes per Ray Data task (default %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing local bundle")
-    parser.add_argument("--events", help="serving event log (directory or s3:// prefix) whose feedback is merged: "
-                        "likes and preview plays count as plays, dislikes drop the pair")
+    parser.add_argument(
+        "--events",
+        help="serving event log (directory or s3:// prefix) whose feedback is merged: "
+        "likes and preview plays count as plays, dislikes drop the pair",
+    )
     args = parser.parse_args(argv)
     try:
-        manifest = run(args.catalog, args.interactions, args.out, max_playcount=args.max_playcount,
-                       chunk_bytes=args.chunk_mb << 20, overwrite=args.overwrite, events_uri=args.events)
+        manifest = run(
+            args.catalog,
+            args.interactions,
+            args.out,
+            max_playcount=args.max_playcount,
+            chunk_bytes=args.chunk_mb << 20,
+            overwrite=args.overwrite,
+            events_uri=args.events,
+        )
     except (ValueError, FileNotFoundError, FileExistsError, bundle.BundleError) as exc:
         log(f"error: {exc}")
         return 2

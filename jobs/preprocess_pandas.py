@@ -26,8 +26,7 @@ from serve_app.core.text import song_key
 MAX_PLAYCOUNT = 1_000_000  # the preprocess job's default: larger playcounts are rejected
 
 
-def baseline(catalog: str, interactions: str, out: Path,
-             max_playcount: float = MAX_PLAYCOUNT) -> dict[str, Any]:
+def baseline(catalog: str, interactions: str, out: Path, max_playcount: float = MAX_PLAYCOUNT) -> dict[str, Any]:
     """The preprocessing steps in plain pandas (whole files in memory); returns the counts.
 
     Content features and the neighbour index use the project's own functions, so both
@@ -55,8 +54,13 @@ def baseline(catalog: str, interactions: str, out: Path,
     for reason, mask in rules.items():
         rejected[reason] = int((keep & mask).sum())
         keep &= ~mask
-    plays = pd.DataFrame({"user": plays["user_id"][keep], "track": track[keep].astype(np.int32),
-                          "playcount": count[keep].astype(np.int64)})
+    plays = pd.DataFrame(
+        {
+            "user": plays["user_id"][keep],
+            "track": track[keep].astype(np.int32),
+            "playcount": count[keep].astype(np.int64),
+        }
+    )
     pairs = plays.groupby(["user", "track"], sort=False)["playcount"].sum().reset_index()
 
     user_codes, user_ids = pd.factorize(pairs["user"])
@@ -64,8 +68,10 @@ def baseline(catalog: str, interactions: str, out: Path,
     order = np.argsort(-track_plays, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
-    user_items = sp.csr_matrix((pairs["playcount"].to_numpy(), (user_codes, rank[pairs["track"].to_numpy()])),
-                               shape=(len(user_ids), len(songs)))
+    user_items = sp.csr_matrix(
+        (pairs["playcount"].to_numpy(), (user_codes, rank[pairs["track"].to_numpy()])),
+        shape=(len(user_ids), len(songs)),
+    )
     songs = songs.iloc[order].reset_index(drop=True)
     songs["plays"] = np.asarray(user_items.sum(axis=0)).ravel()
     songs["listeners"] = np.diff(user_items.tocsc().indptr)
@@ -85,11 +91,18 @@ def baseline(catalog: str, interactions: str, out: Path,
     sp.save_npz(out / "collab" / "user_items.npz", user_items)
     sp.save_npz(out / "collab" / "item_neighbors.npz", cf_nn)
     pd.DataFrame({"user_id": user_ids}).to_parquet(out / "collab" / "users.parquet", index=False)
-    return {"counts": {
-        "catalog": {"rows_read": cat_rows, "songs": len(songs), "merged_duplicate_songs": len(aliases)},
-        "interactions": {"rows_read": len(keep), "rows_kept": int(keep.sum()), "rejected": rejected,
-                         "users": len(user_ids), "pairs": user_items.nnz},
-    }}
+    return {
+        "counts": {
+            "catalog": {"rows_read": cat_rows, "songs": len(songs), "merged_duplicate_songs": len(aliases)},
+            "interactions": {
+                "rows_read": len(keep),
+                "rows_kept": int(keep.sum()),
+                "rejected": rejected,
+                "users": len(user_ids),
+                "pairs": user_items.nnz,
+            },
+        }
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,23 +99,39 @@ def latency_windows(rows: list, start: float, end: float) -> list[dict[str, Any]
         lo, hi = start + i * WINDOW_S, start + (i + 1) * WINDOW_S
         w = [r for r in rows if lo <= r.due < hi]
         ms = [r.ms for r in w]
-        out.append({"t": lo, "requests": len(w), "failed": sum(not r.ok for r in w),
-                    "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99)})
+        out.append(
+            {
+                "t": lo,
+                "requests": len(w),
+                "failed": sum(not r.ok for r in w),
+                "p50_ms": percentile(ms, 50),
+                "p99_ms": percentile(ms, 99),
+            }
+        )
     return out
 
 
-def summarise(samples: list[dict], windows: list[dict], load_start: float, load_end: float,
-              mins: dict[str, int]) -> dict[str, Any]:
+def summarise(
+    samples: list[dict], windows: list[dict], load_start: float, load_end: float, mins: dict[str, int]
+) -> dict[str, Any]:
     """The scenario's verdict: which deployments scaled up during the step, whether latency
     recovered (p99 over the step's first 30 s against its last 30 s) and when every
     deployment was back at its minimum after the step."""
     good = [s for s in samples if "replicas" in s]
     during = [s for s in good if load_start <= s["t"] <= load_end + SAMPLE_S]
     peak = {d: max([s["replicas"][d] for s in during], default=0) for d in DEPLOYMENTS}
-    first_up = {d: next((round(s["t"] - load_start, 1) for s in during if s["replicas"][d] > mins[d]), None)
-                for d in DEPLOYMENTS}
-    back = next((round(s["t"] - load_end, 1) for s in good
-                 if s["t"] > load_end and all(s["replicas"][d] == mins[d] for d in DEPLOYMENTS)), None)
+    first_up = {
+        d: next((round(s["t"] - load_start, 1) for s in during if s["replicas"][d] > mins[d]), None)
+        for d in DEPLOYMENTS
+    }
+    back = next(
+        (
+            round(s["t"] - load_end, 1)
+            for s in good
+            if s["t"] > load_end and all(s["replicas"][d] == mins[d] for d in DEPLOYMENTS)
+        ),
+        None,
+    )
     step = [w for w in windows if load_start <= w["t"] < load_end]
 
     def p99(ws: list[dict]) -> float | None:
@@ -125,21 +141,40 @@ def summarise(samples: list[dict], windows: list[dict], load_start: float, load_
         rows = [s for s in good if lo <= s["t"] <= hi]
         return {d: round(sum(s["cores"][d] for s in rows) / max(1, len(rows)), 2) for d in DEPLOYMENTS}
 
-    return {"min": mins, "peak": peak, "first_up_s": first_up,
-            "scaled_up": [d for d in DEPLOYMENTS if peak[d] > mins[d]],
-            "p99_first_30s_ms": p99(step[: int(30 / WINDOW_S)]), "p99_last_30s_ms": p99(step[-int(30 / WINDOW_S):]),
-            "failed_first_30s": sum(w["failed"] for w in step[: int(30 / WINDOW_S)]),
-            "failed_last_30s": sum(w["failed"] for w in step[-int(30 / WINDOW_S):]),
-            "cores_first_30s": cores(load_start, load_start + 30), "cores_last_30s": cores(load_end - 30, load_end),
-            "back_at_min_s": back}
+    return {
+        "min": mins,
+        "peak": peak,
+        "first_up_s": first_up,
+        "scaled_up": [d for d in DEPLOYMENTS if peak[d] > mins[d]],
+        "p99_first_30s_ms": p99(step[: int(30 / WINDOW_S)]),
+        "p99_last_30s_ms": p99(step[-int(30 / WINDOW_S) :]),
+        "failed_first_30s": sum(w["failed"] for w in step[: int(30 / WINDOW_S)]),
+        "failed_last_30s": sum(w["failed"] for w in step[-int(30 / WINDOW_S) :]),
+        "cores_first_30s": cores(load_start, load_start + 30),
+        "cores_last_30s": cores(load_end - 30, load_end),
+        "back_at_min_s": back,
+    }
 
 
-def run_scenario(cluster: ServeCluster, sc: Scenario, bundle: Path, work: Path, rate: float,
-                 idle: float, load: float, after: float, mins: dict[str, int]) -> dict[str, Any]:
+def run_scenario(
+    cluster: ServeCluster,
+    sc: Scenario,
+    bundle: Path,
+    work: Path,
+    rate: float,
+    idle: float,
+    load: float,
+    after: float,
+    mins: dict[str, int],
+) -> dict[str, Any]:
     cluster.deploy(bundle)
     cluster.wait_ready()
-    wait_for(lambda: all(n == mins[d] for d, n in ((d, len(v)) for d, v in cluster.running().items())), 300,
-             "every deployment at its minimum before the step", every=2)
+    wait_for(
+        lambda: all(n == mins[d] for d, n in ((d, len(v)) for d, v in cluster.running().items())),
+        300,
+        "every deployment at its minimum before the step",
+        every=2,
+    )
     seeds = work / f"seeds-{sc.mix}.json"
     write_seeds(bundle / "catalog.parquet", sc.mix, seeds)
     runner = Load(url=str(cluster.client.base_url).rstrip("/"), seeds=seeds, out=work)
@@ -152,9 +187,20 @@ def run_scenario(cluster: ServeCluster, sc: Scenario, bundle: Path, work: Path, 
     windows = latency_windows(read_request_log(runner.request_log(sc.name)), load_start - idle, time.time())
     summary = summarise(rec.rows, windows, load_start, load_end, mins)
     client = {k: result.get(k) for k in ("requests", "errors", "rps", "p50_ms", "p99_ms", "late", "locust_cpu_pct")}
-    return {"scenario": sc.name, "what": sc.what, "rate": rate, "idle_s": idle, "load_s": load, "after_s": after,
-            "load_start": load_start, "load_end": load_end, "client": client, "summary": summary,
-            "samples": rec.rows, "windows": windows}
+    return {
+        "scenario": sc.name,
+        "what": sc.what,
+        "rate": rate,
+        "idle_s": idle,
+        "load_s": load,
+        "after_s": after,
+        "load_start": load_start,
+        "load_end": load_end,
+        "client": client,
+        "summary": summary,
+        "samples": rec.rows,
+        "windows": windows,
+    }
 
 
 def plot(results: list[dict], path: Path) -> None:
@@ -179,8 +225,9 @@ def plot(results: list[dict], path: Path) -> None:
         for ax in (top, mid, low):
             ax.axvspan(res["idle_s"], res["idle_s"] + res["load_s"], color="orange", alpha=0.12)
             ax.grid(alpha=0.3)
-        top.set_title(f"{res['scenario']}: {res['what']}\n{res['rate']:g} req/s open loop in the shaded span",
-                      fontsize=9)
+        top.set_title(
+            f"{res['scenario']}: {res['what']}\n{res['rate']:g} req/s open loop in the shaded span", fontsize=9
+        )
         top.set_ylabel("running replicas")
         top.set_yticks(range(0, 6))
         mid.set_ylabel("cores used by its replicas")
@@ -196,17 +243,26 @@ def plot(results: list[dict], path: Path) -> None:
 
 def table(res: dict) -> str:
     s, c = res["summary"], res["client"]
-    lines = [f"### {res['scenario']} — {res['what']}, {res['rate']:g} req/s for {res['load_s']:g} s",
-             "", "| deployment | min | peak during the step | first above min (s into the step) | "
-             "cores, step's first 30 s | cores, step's last 30 s |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"### {res['scenario']} — {res['what']}, {res['rate']:g} req/s for {res['load_s']:g} s",
+        "",
+        "| deployment | min | peak during the step | first above min (s into the step) | "
+        "cores, step's first 30 s | cores, step's last 30 s |",
+        "|---|---|---|---|---|---|",
+    ]
     for d in DEPLOYMENTS:
-        lines.append(f"| {d} | {s['min'][d]} | {s['peak'][d]} | {s['first_up_s'][d] if s['first_up_s'][d] is not None else '—'} "
-                     f"| {s['cores_first_30s'][d]} | {s['cores_last_30s'][d]} |")
-    lines += ["", f"Scaled up: {', '.join(s['scaled_up']) or 'none'}. p99 over the step's first 30 s "
-              f"{s['p99_first_30s_ms']} ms ({s['failed_first_30s']} failed), last 30 s {s['p99_last_30s_ms']} ms "
-              f"({s['failed_last_30s']} failed). Back at the minimum {s['back_at_min_s']} s after the step. "
-              f"Client: {c['requests']} requests, {c['errors']} errors (degraded answers count), "
-              f"{c['rps']:.0f} req/s, p50 {c['p50_ms']} / p99 {c['p99_ms']} ms, Locust {c['locust_cpu_pct']} % of a core."]
+        lines.append(
+            f"| {d} | {s['min'][d]} | {s['peak'][d]} | {s['first_up_s'][d] if s['first_up_s'][d] is not None else '—'} "
+            f"| {s['cores_first_30s'][d]} | {s['cores_last_30s'][d]} |"
+        )
+    lines += [
+        "",
+        f"Scaled up: {', '.join(s['scaled_up']) or 'none'}. p99 over the step's first 30 s "
+        f"{s['p99_first_30s_ms']} ms ({s['failed_first_30s']} failed), last 30 s {s['p99_last_30s_ms']} ms "
+        f"({s['failed_last_30s']} failed). Back at the minimum {s['back_at_min_s']} s after the step. "
+        f"Client: {c['requests']} requests, {c['errors']} errors (degraded answers count), "
+        f"{c['rps']:.0f} req/s, p50 {c['p50_ms']} / p99 {c['p99_ms']} ms, Locust {c['locust_cpu_pct']} % of a core.",
+    ]
     return "\n".join(lines)
 
 
@@ -215,9 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path("bench-out/autoscale"))
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
-    p.add_argument("--rate", action="append", default=[], metavar="SCENARIO=REQ_PER_S",
-                   help="the step's rate for a scenario (defaults: "
-                        + ", ".join(f"{s.name}={s.rate:g}" for s in SCENARIOS.values()) + ")")
+    p.add_argument(
+        "--rate",
+        action="append",
+        default=[],
+        metavar="SCENARIO=REQ_PER_S",
+        help="the step's rate for a scenario (defaults: "
+        + ", ".join(f"{s.name}={s.rate:g}" for s in SCENARIOS.values())
+        + ")",
+    )
     p.add_argument("--idle", type=float, default=20.0)
     p.add_argument("--load", type=float, default=150.0)
     p.add_argument("--after", type=float, default=110.0)
@@ -232,14 +294,25 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown scenario(s) {sorted(set(rates) - set(SCENARIOS))}: one of {', '.join(SCENARIOS)}")
     args.work.mkdir(parents=True, exist_ok=True)
     cluster = ServeCluster(weights_store=args.work / "weights.json")
-    mins = {d["name"]: d["autoscaling_config"]["min_replicas"]
-            for d in cluster.config(args.bundle, "1")["applications"][0]["deployments"]}
+    mins = {
+        d["name"]: d["autoscaling_config"]["min_replicas"]
+        for d in cluster.config(args.bundle, "1")["applications"][0]["deployments"]
+    }
     results = []
     try:
         cluster.start(num_cpus=2)
         for name in names:
-            res = run_scenario(cluster, SCENARIOS[name], args.bundle.resolve(), args.work, rates[name],
-                               args.idle, args.load, args.after, mins)
+            res = run_scenario(
+                cluster,
+                SCENARIOS[name],
+                args.bundle.resolve(),
+                args.work,
+                rates[name],
+                args.idle,
+                args.load,
+                args.after,
+                mins,
+            )
             results.append(res)
             print(table(res), flush=True)
             print(flush=True)

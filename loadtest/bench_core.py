@@ -29,8 +29,12 @@ from serve_app.core.lookup import SongIndex
 
 def percentiles(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
-    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+    }
 
 
 def timed(fn, args_list) -> list[float]:
@@ -79,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     plays = b.catalog["plays"].to_numpy(np.float64)
     seeds = rng.choice(len(plays), size=args.queries, p=plays / plays.sum())
     uniform = rng.integers(0, len(plays), size=args.queries)
-    histories = [(rng.choice(len(plays), size=50, replace=False, p=plays / plays.sum()),
-                  rng.integers(1, 20, size=50).astype(np.float64)) for _ in range(args.queries // 2)]
+    histories = [
+        (
+            rng.choice(len(plays), size=50, replace=False, p=plays / plays.sum()),
+            rng.integers(1, 20, size=50).astype(np.float64),
+        )
+        for _ in range(args.queries // 2)
+    ]
     timed(lambda s: rec.similar([s]), [(s,) for s in seeds[:100]])  # warm-up
     song = percentiles(timed(lambda s: rec.similar([s]), [(s,) for s in seeds]))
     song_uniform = percentiles(timed(lambda s: rec.similar([s]), [(s,) for s in uniform]))
@@ -88,23 +97,31 @@ def main(argv: list[str] | None = None) -> int:
     names = [(b.catalog.name[s].lower(), b.catalog.artist[s].upper()) for s in seeds]
     by_name = percentiles(timed(lambda n, a: rec.similar([songs.resolve(n, a).track]), names))
     item_users = b.user_items.T.tocsr().astype(np.float32)
-    base = percentiles(timed(lambda s: baseline_query(b, item_users, s), [(s,) for s in seeds[:args.baseline_queries]]))
+    base = percentiles(
+        timed(lambda s: baseline_query(b, item_users, s), [(s,) for s in seeds[: args.baseline_queries]])
+    )
 
-    print(f"bundle {b.version}: {len(b.catalog):,} songs, {b.user_items.shape[0]:,} users, "
-          f"{b.user_items.nnz:,} pairs; load, verify and index {load_s:.1f} s; memory of the loaded bundle "
-          f"(recommender and song index) {loaded_mb:.0f} MB")
+    print(
+        f"bundle {b.version}: {len(b.catalog):,} songs, {b.user_items.shape[0]:,} users, "
+        f"{b.user_items.nnz:,} pairs; load, verify and index {load_s:.1f} s; memory of the loaded bundle "
+        f"(recommender and song index) {loaded_mb:.0f} MB"
+    )
     print()
     print("| query | p50 ms | p95 ms | p99 ms | mean ms | target |")
     print("|---|---:|---:|---:|---:|---|")
-    for name, r, target in (("one song, seeds by plays", song, "p50 ≤ 1, p99 ≤ 5"),
-                            ("one song, seeds uniform", song_uniform, ""),
-                            ("one song by name (lookup + query)", by_name, ""),
-                            ("user, 50-song history", user, "p99 ≤ 10"),
-                            ("baseline: sklearn cosine_similarity per request", base, "")):
+    for name, r, target in (
+        ("one song, seeds by plays", song, "p50 ≤ 1, p99 ≤ 5"),
+        ("one song, seeds uniform", song_uniform, ""),
+        ("one song by name (lookup + query)", by_name, ""),
+        ("user, 50-song history", user, "p99 ≤ 10"),
+        ("baseline: sklearn cosine_similarity per request", base, ""),
+    ):
         print(f"| {name} | {r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['mean']:.2f} | {target} |")
     print()
-    print(f"speed-up of the one-song query over the baseline: {base['p50'] / song['p50']:.0f}x at p50, "
-          f"{base['mean'] / song['mean']:.0f}x on the mean; memory target ≤ 1 GB: {loaded_mb:.0f} MB")
+    print(
+        f"speed-up of the one-song query over the baseline: {base['p50'] / song['p50']:.0f}x at p50, "
+        f"{base['mean'] / song['mean']:.0f}x on the mean; memory target ≤ 1 GB: {loaded_mb:.0f} MB"
+    )
     return 0
 
 

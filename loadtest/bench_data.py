@@ -41,6 +41,7 @@ LIBRARIES = ("ray", "pandas", "pyarrow", "numpy", "scipy", "scikit-learn")  # th
 
 # ----------------------------------------------------------------------------- measuring
 
+
 def measure(cmd: list[str], log_base: Path, mem_limit: float, time_limit: float) -> dict[str, Any]:
     """Run ``cmd`` (stdout/stderr to ``log_base``.out/.err) and return its wall time, peak memory and exit."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray, inside the measured tree
@@ -62,11 +63,18 @@ def measure(cmd: list[str], log_base: Path, mem_limit: float, time_limit: float)
     for name, pss in sampler.at_peak:
         groups.setdefault(name, []).append(pss)
     return {
-        "status": sampler.killed or ("ok" if code == 0 else f"exit {code}"), "exit_code": code,
-        "wall_s": round(wall, 2), "peak_pss_bytes": sampler.peak_pss, "peak_rss_bytes": sampler.peak_rss,
-        "pss_exact": sampler.pss_exact, "peak_processes": sampler.peak_procs, "leftover_processes_killed": leftovers,
-        "pss_at_peak_by_process": sorted(({"name": n, "processes": len(v), "pss_bytes": sum(v)}
-                                          for n, v in groups.items()), key=lambda g: -g["pss_bytes"]),
+        "status": sampler.killed or ("ok" if code == 0 else f"exit {code}"),
+        "exit_code": code,
+        "wall_s": round(wall, 2),
+        "peak_pss_bytes": sampler.peak_pss,
+        "peak_rss_bytes": sampler.peak_rss,
+        "pss_exact": sampler.pss_exact,
+        "peak_processes": sampler.peak_procs,
+        "leftover_processes_killed": leftovers,
+        "pss_at_peak_by_process": sorted(
+            ({"name": n, "processes": len(v), "pss_bytes": sum(v)} for n, v in groups.items()),
+            key=lambda g: -g["pss_bytes"],
+        ),
         "summary": _last_json(log_base.with_suffix(".out").read_text()),
     }
 
@@ -74,7 +82,7 @@ def measure(cmd: list[str], log_base: Path, mem_limit: float, time_limit: float)
 def _last_json(text: str) -> dict[str, Any] | None:
     """The JSON object a job printed last on stdout, if any."""
     try:
-        return json.loads(text[text.rfind("\n{") + 1:])  # from 0 when the object opens the text
+        return json.loads(text[text.rfind("\n{") + 1 :])  # from 0 when the object opens the text
     except json.JSONDecodeError:
         return None
 
@@ -85,6 +93,7 @@ def dir_bytes(path: Path) -> int:
 
 
 # ----------------------------------------------------------------------------- sizes and data
+
 
 def parse_count(text: str) -> int:
     """``"9.7M"`` -> 9700000; plain integers (with ``_`` or ``,``) pass through."""
@@ -105,6 +114,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 # ----------------------------------------------------------------------------- report
 
+
 def _num(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
     """``value / scale`` for the table, ``-`` when missing."""
     return "-" if value is None else f"{value / scale:.{digits}f}"
@@ -115,8 +125,9 @@ def target_check(run: dict[str, Any]) -> tuple[str, str]:
     if run["implementation"] != "ray" or run["plays"] not in TARGETS:
         return "-", "-"
     wall, gb = TARGETS[run["plays"]]
-    misses = [what for what, ok in (("wall", run["wall_s"] <= wall), ("memory", run["peak_pss_bytes"] <= gb * GB))
-              if not ok]
+    misses = [
+        what for what, ok in (("wall", run["wall_s"] <= wall), ("memory", run["peak_pss_bytes"] <= gb * GB)) if not ok
+    ]
     met = "no" if run["status"] != "ok" else ("yes" if not misses else "no (" + ", ".join(misses) + ")")
     return f"≤ {wall:g} s, ≤ {gb:g} GB", met
 
@@ -140,26 +151,43 @@ def agreement(runs: list[dict[str, Any]], size: str) -> str:
     values = {k: [s["counts"][a][b] for a, b in pick] for k, s in sums.items()}
     if values["ray"] == values["pandas"]:
         return "agree: " + ", ".join(f"{b} {v:,}" for (_, b), v in zip(pick, values["ray"]))
-    return "DIFFER: " + ", ".join(f"{b} ray {x:,} vs pandas {y:,}"
-                                  for (_, b), x, y in zip(pick, values["ray"], values["pandas"]) if x != y)
+    return "DIFFER: " + ", ".join(
+        f"{b} ray {x:,} vs pandas {y:,}" for (_, b), x, y in zip(pick, values["ray"], values["pandas"]) if x != y
+    )
 
 
 def report(result: dict[str, Any]) -> str:
     """The machine facts and the Markdown table."""
     m = result["machine"]
-    lines = [f"machine: nproc {m['nproc']}, RAM {m['ram_total_gb']} GB ({m['ram_available_gb']} GB available), "
-             f"load {m['load_avg']}, python {m['python']}, ray {m['ray']}, pandas {m['pandas']}, "
-             f"pyarrow {m['pyarrow']}", "",
-             "| size | implementation | status | wall s | peak PSS GB | peak RSS GB | output MB | interaction data MB "
-             "| baseline/ray wall | baseline/ray PSS | target | met |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = [
+        f"machine: nproc {m['nproc']}, RAM {m['ram_total_gb']} GB ({m['ram_available_gb']} GB available), "
+        f"load {m['load_avg']}, python {m['python']}, ray {m['ray']}, pandas {m['pandas']}, "
+        f"pyarrow {m['pyarrow']}",
+        "",
+        "| size | implementation | status | wall s | peak PSS GB | peak RSS GB | output MB | interaction data MB "
+        "| baseline/ray wall | baseline/ray PSS | target | met |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
     for r in result["runs"]:
         target, met = target_check(r)
-        lines.append(" | ".join([
-            f"| {r['size']}", r["implementation"], r["status"], _num(r.get("wall_s"), 1, 1),
-            _num(r.get("peak_pss_bytes"), GB), _num(r.get("peak_rss_bytes"), GB), _num(r.get("output_bytes"), MB, 1),
-            _num(r.get("interaction_bytes"), MB, 1), _num(r.get("ratio_wall")), _num(r.get("ratio_pss")),
-            target, f"{met} |"]))
+        lines.append(
+            " | ".join(
+                [
+                    f"| {r['size']}",
+                    r["implementation"],
+                    r["status"],
+                    _num(r.get("wall_s"), 1, 1),
+                    _num(r.get("peak_pss_bytes"), GB),
+                    _num(r.get("peak_rss_bytes"), GB),
+                    _num(r.get("output_bytes"), MB, 1),
+                    _num(r.get("interaction_bytes"), MB, 1),
+                    _num(r.get("ratio_wall")),
+                    _num(r.get("ratio_pss")),
+                    target,
+                    f"{met} |",
+                ]
+            )
+        )
     lines.append("")
     for size in dict.fromkeys(r["size"] for r in result["runs"]):
         lines.append(f"- {size}: outputs {agreement(result['runs'], size)}")
@@ -167,37 +195,79 @@ def report(result: dict[str, Any]) -> str:
         parts = r.get("pss_at_peak_by_process", [])
         if parts:
             rest = sum(p["pss_bytes"] for p in parts[5:])
-            top = ", ".join(f"{p['name']}" + (f" x{p['processes']}" if p["processes"] > 1 else "")
-                            + f" {p['pss_bytes'] / GB:.2f}" for p in parts[:5])
-            lines.append(f"- {r['size']} {r['implementation']}: peak PSS by process (GB): {top}"
-                         + (f", {len(parts) - 5} more {rest / GB:.2f}" if rest else "")
-                         + f"; {r['peak_processes']} processes at most")
+            top = ", ".join(
+                f"{p['name']}" + (f" x{p['processes']}" if p["processes"] > 1 else "") + f" {p['pss_bytes'] / GB:.2f}"
+                for p in parts[:5]
+            )
+            lines.append(
+                f"- {r['size']} {r['implementation']}: peak PSS by process (GB): {top}"
+                + (f", {len(parts) - 5} more {rest / GB:.2f}" if rest else "")
+                + f"; {r['peak_processes']} processes at most"
+            )
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- main
 
-def bench(sizes: list[tuple[int, int]], work: Path, seed: int, skip_baseline_above: int | None,
-          mem_limit: float, time_limit: float) -> dict[str, Any]:
+
+def bench(
+    sizes: list[tuple[int, int]],
+    work: Path,
+    seed: int,
+    skip_baseline_above: int | None,
+    mem_limit: float,
+    time_limit: float,
+) -> dict[str, Any]:
     """Generate, run and measure every size; returns the full result."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "logs").mkdir(exist_ok=True)
-    result: dict[str, Any] = {"machine": machine(*LIBRARIES), "mem_limit_gb": mem_limit / GB,
-                              "time_limit_s": time_limit, "generation_s": {}, "runs": []}
+    result: dict[str, Any] = {
+        "machine": machine(*LIBRARIES),
+        "mem_limit_gb": mem_limit / GB,
+        "time_limit_s": time_limit,
+        "generation_s": {},
+        "runs": [],
+    }
     for songs, plays in sizes:
         size = f"{label(songs)} songs / {label(plays)} plays"
         catalog, interactions, gen_s = ensure_data(work, songs, plays, seed)
         result["generation_s"][size] = gen_s
         tag = f"{songs}-{plays}"
         jobs = {
-            "ray": (work / f"bundle-{tag}", [sys.executable, "-m", "jobs.preprocess", "--catalog", str(catalog),
-                                             "--interactions", str(interactions), "--overwrite"]),
-            "pandas": (work / f"baseline-{tag}", [sys.executable, "-m", "jobs.preprocess_pandas", "--catalog",
-                                                  str(catalog), "--interactions", str(interactions)]),
+            "ray": (
+                work / f"bundle-{tag}",
+                [
+                    sys.executable,
+                    "-m",
+                    "jobs.preprocess",
+                    "--catalog",
+                    str(catalog),
+                    "--interactions",
+                    str(interactions),
+                    "--overwrite",
+                ],
+            ),
+            "pandas": (
+                work / f"baseline-{tag}",
+                [
+                    sys.executable,
+                    "-m",
+                    "jobs.preprocess_pandas",
+                    "--catalog",
+                    str(catalog),
+                    "--interactions",
+                    str(interactions),
+                ],
+            ),
         }
         for impl, (out, cmd) in jobs.items():
-            run: dict[str, Any] = {"size": size, "songs": songs, "plays": plays, "implementation": impl,
-                                   "load_avg_before": round(os.getloadavg()[0], 2)}
+            run: dict[str, Any] = {
+                "size": size,
+                "songs": songs,
+                "plays": plays,
+                "implementation": impl,
+                "load_avg_before": round(os.getloadavg()[0], 2),
+            }
             if impl == "pandas" and skip_baseline_above is not None and plays > skip_baseline_above:
                 result["runs"].append({**run, "status": "skipped"})
                 continue
@@ -209,8 +279,11 @@ def bench(sizes: list[tuple[int, int]], work: Path, seed: int, skip_baseline_abo
                 run["output_bytes"] = dir_bytes(out)
                 run["interaction_bytes"] = (out / "collab" / "user_items.npz").stat().st_size
             result["runs"].append(run)
-            print(f"  {run['status']}: {run['wall_s']} s, peak PSS {run['peak_pss_bytes'] / GB:.2f} GB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {run['status']}: {run['wall_s']} s, peak PSS {run['peak_pss_bytes'] / GB:.2f} GB",
+                file=sys.stderr,
+                flush=True,
+            )
     ratios(result["runs"])
     return result
 
@@ -218,15 +291,25 @@ def bench(sizes: list[tuple[int, int]], work: Path, seed: int, skip_baseline_abo
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench_data", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="9.7M,97M", help="comma-separated PLAYS or SONGS:PLAYS (default %(default)s)")
-    parser.add_argument("--work", type=Path, default=Path("bench-out"), help="data, bundles and results (default %(default)s)")
+    parser.add_argument(
+        "--sizes", default="9.7M,97M", help="comma-separated PLAYS or SONGS:PLAYS (default %(default)s)"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path("bench-out"), help="data, bundles and results (default %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-baseline-above", type=parse_count, metavar="N", help="no pandas baseline above N plays")
     parser.add_argument("--mem-limit-gb", type=float, default=16.0, help="kill a run whose tree RSS exceeds this")
     parser.add_argument("--time-limit-s", type=float, default=1500.0, help="kill a run that takes longer")
     args = parser.parse_args(argv)
-    result = bench(parse_sizes(args.sizes), args.work, args.seed, args.skip_baseline_above,
-                   args.mem_limit_gb * GB, args.time_limit_s)
+    result = bench(
+        parse_sizes(args.sizes),
+        args.work,
+        args.seed,
+        args.skip_baseline_above,
+        args.mem_limit_gb * GB,
+        args.time_limit_s,
+    )
     (args.work / "bench_data.json").write_text(json.dumps(result, indent=2))
     print(report(result))
     return 0

@@ -42,6 +42,7 @@ and, for the graph at saturation, the time per hop (proxy, ingress, combiner, co
 collab) come from Ray's Prometheus endpoint. Prints Markdown tables and writes
 WORK/bench_http.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,15 +94,18 @@ ERROR_MARKS = (" ERROR ", '"levelname": "ERROR"', "Traceback", "Exception")  # t
 
 # ----------------------------------------------------------------------------- the step rule and the search
 
-def step_verdict(result: dict[str, Any], offered: float, p99_limit: float = P99_LIMIT_MS,
-                 min_achieved: float = MIN_ACHIEVED) -> tuple[bool, str]:
+
+def step_verdict(
+    result: dict[str, Any], offered: float, p99_limit: float = P99_LIMIT_MS, min_achieved: float = MIN_ACHIEVED
+) -> tuple[bool, str]:
     """Whether a step at ``offered`` req/s is sustained: achieved >= 95 % of it, 0 errors,
     p99 <= 100 ms, and (open loop) the generator on time: at most 1 % of the requests left
     more than 10 ms late. Returns (passed, why not)."""
     why = []
     if result.get("late") and result["late"] > MAX_LATE_SHARE * result["expected"]:
-        why.append(f"generator behind: {result['late']} of {result['expected']} requests left "
-                   f"> {LATE_LIMIT_MS:g} ms late")
+        why.append(
+            f"generator behind: {result['late']} of {result['expected']} requests left > {LATE_LIMIT_MS:g} ms late"
+        )
     if result["rps"] < min_achieved * offered:
         why.append(f"achieved {result['rps']:.0f} < {min_achieved:.0%} of {offered:.0f}")
     if result["errors"]:
@@ -113,11 +117,17 @@ def step_verdict(result: dict[str, Any], offered: float, p99_limit: float = P99_
 
 def lower_rates(target: float, n: int = 5, factor: float = 0.7) -> list[float]:
     """The steps below the target, tried when the target itself fails."""
-    return [round(target * factor ** i) for i in range(1, n + 1)]
+    return [round(target * factor**i) for i in range(1, n + 1)]
 
 
-def search(run: Callable[[float], bool], target: float, target_passed: bool, rates: Sequence[float],
-           bisect_steps: int = 1, below: Sequence[float] | None = None) -> float | None:
+def search(
+    run: Callable[[float], bool],
+    target: float,
+    target_passed: bool,
+    rates: Sequence[float],
+    bisect_steps: int = 1,
+    below: Sequence[float] | None = None,
+) -> float | None:
     """The highest passing offered rate. ``run(rate)`` runs one step and says if it passed.
 
     From a passing target: the ``rates`` above it in order until one fails; from a failing
@@ -135,8 +145,9 @@ def search(run: Callable[[float], bool], target: float, target_passed: bool, rat
                 break
     else:
         fail = target
-        for rate in sorted((r for r in (below if below is not None else lower_rates(target)) if r < target),
-                           reverse=True):
+        for rate in sorted(
+            (r for r in (below if below is not None else lower_rates(target)) if r < target), reverse=True
+        ):
             if run(rate):
                 best = rate
                 break
@@ -155,6 +166,7 @@ def search(run: Callable[[float], bool], target: float, target_passed: bool, rat
 
 
 # ----------------------------------------------------------------------------- variants and their servers
+
 
 @dataclass(frozen=True)
 class Caching:
@@ -200,9 +212,15 @@ def serve_cluster(variant: str, port: int, weights_store: Path) -> ServeCluster:
     app, proxy = variant_parts(variant)
     if proxy is None:
         raise ValueError(f"{variant} runs without Serve")
-    return ServeCluster(weights_store, token=os.environ.get("SEGUE_ADMIN_TOKEN"), proxy=proxy, http_port=port,
-                        env={**serve_variant_env(proxy, os.environ), "PYTHONUNBUFFERED": "1"},
-                        replicas=SERVE_REPLICAS, edit_app=lambda a: variant_app(a, app))
+    return ServeCluster(
+        weights_store,
+        token=os.environ.get("SEGUE_ADMIN_TOKEN"),
+        proxy=proxy,
+        http_port=port,
+        env={**serve_variant_env(proxy, os.environ), "PYTHONUNBUFFERED": "1"},
+        replicas=SERVE_REPLICAS,
+        edit_app=lambda a: variant_app(a, app),
+    )
 
 
 @dataclass
@@ -250,14 +268,36 @@ class Server:
     def start(self) -> None:
         """Start the server (Serve: Ray, then ``serve deploy``); ``wait_ready`` waits for it."""
         if variant_parts(self.variant)[1] is None:
-            cmd = [sys.executable, "-m", "serve_app.shell.standalone", "--bundle", str(self.bundle), "--port",
-                   str(self.port), "--cache-size", str(self.caching.size), "--warm-size", str(self.caching.warm),
-                   "--events", str(self.events)]
-            env = {**os.environ, "SEGUE_ADMIN_TOKEN": os.environ.get("SEGUE_ADMIN_TOKEN") or secrets.token_urlsafe(24),
-                   "PYTHONUNBUFFERED": "1"}
+            cmd = [
+                sys.executable,
+                "-m",
+                "serve_app.shell.standalone",
+                "--bundle",
+                str(self.bundle),
+                "--port",
+                str(self.port),
+                "--cache-size",
+                str(self.caching.size),
+                "--warm-size",
+                str(self.caching.warm),
+                "--events",
+                str(self.events),
+            ]
+            env = {
+                **os.environ,
+                "SEGUE_ADMIN_TOKEN": os.environ.get("SEGUE_ADMIN_TOKEN") or secrets.token_urlsafe(24),
+                "PYTHONUNBUFFERED": "1",
+            }
             with self.log.open("w") as out:
-                self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+                self.proc = subprocess.Popen(
+                    cmd,
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             return
         self.cluster = serve_cluster(self.variant, self.port, self.logs / f"weights-{self.variant}-{self.port}.json")
         self.cluster.start(num_cpus=len(os.sched_getaffinity(0)))
@@ -275,15 +315,18 @@ class Server:
 
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"{self.variant} exited with {self.proc.returncode} before it was ready; "
-                                   f"log {self.log}:\n{procs.tail(self.log)}")
+                raise RuntimeError(
+                    f"{self.variant} exited with {self.proc.returncode} before it was ready; "
+                    f"log {self.log}:\n{procs.tail(self.log)}"
+                )
             return get_json(f"{self.url}/readyz", timeout=2.0)[0] == 200 and not warming(self.url)
 
         try:
             wait_for(ready, timeout, f"{self.variant} ready", every=1.0)
         except TimeoutError:
-            raise RuntimeError(f"{self.variant} not ready after {timeout:.0f} s; log {self.log}:\n"
-                               f"{procs.tail(self.log)}") from None
+            raise RuntimeError(
+                f"{self.variant} not ready after {timeout:.0f} s; log {self.log}:\n{procs.tail(self.log)}"
+            ) from None
 
     def serve_logs(self) -> Path | None:
         """Serve's logs of a running Serve variant (replicas, proxy, controller)."""
@@ -322,6 +365,7 @@ def serve_log_errors(server: Server, limit: int = 20) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- one variant x mix
 
+
 @dataclass
 class Plan:
     rate: float
@@ -341,8 +385,12 @@ def phase_cores(wall: float, server_s: float, locust_pct: float, busy_s: float, 
     """Cores busy over a phase of ``wall`` seconds: the server's processes, Locust, everything
     else on the machine (busy minus those two), and stolen by the host."""
     server, locust = server_s / wall, locust_pct / 100
-    return {"server": round(server, 2), "locust": round(locust, 2),
-            "other": round(max(0.0, busy_s / wall - server - locust), 2), "steal": round(steal_s / wall, 2)}
+    return {
+        "server": round(server, 2),
+        "locust": round(locust, 2),
+        "other": round(max(0.0, busy_s / wall - server - locust), 2),
+        "steal": round(steal_s / wall, 2),
+    }
 
 
 @dataclass
@@ -358,8 +406,15 @@ class Phases:
     last_end: float = 0.0
     exported: bool = True  # Ray's metrics hold every request sent so far (none yet)
 
-    def run(self, tag: str, rate: float | None, duration: float, users: int | None = None,
-            settle: bool = False, hops: bool = False) -> dict[str, Any]:
+    def run(
+        self,
+        tag: str,
+        rate: float | None,
+        duration: float,
+        users: int | None = None,
+        settle: bool = False,
+        hops: bool = False,
+    ) -> dict[str, Any]:
         """One phase. ``settle``: wait until Ray has exported the phase's requests (seconds: the
         replicas export every 10 s), for the ingress's own latency over the phase and a clean
         start for the next; ``hops``: that, and a whole export interval before and after the
@@ -372,8 +427,9 @@ class Phases:
         result = self.load.run(tag, rate, duration, users)
         cpu1, srv1, wall = cpu_s(), procs.cpu_s(server.processes()), time.monotonic() - t0
         self.last_end = time.monotonic()
-        result["cores"] = phase_cores(wall, srv1 - srv0, result["locust_cpu_pct"], cpu1["busy"] - cpu0["busy"],
-                                      cpu1["steal"] - cpu0["steal"])
+        result["cores"] = phase_cores(
+            wall, srv1 - srv0, result["locust_cpu_pct"], cpu1["busy"] - cpu0["busy"], cpu1["steal"] - cpu0["steal"]
+        )
         m1, after_s = self._after(m0, result["ok"], hops) if measured else (None, 0.0)
         result["metrics_wait_s"] = round(waited + after_s, 1)  # the time these readings cost
         self.exported = measured or server.metrics_url is None
@@ -405,24 +461,34 @@ class Phases:
 def describe(tag: str, r: dict[str, Any]) -> str:
     """One progress line for a phase."""
     server = r.get("server") or {}
-    return (f"{tag}: offered {r['offered']}, achieved {r['rps']:.1f}, p50/p95/p99 {_ms(r['p50_ms'])}/"
-            f"{_ms(r['p95_ms'])}/{_ms(r['p99_ms'])} ms, errors {r['errors']}"
-            + (f", late {r['late']}" if r["loop"] == "open" else "")
-            + (f", server p50/p99 {_ms(server.get('p50_ms'))}/{_ms(server.get('p99_ms'))} ms" if server else "")
-            + ("" if r["offered"] is None else ", " + (r["why"] or "pass"))
-            + f"; cores server/locust/other {r['cores']['server']}/{r['cores']['locust']}/{r['cores']['other']}")
+    return (
+        f"{tag}: offered {r['offered']}, achieved {r['rps']:.1f}, p50/p95/p99 {_ms(r['p50_ms'])}/"
+        f"{_ms(r['p95_ms'])}/{_ms(r['p99_ms'])} ms, errors {r['errors']}"
+        + (f", late {r['late']}" if r["loop"] == "open" else "")
+        + (f", server p50/p99 {_ms(server.get('p50_ms'))}/{_ms(server.get('p99_ms'))} ms" if server else "")
+        + ("" if r["offered"] is None else ", " + (r["why"] or "pass"))
+        + f"; cores server/locust/other {r['cores']['server']}/{r['cores']['locust']}/{r['cores']['other']}"
+    )
 
 
-def bench_one(variant: str, mix: str, bundle: Path, port: int, caching: Caching, plan: Plan,
-              logs: Path, seeds: Path) -> dict[str, Any]:
+def bench_one(
+    variant: str, mix: str, bundle: Path, port: int, caching: Caching, plan: Plan, logs: Path, seeds: Path
+) -> dict[str, Any]:
     """Start a server, run the phases, stop it; everything measured for this variant and mix."""
     out = logs / f"{variant}-{mix}"
     out.mkdir(parents=True, exist_ok=True)
     label = f"{variant} / {mix}"
-    run: dict[str, Any] = {"variant": variant, "mix": mix, "proxy": variant_parts(variant)[1], "port": port,
-                           "cache_size": caching.size, "warm_size": caching.warm,
-                           "load_avg_before": [round(x, 2) for x in os.getloadavg()], "steps": [],
-                           "code": code_version()}  # the tree can change during a long run
+    run: dict[str, Any] = {
+        "variant": variant,
+        "mix": mix,
+        "proxy": variant_parts(variant)[1],
+        "port": port,
+        "cache_size": caching.size,
+        "warm_size": caching.warm,
+        "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+        "steps": [],
+        "code": code_version(),
+    }  # the tree can change during a long run
     print(f"[{label}] starting on port {port} ...", file=sys.stderr, flush=True)
     server = Server(variant, bundle, port, caching, logs)
     try:
@@ -431,8 +497,7 @@ def bench_one(variant: str, mix: str, bundle: Path, port: int, caching: Caching,
         server.wait_ready(READY_TIMEOUT_S - (time.monotonic() - t0))
         run["start_s"] = round(time.monotonic() - t0, 1)  # ready, and the cache warm done
         print(f"[{label}] ready in {run['start_s']} s", file=sys.stderr, flush=True)
-        phases = Phases(server, Load(server.url, seeds, out, plan.connections), label,
-                        export_interval_s(server.env))
+        phases = Phases(server, Load(server.url, seeds, out, plan.connections), label, export_interval_s(server.env))
         if plan.idle_s > 0:  # what the server burns doing nothing (Serve's controller, proxy, metrics, ...)
             srv0, t0 = procs.cpu_s(server.processes()), time.monotonic()
             time.sleep(plan.idle_s)
@@ -451,8 +516,13 @@ def bench_one(variant: str, mix: str, bundle: Path, port: int, caching: Caching,
         if plan.search:
             run["max_sustainable"] = search(step, round(plan.rate), run["target"]["passed"], plan.rates, plan.bisect)
         if plan.saturation_s > 0:
-            run["saturation"] = phases.run("saturation", None, plan.saturation_s, plan.saturation_users,
-                                           hops=server.cluster is not None and variant_parts(variant)[0] == "graph")
+            run["saturation"] = phases.run(
+                "saturation",
+                None,
+                plan.saturation_s,
+                plan.saturation_users,
+                hops=server.cluster is not None and variant_parts(variant)[0] == "graph",
+            )
         run["cache_end"] = cache_totals(server.url)
         run["cache_hit_rate_total"] = hit_rate(None, run["cache_end"])
         run["status"] = "ok"
@@ -470,6 +540,7 @@ def bench_one(variant: str, mix: str, bundle: Path, port: int, caching: Caching,
 
 # ----------------------------------------------------------------------------- report
 
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}"
 
@@ -479,8 +550,13 @@ def _pct(v: float | None) -> str:
 
 
 # (numerator, denominator) variants compared per mix, and the target of a ratio where there is one
-RATIOS = (("graph", "uvicorn"), ("graph", "graph-python"), ("graph", "single"), ("single", "single-python"),
-          ("floor", "floor-python"))
+RATIOS = (
+    ("graph", "uvicorn"),
+    ("graph", "graph-python"),
+    ("graph", "single"),
+    ("single", "single-python"),
+    ("floor", "floor-python"),
+)
 RATIO_TARGETS = {("graph", "uvicorn", "realistic"): 0.5}
 
 
@@ -493,12 +569,21 @@ def ratios(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             a, b = by.get((num, mix)), by.get((den, mix))
             if not a or not b:
                 continue
-            sus = (a["max_sustainable"] / b["max_sustainable"]
-                   if a.get("max_sustainable") and b.get("max_sustainable") else None)
-            sat = (a["saturation"]["rps"] / b["saturation"]["rps"]
-                   if a.get("saturation") and b.get("saturation") and b["saturation"]["rps"] else None)
-            out[f"{num}/{den} {mix}"] = {"sustainable": sus, "saturation": sat,
-                                        "target": RATIO_TARGETS.get((num, den, mix))}
+            sus = (
+                a["max_sustainable"] / b["max_sustainable"]
+                if a.get("max_sustainable") and b.get("max_sustainable")
+                else None
+            )
+            sat = (
+                a["saturation"]["rps"] / b["saturation"]["rps"]
+                if a.get("saturation") and b.get("saturation") and b["saturation"]["rps"]
+                else None
+            )
+            out[f"{num}/{den} {mix}"] = {
+                "sustainable": sus,
+                "saturation": sat,
+                "target": RATIO_TARGETS.get((num, den, mix)),
+            }
     return out
 
 
@@ -517,8 +602,9 @@ def _best_and_first_fail(r: dict[str, Any]) -> tuple[dict | None, dict | None]:
     best = r.get("max_sustainable")
     phases = [r["target"], *r["steps"]]
     b = next((s for s in phases if best is not None and s["passed"] and round(s["offered"]) == round(best)), None)
-    fails = sorted((s for s in phases if not s["passed"] and (best is None or s["offered"] > best)),
-                   key=lambda s: s["offered"])
+    fails = sorted(
+        (s for s in phases if not s["passed"] and (best is None or s["offered"] > best)), key=lambda s: s["offered"]
+    )
     return b, (fails[0] if fails else None)
 
 
@@ -526,15 +612,19 @@ def _target_rows(runs: list[dict[str, Any]]) -> list[str]:
     rows = []
     for r in runs:
         if r.get("status") != "ok":
-            rows.append(f"| {r['variant']} | {r['mix']} | - | - | - | - | - | - | - | - | - | failed: "
-                        f"{r.get('error', '').splitlines()[0][:80] if r.get('error') else ''} | - | - | - |")
+            rows.append(
+                f"| {r['variant']} | {r['mix']} | - | - | - | - | - | - | - | - | - | failed: "
+                f"{r.get('error', '').splitlines()[0][:80] if r.get('error') else ''} | - | - | - |"
+            )
             continue
         t = r["target"]
         met = "yes" if t["passed"] else f"no ({t['why']})"
-        rows.append(f"| {r['variant']} | {r['mix']} | {t['offered']:.0f} | {t['rps']:.1f} | {_ms(t['p50_ms'])} | "
-                    f"{_ms(t['p95_ms'])} | {_ms(t['p99_ms'])} | {_server(t)} | {t['errors']} | {t.get('late', '-')} | "
-                    f"{_pct(t['cache_hit_rate'])} | {met} | {_cores(t)} | {r['start_s']:.0f} | "
-                    f"{r.get('idle_cores', '-')} |")
+        rows.append(
+            f"| {r['variant']} | {r['mix']} | {t['offered']:.0f} | {t['rps']:.1f} | {_ms(t['p50_ms'])} | "
+            f"{_ms(t['p95_ms'])} | {_ms(t['p99_ms'])} | {_server(t)} | {t['errors']} | {t.get('late', '-')} | "
+            f"{_pct(t['cache_hit_rate'])} | {met} | {_cores(t)} | {r['start_s']:.0f} | "
+            f"{r.get('idle_cores', '-')} |"
+        )
     return rows
 
 
@@ -551,12 +641,14 @@ def _sustainable_rows(runs: list[dict[str, Any]], plan: dict[str, Any]) -> list[
         else:
             best_text = "< " + str(min(lower_rates(plan["rate"]))) if best is None else format(best, ".0f")
         sat = r.get("saturation")
-        rows.append(f"| {r['variant']} | {r['mix']} | {best_text} | "
-                    f"{_ms(b and b['p50_ms'])} / {_ms(b and b['p99_ms'])} | "
-                    f"{_pct(b and b['cache_hit_rate'])} | {_cores(b)} | {ff} | "
-                    f"{'-' if not sat else format(sat['rps'], '.0f')} | "
-                    f"{'-' if not sat else _ms(sat['p50_ms']) + ' / ' + _ms(sat['p99_ms'])} | {_server(sat)} | "
-                    f"{'-' if not sat else sat['errors']} | {_cores(sat)} |")
+        rows.append(
+            f"| {r['variant']} | {r['mix']} | {best_text} | "
+            f"{_ms(b and b['p50_ms'])} / {_ms(b and b['p99_ms'])} | "
+            f"{_pct(b and b['cache_hit_rate'])} | {_cores(b)} | {ff} | "
+            f"{'-' if not sat else format(sat['rps'], '.0f')} | "
+            f"{'-' if not sat else _ms(sat['p50_ms']) + ' / ' + _ms(sat['p99_ms'])} | {_server(sat)} | "
+            f"{'-' if not sat else sat['errors']} | {_cores(sat)} |"
+        )
     return rows
 
 
@@ -566,72 +658,96 @@ def _ratio_rows(found: dict[str, dict[str, Any]]) -> list[str]:
 
     rows = ["| ratio | max sustainable | saturation | target |", "|---|---:|---:|---|"]
     for name, v in found.items():
-        target = "" if v.get("target") is None else (
-            f"≥ {v['target']:g}: " + ("-" if v["sustainable"] is None else
-                                      "met" if v["sustainable"] >= v["target"] else "not met"))
+        target = (
+            ""
+            if v.get("target") is None
+            else (
+                f"≥ {v['target']:g}: "
+                + ("-" if v["sustainable"] is None else "met" if v["sustainable"] >= v["target"] else "not met")
+            )
+        )
         rows.append(f"| {name} | {f(v['sustainable'])} | {f(v['saturation'])} | {target} |")
     return rows
 
 
 def hop_table(runs: list[dict[str, Any]]) -> list[str]:
     """The per-hop figures of the saturation runs that have them, one Markdown table."""
-    rows = ["| variant | mix | hop | calls per request | mean ms | p50 ms | p99 ms | ms per request |",
-            "|---|---|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| variant | mix | hop | calls per request | mean ms | p50 ms | p99 ms | ms per request |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in runs:
         for hop, h in ((r.get("saturation") or {}).get("hops") or {}).items():
             calls = h.get("calls_per_request")
-            rows.append(f"| {r['variant']} | {r['mix']} | {hop} | {'-' if calls is None else format(calls, '.2f')} | "
-                        f"{'-' if h['mean_ms'] is None else format(h['mean_ms'], '.1f')} | {_ms(h['p50_ms'])} | "
-                        f"{_ms(h['p99_ms'])} | "
-                        f"{'-' if h.get('ms_per_request') is None else format(h['ms_per_request'], '.1f')} |")
+            rows.append(
+                f"| {r['variant']} | {r['mix']} | {hop} | {'-' if calls is None else format(calls, '.2f')} | "
+                f"{'-' if h['mean_ms'] is None else format(h['mean_ms'], '.1f')} | {_ms(h['p50_ms'])} | "
+                f"{_ms(h['p99_ms'])} | "
+                f"{'-' if h.get('ms_per_request') is None else format(h['ms_per_request'], '.1f')} |"
+            )
     return rows if len(rows) > 2 else []
 
 
 def report(result: dict[str, Any]) -> str:
     m, plan = result["machine"], result["plan"]
-    lines = [f"bundle {result['bundle_version']} ({result['songs']:,} songs in the catalog); results cache "
-             + (f"{result['cache_size']:,} entries per ingress replica, the {result.get('warm_size', 0):,} most-played "
-                "songs answered into it at start" if result["cache_size"] else "off")
-             + f"; {m['nproc']} cores, load average at start {m['load_avg'][0]:.2f}, at end "
-             f"{result['load_avg_end'][0]:.2f}",
-             "",
-             f"At the target rate ({plan['rate']:.0f} req/s offered open loop for {plan['duration']:g} s, after a "
-             f"{plan['warmup']:g} s warm-up). Latency from each request's due time; server: the ingress's own "
-             "segue_request_ms (from its histogram's buckets); late: requests that left > "
-             f"{LATE_LIMIT_MS:g} ms after their due time. Cores: CPU used during the phase by the server's processes / "
-             "Locust / everything else on the machine.",
-             "",
-             "| variant | mix | offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms | server p50 / p99 ms | errors "
-             "| late | cache hit rate | target met | cores server / locust / other | start s | idle server cores |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
-             *_target_rows(result["runs"]),
-             "",
-             "Highest sustainable rate (open loop; achieved ≥ 95 % of offered, 0 errors, p99 ≤ 100 ms, ≤ "
-             f"{MAX_LATE_SHARE:.0%} late; steps of {plan['step_duration']:g} s) and the closed-loop saturation run "
-             f"({plan['saturation_users']} users, no pacing, {plan['saturation_s']:g} s):",
-             "",
-             "| variant | mix | max sustainable req/s | its p50 / p99 ms | its cache hit rate "
-             "| its cores server / locust / other | first failing step | saturation req/s | saturation p50 / p99 ms "
-             "| saturation server p50 / p99 ms | saturation errors | saturation cores server / locust / other |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
-             *_sustainable_rows(result["runs"], plan)]
+    lines = [
+        f"bundle {result['bundle_version']} ({result['songs']:,} songs in the catalog); results cache "
+        + (
+            f"{result['cache_size']:,} entries per ingress replica, the {result.get('warm_size', 0):,} most-played "
+            "songs answered into it at start"
+            if result["cache_size"]
+            else "off"
+        )
+        + f"; {m['nproc']} cores, load average at start {m['load_avg'][0]:.2f}, at end "
+        f"{result['load_avg_end'][0]:.2f}",
+        "",
+        f"At the target rate ({plan['rate']:.0f} req/s offered open loop for {plan['duration']:g} s, after a "
+        f"{plan['warmup']:g} s warm-up). Latency from each request's due time; server: the ingress's own "
+        "segue_request_ms (from its histogram's buckets); late: requests that left > "
+        f"{LATE_LIMIT_MS:g} ms after their due time. Cores: CPU used during the phase by the server's processes / "
+        "Locust / everything else on the machine.",
+        "",
+        "| variant | mix | offered req/s | achieved req/s | p50 ms | p95 ms | p99 ms | server p50 / p99 ms | errors "
+        "| late | cache hit rate | target met | cores server / locust / other | start s | idle server cores |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        *_target_rows(result["runs"]),
+        "",
+        "Highest sustainable rate (open loop; achieved ≥ 95 % of offered, 0 errors, p99 ≤ 100 ms, ≤ "
+        f"{MAX_LATE_SHARE:.0%} late; steps of {plan['step_duration']:g} s) and the closed-loop saturation run "
+        f"({plan['saturation_users']} users, no pacing, {plan['saturation_s']:g} s):",
+        "",
+        "| variant | mix | max sustainable req/s | its p50 / p99 ms | its cache hit rate "
+        "| its cores server / locust / other | first failing step | saturation req/s | saturation p50 / p99 ms "
+        "| saturation server p50 / p99 ms | saturation errors | saturation cores server / locust / other |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        *_sustainable_rows(result["runs"], plan),
+    ]
     if result["ratios"]:
         lines += ["", *_ratio_rows(result["ratios"])]
     hops = hop_table(result["runs"])
     if hops:
-        lines += ["", "Where a request's time goes at saturation (Ray's metrics over the saturation run: the proxy's "
-                  "whole request, then each deployment's own processing; p50/p99 from the histograms' buckets; "
-                  "ms per request = the hop's total time / HTTP requests):", "", *hops]
+        lines += [
+            "",
+            "Where a request's time goes at saturation (Ray's metrics over the saturation run: the proxy's "
+            "whole request, then each deployment's own processing; p50/p99 from the histograms' buckets; "
+            "ms per request = the hop's total time / HTTP requests):",
+            "",
+            *hops,
+        ]
     for r in result["runs"]:
         logs = r.get("serve_logs") or {}
         if logs.get("error_lines"):
-            lines += ["", f"{r['variant']} / {r['mix']}: {logs['error_lines']} error lines in the Serve logs "
-                      f"({logs.get('logs')}), first:"]
+            lines += [
+                "",
+                f"{r['variant']} / {r['mix']}: {logs['error_lines']} error lines in the Serve logs "
+                f"({logs.get('logs')}), first:",
+            ]
             lines += [f"    {line}" for line in logs["first_errors"][:5]]
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- main
+
 
 def _csv(text: str, allowed: Sequence[str]) -> list[str]:
     items = [x.strip() for x in text.split(",") if x.strip()]
@@ -647,52 +763,80 @@ def _interrupted(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench_http", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=Path("bench-out"),
-                        help="bundle, logs and results (default %(default)s)")
+    parser.add_argument(
+        "--work", type=Path, default=Path("bench-out"), help="bundle, logs and results (default %(default)s)"
+    )
     parser.add_argument("--songs", type=int, default=30_000)
     parser.add_argument("--plays", type=int, default=9_700_000)
     parser.add_argument("--bundle", type=Path, help="use this bundle instead of building one at --songs/--plays")
-    parser.add_argument("--variants", type=lambda s: _csv(s, VARIANTS + OPT_IN_VARIANTS),
-                        default=list(VARIANTS), help=f"default {','.join(VARIANTS)}; also "
-                        f"{', '.join(OPT_IN_VARIANTS)} (-python: Serve's Python proxy instead of HAProxy)")
+    parser.add_argument(
+        "--variants",
+        type=lambda s: _csv(s, VARIANTS + OPT_IN_VARIANTS),
+        default=list(VARIANTS),
+        help=f"default {','.join(VARIANTS)}; also "
+        f"{', '.join(OPT_IN_VARIANTS)} (-python: Serve's Python proxy instead of HAProxy)",
+    )
     parser.add_argument("--mixes", type=lambda s: _csv(s, ALL_MIXES), default=list(MIXES))
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="target rate, req/s (default 10,000 a minute)")
     parser.add_argument("--duration", type=float, help="seconds at the target rate (default 45; quick 10)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds at the target rate (default 10; quick 3)")
     parser.add_argument("--step-duration", type=float, help="seconds per search step (default 15; quick 5)")
-    parser.add_argument("--rates", help="comma-separated search steps above the target, req/s "
-                        f"(default {','.join(map(str, DEFAULT_RATES))}; quick 300,600)")
-    parser.add_argument("--bisect", type=int,
-                        help="steps between the last pass and the first failure (default 1; quick 0)")
-    parser.add_argument("--saturation", type=float, help="seconds of the closed-loop saturation run, 0: none "
-                        "(default 15; quick 5)")
+    parser.add_argument(
+        "--rates",
+        help="comma-separated search steps above the target, req/s "
+        f"(default {','.join(map(str, DEFAULT_RATES))}; quick 300,600)",
+    )
+    parser.add_argument(
+        "--bisect", type=int, help="steps between the last pass and the first failure (default 1; quick 0)"
+    )
+    parser.add_argument(
+        "--saturation", type=float, help="seconds of the closed-loop saturation run, 0: none (default 15; quick 5)"
+    )
     parser.add_argument("--saturation-users", type=int, default=32)
-    parser.add_argument("--connections", type=int, default=CONNECTIONS,
-                        help="open loop: most connections Locust keeps open (default %(default)s)")
-    parser.add_argument("--idle", type=float,
-                        help="seconds measuring the idle server's CPU first (default 10; quick 3)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=CONNECTIONS,
+        help="open loop: most connections Locust keeps open (default %(default)s)",
+    )
+    parser.add_argument(
+        "--idle", type=float, help="seconds measuring the idle server's CPU first (default 10; quick 3)"
+    )
     parser.add_argument("--no-search", dest="search", action="store_false", help="no search for the highest rate")
     parser.add_argument("--cache-size", type=int, default=DEFAULT_CACHE, help="results cache entries (0: off)")
-    parser.add_argument("--warm-size", type=int, default=DEFAULT_WARM,
-                        help="most-played songs answered into the cache at start (0: none)")
+    parser.add_argument(
+        "--warm-size",
+        type=int,
+        default=DEFAULT_WARM,
+        help="most-played songs answered into the cache at start (0: none)",
+    )
     parser.add_argument("--port", type=int, default=8100, help="first port; each server gets the next (8100-8199)")
-    parser.add_argument("--out", type=Path, help="result JSON (default WORK/bench_http.json, "
-                        "WORK/bench_http-cacheN-warmM.json for other cache settings)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="result JSON (default WORK/bench_http.json, WORK/bench_http-cacheN-warmM.json for other cache settings)",
+    )
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupted)  # stop our servers when killed too
     q = args.quick
-    plan = Plan(rate=args.rate,
-                warmup=args.warmup if args.warmup is not None else (3 if q else 10),
-                duration=args.duration if args.duration is not None else (10 if q else 45),
-                step_duration=args.step_duration if args.step_duration is not None else (5 if q else 15),
-                rates=tuple(float(x) for x in (args.rates or ("300,600" if q else ",".join(map(str, DEFAULT_RATES))))
-                            .split(",") if x.strip()),
-                bisect=args.bisect if args.bisect is not None else (0 if q else 1),
-                saturation_s=args.saturation if args.saturation is not None else (5 if q else 15),
-                saturation_users=args.saturation_users,
-                idle_s=args.idle if args.idle is not None else (3 if q else 10), search=args.search,
-                connections=args.connections)
+    plan = Plan(
+        rate=args.rate,
+        warmup=args.warmup if args.warmup is not None else (3 if q else 10),
+        duration=args.duration if args.duration is not None else (10 if q else 45),
+        step_duration=args.step_duration if args.step_duration is not None else (5 if q else 15),
+        rates=tuple(
+            float(x)
+            for x in (args.rates or ("300,600" if q else ",".join(map(str, DEFAULT_RATES)))).split(",")
+            if x.strip()
+        ),
+        bisect=args.bisect if args.bisect is not None else (0 if q else 1),
+        saturation_s=args.saturation if args.saturation is not None else (5 if q else 15),
+        saturation_users=args.saturation_users,
+        idle_s=args.idle if args.idle is not None else (3 if q else 10),
+        search=args.search,
+        connections=args.connections,
+    )
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -708,20 +852,26 @@ def main(argv: list[str] | None = None) -> int:
     seeds = {mix: logs / f"seeds-{mix}.json" for mix in args.mixes}
     counts = {mix: write_seeds(bundle / "catalog.parquet", mix, path) for mix, path in seeds.items()}
     songs = len(pd.read_parquet(bundle / "catalog.parquet", columns=["name"]))
-    result: dict[str, Any] = {"machine": machine(*LIBRARIES), "bundle": str(bundle),
-                              "bundle_version": manifest.get("version"),
-                              "songs": songs, "seed_rows": counts, "cache_size": args.cache_size,
-                              "warm_size": args.warm_size,
-                              "plan": plan.__dict__, "command": " ".join(sys.argv), "code": code_version(),
-                              "runs": []}
+    result: dict[str, Any] = {
+        "machine": machine(*LIBRARIES),
+        "bundle": str(bundle),
+        "bundle_version": manifest.get("version"),
+        "songs": songs,
+        "seed_rows": counts,
+        "cache_size": args.cache_size,
+        "warm_size": args.warm_size,
+        "plan": plan.__dict__,
+        "command": " ".join(sys.argv),
+        "code": code_version(),
+        "runs": [],
+    }
     out = args.out or work / f"bench_http{suffix}.json"
     t0 = time.monotonic()
     ports = iter(range(args.port, args.port + 100))
     try:
         for variant in args.variants:
             for mix in args.mixes:
-                result["runs"].append(bench_one(variant, mix, bundle, next(ports), caching, plan, logs,
-                                                seeds[mix]))
+                result["runs"].append(bench_one(variant, mix, bundle, next(ports), caching, plan, logs, seeds[mix]))
                 out.write_text(json.dumps(result, indent=2))  # partial results survive an interruption
     finally:
         result["wall_s"] = round(time.monotonic() - t0, 1)

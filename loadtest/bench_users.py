@@ -118,8 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             wait_for(lambda u=url: replica_caches(u), 300, f"the ingress through {url}", every=2)
             wait_for(lambda u=url: not warming(u), 300, f"warm caches through {url}", every=2)
         maxconn = cluster.env["RAY_SERVE_HAPROXY_MAXCONN"]
-        load = Load(url=urls[0], seeds=seeds, out=args.work, user_rate=1 / args.period,
-                    spawn_rate=args.spawn_rate, hosts=tuple(urls))
+        load = Load(
+            url=urls[0],
+            seeds=seeds,
+            out=args.work,
+            user_rate=1 / args.period,
+            spawn_rate=args.spawn_rate,
+            hosts=tuple(urls),
+        )
         started = time.time()
         hold: dict[str, Any] = {}
 
@@ -138,21 +144,37 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop()
     rows = [r for r in read_request_log(load.request_log("users")) if r.due >= hold.get("start", started + ramp)]
     ms = [r.ms for r in rows]
-    server = {name: histogram(after, *spec).minus(histogram(hold.get("metrics", []), *spec)).summary()
-              for name, spec in (("haproxy", HAPROXY_REQUEST), ("ingress app", SEGUE_REQUEST))}
+    server = {
+        name: histogram(after, *spec).minus(histogram(hold.get("metrics", []), *spec)).summary()
+        for name, spec in (("haproxy", HAPROXY_REQUEST), ("ingress app", SEGUE_REQUEST))
+    }
     held = [w for w in watch.rows if "connections" in w and hold.get("start", 0) <= w["t"] <= hold_end]
     report = {
-        "users": args.users, "period_s": args.period, "nodes": args.nodes, "hold_s": args.hold,
-        "haproxy_maxconn_per_node": int(maxconn), "open_files_hard_limit": fds,
-        "hold": {"requests": len(rows), "failed": sum(not r.ok for r in rows),
-                 "rps": round(len(rows) / args.hold, 1), "client_p50_ms": percentile(ms, 50),
-                 "client_p99_ms": percentile(ms, 99), "client_max_ms": max(ms, default=None)},
-        "server": server, "locust_cpu_pct": result["locust_cpu_pct"],
-        "connections": {"most_on_one_node": max((max(w["connections"]) for w in held), default=None),
-                        "most_in_total": max((sum(w["connections"]) for w in held), default=None),
-                        "per_node_at_end": held[-1]["connections"] if held else None},
-        "memory_gb": {"pss_max": max((w["pss_gb"] for w in held), default=None),
-                      "rss_max": max((w["rss_gb"] for w in held), default=None)},
+        "users": args.users,
+        "period_s": args.period,
+        "nodes": args.nodes,
+        "hold_s": args.hold,
+        "haproxy_maxconn_per_node": int(maxconn),
+        "open_files_hard_limit": fds,
+        "hold": {
+            "requests": len(rows),
+            "failed": sum(not r.ok for r in rows),
+            "rps": round(len(rows) / args.hold, 1),
+            "client_p50_ms": percentile(ms, 50),
+            "client_p99_ms": percentile(ms, 99),
+            "client_max_ms": max(ms, default=None),
+        },
+        "server": server,
+        "locust_cpu_pct": result["locust_cpu_pct"],
+        "connections": {
+            "most_on_one_node": max((max(w["connections"]) for w in held), default=None),
+            "most_in_total": max((sum(w["connections"]) for w in held), default=None),
+            "per_node_at_end": held[-1]["connections"] if held else None,
+        },
+        "memory_gb": {
+            "pss_max": max((w["pss_gb"] for w in held), default=None),
+            "rss_max": max((w["rss_gb"] for w in held), default=None),
+        },
         "samples": watch.rows,
     }
     (args.work / "bench_users.json").write_text(json.dumps(report, indent=1))
@@ -163,21 +185,27 @@ def main(argv: list[str] | None = None) -> int:
 def table(r: dict) -> str:
     h, s, c, m = r["hold"], r["server"], r["connections"], r["memory_gb"]
     fmt = lambda v: "—" if v is None else f"{v:,.0f}" if v >= 10 else f"{v:.1f}"  # noqa: E731
-    return "\n".join([
-        f"{r['users']:,} users, one request every {r['period_s']:g} s each, {r['nodes']} nodes "
-        f"(HAProxy maxconn {r['haproxy_maxconn_per_node']:,} per node under {r['open_files_hard_limit']:,} open files), "
-        f"held {r['hold_s']:g} s:", "",
-        "| figure | value |", "|---|---|",
-        f"| requests in the hold / failed | {h['requests']:,} / {h['failed']:,} ({h['rps']} req/s) |",
-        f"| server p50 / p99, HAProxy ingress | {fmt(s['haproxy']['p50_ms'])} / {fmt(s['haproxy']['p99_ms'])} ms |",
-        f"| server p50 / p99, ingress app | {fmt(s['ingress app']['p50_ms'])} / {fmt(s['ingress app']['p99_ms'])} ms |",
-        f"| client p50 / p99 / max (Locust) | {fmt(h['client_p50_ms'])} / {fmt(h['client_p99_ms'])} / "
-        f"{fmt(h['client_max_ms'])} ms |",
-        f"| Locust CPU | {r['locust_cpu_pct']} % of a core |",
-        f"| keep-alive connections, most on one node / in total | {fmt(c['most_on_one_node'])} / "
-        f"{fmt(c['most_in_total'])} (at the end, per node: {c['per_node_at_end']}) |",
-        f"| memory of the cluster's processes, PSS / RSS (most) | {m['pss_max']} / {m['rss_max']} GB |",
-    ])
+    return "\n".join(
+        [
+            f"{r['users']:,} users, one request every {r['period_s']:g} s each, {r['nodes']} nodes "
+            f"(HAProxy maxconn {r['haproxy_maxconn_per_node']:,} per node "
+            f"under {r['open_files_hard_limit']:,} open files), "
+            f"held {r['hold_s']:g} s:",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| requests in the hold / failed | {h['requests']:,} / {h['failed']:,} ({h['rps']} req/s) |",
+            f"| server p50 / p99, HAProxy ingress | {fmt(s['haproxy']['p50_ms'])} / {fmt(s['haproxy']['p99_ms'])} ms |",
+            f"| server p50 / p99, ingress app | {fmt(s['ingress app']['p50_ms'])} / "
+            f"{fmt(s['ingress app']['p99_ms'])} ms |",
+            f"| client p50 / p99 / max (Locust) | {fmt(h['client_p50_ms'])} / {fmt(h['client_p99_ms'])} / "
+            f"{fmt(h['client_max_ms'])} ms |",
+            f"| Locust CPU | {r['locust_cpu_pct']} % of a core |",
+            f"| keep-alive connections, most on one node / in total | {fmt(c['most_on_one_node'])} / "
+            f"{fmt(c['most_in_total'])} (at the end, per node: {c['per_node_at_end']}) |",
+            f"| memory of the cluster's processes, PSS / RSS (most) | {m['pss_max']} / {m['rss_max']} GB |",
+        ]
+    )
 
 
 if __name__ == "__main__":

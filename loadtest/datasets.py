@@ -36,8 +36,23 @@ def ensure_data(work: Path, songs: int, plays: int, seed: int) -> tuple[Path, Pa
     shutil.rmtree(data, ignore_errors=True)
     print(f"generating {label(songs)} songs / {label(plays)} plays into {data} ...", file=sys.stderr, flush=True)
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "jobs.demo_data", "--out", str(data), "--songs", str(songs),
-                    "--plays", str(plays), "--seed", str(seed)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.demo_data",
+            "--out",
+            str(data),
+            "--songs",
+            str(songs),
+            "--plays",
+            str(plays),
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     marker.write_text(wanted)
     return catalog, interactions, round(time.monotonic() - t0, 1)
 
@@ -47,7 +62,20 @@ def ensure_bundle(work: Path, songs: int, plays: int) -> Path:
     out = work / f"core-bundle-{songs}-{plays}"
     if not (out / "manifest.json").exists():
         catalog, interactions, _ = ensure_data(work, songs, plays, seed=0)
-        subprocess.run([sys.executable, "-m", "jobs.preprocess", "--catalog", str(catalog),
-                        "--interactions", str(interactions), "--out", str(out), "--overwrite"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jobs.preprocess",
+                "--catalog",
+                str(catalog),
+                "--interactions",
+                str(interactions),
+                "--out",
+                str(out),
+                "--overwrite",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return out

@@ -45,8 +45,18 @@ import numpy as np
 from loadtest.datasets import CATALOG_FILE, HISTORY_FILE
 from serve_app.artifacts import bundle
 
-KINDS = ("truncated", "semicolon", "tab", "garbage", "unbalanced_quote", "extra_columns", "empty", "crlf", "long",
-         "overflow")
+KINDS = (
+    "truncated",
+    "semicolon",
+    "tab",
+    "garbage",
+    "unbalanced_quote",
+    "extra_columns",
+    "empty",
+    "crlf",
+    "long",
+    "overflow",
+)
 MUST_REJECT = frozenset({"truncated", "semicolon", "tab", "garbage", "extra_columns", "empty", "long"})
 INPUTS = {"catalog": CATALOG_FILE, "interactions": HISTORY_FILE}
 GIANT_LINE = (1 << 25) + 4096  # longer than two 16 MB blocks: a row pyarrow's default reader cannot hold
@@ -57,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _damage(kind: str, line: bytes, rng: np.random.Generator, giant: bool) -> bytes:
     """``line`` (no terminator) damaged as ``kind``, with its new terminator."""
     if kind == "truncated":
-        return line[:int(rng.integers(0, max(line.rfind(b","), 0) + 1))] + b"\n"
+        return line[: int(rng.integers(0, max(line.rfind(b","), 0) + 1))] + b"\n"
     if kind in ("semicolon", "tab"):
         return line.replace(b",", b";" if kind == "semicolon" else b"\t") + b"\n"
     if kind == "garbage":
@@ -75,7 +85,7 @@ def _damage(kind: str, line: bytes, rng: np.random.Generator, giant: bool) -> by
     if kind == "crlf":
         return line + b"\r\n"
     if kind == "overflow":
-        return line[:line.rfind(b",") + 1] + b"1e999\n"
+        return line[: line.rfind(b",") + 1] + b"1e999\n"
     size = GIANT_LINE if giant else int(2 ** rng.uniform(10, 14))
     return rng.integers(ord("a"), ord("z") + 1, size, dtype=np.uint8).tobytes() + b"\n"
 
@@ -102,26 +112,27 @@ def _copy_damaged(src: BinaryIO, dst: BinaryIO, rng: np.random.Generator, rate: 
         view, at = memoryview(data), 0
         for i, k in zip(picked, kinds):
             kind = KINDS[k]
-            dst.write(view[at:starts[i]])
-            dst.write(_damage(kind, data[starts[i]:ends[i]], rng, giant=kind == "long" and not counts["long"]))
+            dst.write(view[at : starts[i]])
+            dst.write(_damage(kind, data[starts[i] : ends[i]], rng, giant=kind == "long" and not counts["long"]))
             counts[kind] += 1
             at = ends[i] + 1
-        dst.write(view[at:starts[n]])
+        dst.write(view[at : starts[n]])
         lines += n
-        carry = data[starts[n]:]
+        carry = data[starts[n] :]
     last = carry.removesuffix(b"\n").split(b"\n")  # at most a complete line and the unterminated rest
     if len(last) == 2:
         dst.write(last[0] + b"\n")
         lines += 1
     if last[-1]:
-        dst.write(last[-1][:int(rng.integers(1, max(len(last[-1]), 2)))])
+        dst.write(last[-1][: int(rng.integers(1, max(len(last[-1]), 2)))])
         counts["cut_at_end"] += 1
         lines += 1
     return {"lines": lines, "damaged": {k: v for k, v in counts.items() if v}}
 
 
-def make_dirty(catalog_csv: Path, interactions_csv: Path, out_dir: Path, seed: int, rate: float = 0.02
-               ) -> dict[str, dict[str, Any]]:
+def make_dirty(
+    catalog_csv: Path, interactions_csv: Path, out_dir: Path, seed: int, rate: float = 0.02
+) -> dict[str, dict[str, Any]]:
     """Write damaged copies of both CSVs to ``out_dir`` (same file names); deterministic in ``seed``.
 
     Returns, per input, the data lines written and how many lines of each damage kind.
@@ -141,22 +152,36 @@ def accounting(injected: dict[str, dict[str, Any]], bundle_dir: Path) -> dict[st
     try:
         counts = bundle.load(str(bundle_dir)).manifest["counts"]
     except bundle.BundleError as exc:
-        return {"rows_read": None, "rows_kept": None, "rejected": None, "counts_add_up": False,
-                "every_line_read": False, "damage_rejected": False, "bundle_loads": False, "bundle_error": str(exc)}
+        return {
+            "rows_read": None,
+            "rows_kept": None,
+            "rejected": None,
+            "counts_add_up": False,
+            "every_line_read": False,
+            "damage_rejected": False,
+            "bundle_loads": False,
+            "bundle_error": str(exc),
+        }
     read = {name: counts[name]["rows_read"] for name in INPUTS}
     kept = {name: counts[name]["rows_kept"] for name in INPUTS}
     rejected = {name: counts[name]["rejected"] for name in INPUTS}
     unread = {name: injected[name]["lines"] - read[name] for name in INPUTS}  # catalog: lines joined by quotes
     must = {name: sum(n for kind, n in injected[name]["damaged"].items() if kind in MUST_REJECT) for name in INPUTS}
-    return {"rows_read": read, "rows_kept": kept, "rejected": rejected,
-            "counts_add_up": all(read[n] == kept[n] + sum(rejected[n].values()) for n in INPUTS),
-            "every_line_read": unread["interactions"] == 0 and unread["catalog"] >= 0,
-            "damage_rejected": all(sum(rejected[n].values()) + unread[n] >= must[n] for n in INPUTS),
-            "bundle_loads": True, "bundle_error": None}
+    return {
+        "rows_read": read,
+        "rows_kept": kept,
+        "rejected": rejected,
+        "counts_add_up": all(read[n] == kept[n] + sum(rejected[n].values()) for n in INPUTS),
+        "every_line_read": unread["interactions"] == 0 and unread["catalog"] >= 0,
+        "damage_rejected": all(sum(rejected[n].values()) + unread[n] >= must[n] for n in INPUTS),
+        "bundle_loads": True,
+        "bundle_error": None,
+    }
 
 
-def check_preprocess(catalog_csv: Path, interactions_csv: Path, work_dir: Path, seed: int, *,
-                     timeout_s: float = 3600) -> dict[str, Any]:
+def check_preprocess(
+    catalog_csv: Path, interactions_csv: Path, work_dir: Path, seed: int, *, timeout_s: float = 3600
+) -> dict[str, Any]:
     """Fuzz the inputs into ``work_dir``, run ``python -m jobs.preprocess`` on them as an operator
     would, and report the exit code, any traceback, the damage injected, the job's seconds and
     :func:`accounting`."""
@@ -166,12 +191,33 @@ def check_preprocess(catalog_csv: Path, interactions_csv: Path, work_dir: Path, 
         shutil.rmtree(out)  # a bundle left by an earlier run must not pass for this run's
     injected = make_dirty(Path(catalog_csv), Path(interactions_csv), data, seed)
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "jobs.preprocess", "--catalog", str(data / CATALOG_FILE),
-                           "--interactions", str(data / HISTORY_FILE), "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, errors="replace", timeout=timeout_s)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.preprocess",
+            "--catalog",
+            str(data / CATALOG_FILE),
+            "--interactions",
+            str(data / HISTORY_FILE),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout_s,
+    )
     seconds = round(time.monotonic() - t0, 1)
-    return {"exit_code": proc.returncode, "traceback": "Traceback" in proc.stderr, "injected": injected,
-            **accounting(injected, out), "seconds": seconds, "stderr_tail": proc.stderr[-2000:]}
+    return {
+        "exit_code": proc.returncode,
+        "traceback": "Traceback" in proc.stderr,
+        "injected": injected,
+        **accounting(injected, out),
+        "seconds": seconds,
+        "stderr_tail": proc.stderr[-2000:],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,19 +36,31 @@ def fuzz_schema(schema, examples: int = EXAMPLES) -> dict[str, Any]:
         @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def call(case) -> None:
             response = case.call()
-            sent[label] = sent.get(label, 0) + 1
+            # hypothesis runs ``call`` within this iteration: ``label`` is the one of its operation
+            sent[label] = sent.get(label, 0) + 1  # noqa: B023
             if response.status_code >= 500 and len(server_errors) < 20:
-                server_errors.append({"method": case.method, "path": case.path, "query": case.query,
-                                      "body": repr(case.body)[:200], "status": response.status_code,
-                                      "answer": response.text[:200]})
+                server_errors.append(
+                    {
+                        "method": case.method,
+                        "path": case.path,
+                        "query": case.query,
+                        "body": repr(case.body)[:200],
+                        "status": response.status_code,
+                        "answer": response.text[:200],
+                    }
+                )
 
         try:
             call()
         except Unsatisfiable:  # nothing to get wrong: an operation without parameters or body
             if mode is not GenerationMode.NEGATIVE or sent.get(label):
                 raise
-    return {"operations": len(operations), "requests": sum(sent.values()), "by_operation": sent,
-            "server_errors": server_errors}
+    return {
+        "operations": len(operations),
+        "requests": sum(sent.values()),
+        "by_operation": sent,
+        "server_errors": server_errors,
+    }
 
 
 @dataclass(frozen=True)
@@ -65,8 +77,18 @@ class Case:
     params: dict[str, str] | None = None
 
 
-INJECTIONS = ["'; DROP TABLE songs; --", "\" OR 1=1 --", "$(rm -rf /)", "`reboot`", "| cat /etc/passwd",
-              '{"$gt": ""}', '", "k": 1000, "x": "', "../../etc/passwd", "<script>alert(1)</script>", "%00%0d%0a"]
+INJECTIONS = [
+    "'; DROP TABLE songs; --",
+    '" OR 1=1 --',
+    "$(rm -rf /)",
+    "`reboot`",
+    "| cat /etc/passwd",
+    '{"$gt": ""}',
+    '", "k": 1000, "x": "',
+    "../../etc/passwd",
+    "<script>alert(1)</script>",
+    "%00%0d%0a",
+]
 CONTROL = "\u0000\u0007\u001b[31m\u202e\u200b\ufeff\ud7ff\U0010ffff"
 
 
@@ -80,60 +102,168 @@ def cases(song: str, artist: str, admin_token: str) -> list[Case]:
         Case("huge k", "POST", "/recommend", frozenset({422}), json={**ok, "k": 10**12}),
         Case("negative k", "POST", "/recommend", frozenset({422}), json={**ok, "k": -5}),
         Case("k as text", "POST", "/recommend", frozenset({422}), json={**ok, "k": "ten"}),
-        Case("NaN weight", "POST", "/recommend", frozenset({400, 422}),
-             content=json.dumps({**ok, "w1": float("nan")}), headers={"content-type": "application/json"}),
-        Case("Infinity weight", "POST", "/recommend", frozenset({400, 422}),
-             content=json.dumps({**ok, "w2": float("inf")}), headers={"content-type": "application/json"}),
+        Case(
+            "NaN weight",
+            "POST",
+            "/recommend",
+            frozenset({400, 422}),
+            content=json.dumps({**ok, "w1": float("nan")}),
+            headers={"content-type": "application/json"},
+        ),
+        Case(
+            "Infinity weight",
+            "POST",
+            "/recommend",
+            frozenset({400, 422}),
+            content=json.dumps({**ok, "w2": float("inf")}),
+            headers={"content-type": "application/json"},
+        ),
         Case("negative weights", "POST", "/recommend", frozenset({422}), json={**ok, "w1": -0.3, "w2": -0.7}),
         Case("weights above 1", "POST", "/recommend", frozenset({422}), json={**ok, "w1": 3, "w2": 0}),
-        Case("10 MB body", "POST", "/recommend", frozenset({413}),
-             content=json.dumps({**ok, "pad": "x" * 10_000_000}), headers={"content-type": "application/json"}),
-        Case("body just over the limit", "POST", "/recommend", frozenset({413}),
-             content=json.dumps({**ok, "pad": "x" * MAX_BODY_BYTES}), headers={"content-type": "application/json"}),
-        Case("10 MB feedback", "POST", "/feedback", frozenset({413}), content=b"{" + b" " * 10_000_000 + b"}",
-             headers={"content-type": "application/json"}),
-        Case("deeply nested array", "POST", "/recommend", frozenset({400, 422}), content=nested,
-             headers={"content-type": "application/json"}),
-        Case("deeply nested object", "POST", "/recommend", frozenset({400, 422}), content=deep_obj,
-             headers={"content-type": "application/json"}),
-        Case("deeply nested feedback", "POST", "/feedback", frozenset({400, 422}), content=nested,
-             headers={"content-type": "application/json"}),
-        Case("binary body", "POST", "/recommend", frozenset({400, 422}), content=b"\xff\xfe\x00\x9c garbage",
-             headers={"content-type": "application/json"}),
-        Case("control characters in the song", "POST", "/recommend", frozenset({404}),
-             json={"song": CONTROL, "artist": CONTROL}),
+        Case(
+            "10 MB body",
+            "POST",
+            "/recommend",
+            frozenset({413}),
+            content=json.dumps({**ok, "pad": "x" * 10_000_000}),
+            headers={"content-type": "application/json"},
+        ),
+        Case(
+            "body just over the limit",
+            "POST",
+            "/recommend",
+            frozenset({413}),
+            content=json.dumps({**ok, "pad": "x" * MAX_BODY_BYTES}),
+            headers={"content-type": "application/json"},
+        ),
+        Case(
+            "10 MB feedback",
+            "POST",
+            "/feedback",
+            frozenset({413}),
+            content=b"{" + b" " * 10_000_000 + b"}",
+            headers={"content-type": "application/json"},
+        ),
+        Case(
+            "deeply nested array",
+            "POST",
+            "/recommend",
+            frozenset({400, 422}),
+            content=nested,
+            headers={"content-type": "application/json"},
+        ),
+        Case(
+            "deeply nested object",
+            "POST",
+            "/recommend",
+            frozenset({400, 422}),
+            content=deep_obj,
+            headers={"content-type": "application/json"},
+        ),
+        Case(
+            "deeply nested feedback",
+            "POST",
+            "/feedback",
+            frozenset({400, 422}),
+            content=nested,
+            headers={"content-type": "application/json"},
+        ),
+        Case(
+            "binary body",
+            "POST",
+            "/recommend",
+            frozenset({400, 422}),
+            content=b"\xff\xfe\x00\x9c garbage",
+            headers={"content-type": "application/json"},
+        ),
+        Case(
+            "control characters in the song",
+            "POST",
+            "/recommend",
+            frozenset({404}),
+            json={"song": CONTROL, "artist": CONTROL},
+        ),
         Case("control characters in search", "GET", "/songs/search", frozenset({200}), params={"q": CONTROL}),
         # a 20 KB request line: the app answers 422; HAProxy refuses it first with its own 400
         # (the line does not fit its 16 KiB buffer, RAY_SERVE_HAPROXY_TUNE_BUFSIZE)
         Case("very long search", "GET", "/songs/search", frozenset({200, 400, 422}), params={"q": "a" * 20_000}),
-        Case("text/plain body is read as JSON", "POST", "/recommend", frozenset({200}),
-             content=json.dumps(ok), headers={"content-type": "text/plain"}),
-        Case("XML body", "POST", "/recommend", frozenset({400, 422}), content="<song>x</song>",
-             headers={"content-type": "application/xml"}),
-        Case("form body", "POST", "/recommend", frozenset({400, 422}), content="song=x&k=3",
-             headers={"content-type": "application/x-www-form-urlencoded"}),
-        Case("multipart body", "POST", "/recommend", frozenset({400, 422}),
-             content=b"--b\r\nContent-Disposition: form-data; name=\"song\"\r\n\r\nx\r\n--b--\r\n",
-             headers={"content-type": "multipart/form-data; boundary=b"}),
+        Case(
+            "text/plain body is read as JSON",
+            "POST",
+            "/recommend",
+            frozenset({200}),
+            content=json.dumps(ok),
+            headers={"content-type": "text/plain"},
+        ),
+        Case(
+            "XML body",
+            "POST",
+            "/recommend",
+            frozenset({400, 422}),
+            content="<song>x</song>",
+            headers={"content-type": "application/xml"},
+        ),
+        Case(
+            "form body",
+            "POST",
+            "/recommend",
+            frozenset({400, 422}),
+            content="song=x&k=3",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        ),
+        Case(
+            "multipart body",
+            "POST",
+            "/recommend",
+            frozenset({400, 422}),
+            content=b'--b\r\nContent-Disposition: form-data; name="song"\r\n\r\nx\r\n--b--\r\n',
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        ),
         Case("no body", "POST", "/recommend", frozenset({422})),
         Case("unknown field", "POST", "/recommend", frozenset({422}), json={**ok, "drop": "table"}),
-        Case("feedback for an unknown track", "POST", "/feedback", frozenset({404}),
-             json={"request_id": "'; DROP TABLE", "track_id": "x", "signal": "like"}),
+        Case(
+            "feedback for an unknown track",
+            "POST",
+            "/feedback",
+            frozenset({404}),
+            json={"request_id": "'; DROP TABLE", "track_id": "x", "signal": "like"},
+        ),
         Case("admin without a token", "POST", "/adjust_weights", frozenset({401}), json={"w1": 0.3, "w2": 0.7}),
-        Case("admin with a wrong token", "POST", "/adjust_weights", frozenset({403}), json={"w1": 0.3, "w2": 0.7},
-             headers={"Authorization": "Bearer " + "0" * len(admin_token)}),
-        Case("admin XML body", "POST", "/adjust_weights", frozenset({422}), content="<w1>1</w1>",
-             headers={**admin, "content-type": "application/xml"}),
-        Case("admin NaN", "POST", "/adjust_weights", frozenset({400, 422}), content='{"w1": NaN, "w2": 0.5}',
-             headers={**admin, "content-type": "application/json"}),
+        Case(
+            "admin with a wrong token",
+            "POST",
+            "/adjust_weights",
+            frozenset({403}),
+            json={"w1": 0.3, "w2": 0.7},
+            headers={"Authorization": "Bearer " + "0" * len(admin_token)},
+        ),
+        Case(
+            "admin XML body",
+            "POST",
+            "/adjust_weights",
+            frozenset({422}),
+            content="<w1>1</w1>",
+            headers={**admin, "content-type": "application/xml"},
+        ),
+        Case(
+            "admin NaN",
+            "POST",
+            "/adjust_weights",
+            frozenset({400, 422}),
+            content='{"w1": NaN, "w2": 0.5}',
+            headers={**admin, "content-type": "application/json"},
+        ),
         Case("admin report without a token", "GET", "/admin/weights", frozenset({401})),
         Case("unknown route", "GET", "/../../etc/passwd", frozenset({404})),
         Case("wrong method", "DELETE", "/recommend", frozenset({405})),
     ]
-    out += [Case(f"injection in the song: {s}", "POST", "/recommend", frozenset({404}), json={"song": s})
-            for s in INJECTIONS]
-    out += [Case(f"injection in search: {s}", "GET", "/songs/search", frozenset({200}), params={"q": s})
-            for s in INJECTIONS]
+    out += [
+        Case(f"injection in the song: {s}", "POST", "/recommend", frozenset({404}), json={"song": s})
+        for s in INJECTIONS
+    ]
+    out += [
+        Case(f"injection in search: {s}", "GET", "/songs/search", frozenset({200}), params={"q": s}) for s in INJECTIONS
+    ]
     return out
 
 
@@ -143,13 +273,18 @@ def run_cases(client: httpx.Client, found: list[Case]) -> dict[str, Any]:
     statuses: dict[int, int] = {}
     for case in found:
         try:
-            r = client.request(case.method, case.path, json=case.json, content=case.content,
-                               headers=case.headers, params=case.params)
+            r = client.request(
+                case.method, case.path, json=case.json, content=case.content, headers=case.headers, params=case.params
+            )
             status, text = r.status_code, r.text[:160]
         except httpx.HTTPError as exc:  # e.g. the server dropped the connection
             status, text = 0, repr(exc)[:160]
         statuses[status] = statuses.get(status, 0) + 1
         if status not in case.expect:
             wrong.append({"case": case.name, "status": status, "expected": sorted(case.expect), "answer": text})
-    return {"cases": len(found), "statuses": dict(sorted(statuses.items())), "unexpected": wrong,
-            "server_errors": sum(n for s, n in statuses.items() if s >= 500 or s == 0)}
+    return {
+        "cases": len(found),
+        "statuses": dict(sorted(statuses.items())),
+        "unexpected": wrong,
+        "server_errors": sum(n for s, n in statuses.items() if s >= 500 or s == 0),
+    }

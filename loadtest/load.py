@@ -38,24 +38,40 @@ def parse_locust_csv(prefix: str | Path) -> dict[str, Any]:
 
     Locust rounds response times: whole milliseconds below 100 ms, then 2 significant digits."""
     prefix = str(prefix)
-    out: dict[str, Any] = {"requests": 0, "errors": 0, "rps": 0.0, "p50_ms": None, "p95_ms": None,
-                           "p99_ms": None, "mean_ms": None, "max_ms": None, "failures": []}
+    out: dict[str, Any] = {
+        "requests": 0,
+        "errors": 0,
+        "rps": 0.0,
+        "p50_ms": None,
+        "p95_ms": None,
+        "p99_ms": None,
+        "mean_ms": None,
+        "max_ms": None,
+        "failures": [],
+    }
     with open(f"{prefix}_stats.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     agg = next((r for r in rows if r.get("Name") == "Aggregated"), None)
     if agg is not None:
-        out.update(requests=int(number(agg["Request Count"]) or 0), errors=int(number(agg["Failure Count"]) or 0),
-                   rps=number(agg["Requests/s"]) or 0.0, p50_ms=number(agg["50%"]), p95_ms=number(agg["95%"]),
-                   p99_ms=number(agg["99%"]), mean_ms=number(agg["Average Response Time"]),
-                   max_ms=number(agg["Max Response Time"]))
+        out.update(
+            requests=int(number(agg["Request Count"]) or 0),
+            errors=int(number(agg["Failure Count"]) or 0),
+            rps=number(agg["Requests/s"]) or 0.0,
+            p50_ms=number(agg["50%"]),
+            p95_ms=number(agg["95%"]),
+            p99_ms=number(agg["99%"]),
+            mean_ms=number(agg["Average Response Time"]),
+            max_ms=number(agg["Max Response Time"]),
+        )
         if not out["requests"]:
             out.update(p50_ms=None, p95_ms=None, p99_ms=None, mean_ms=None, max_ms=None)
     out["ok"] = out["requests"] - out["errors"]
     failures = Path(f"{prefix}_failures.csv")
     if failures.exists():
         with failures.open(newline="") as f:
-            out["failures"] = [{"error": r["Error"], "count": int(number(r["Occurrences"]) or 0)}
-                               for r in csv.DictReader(f)]
+            out["failures"] = [
+                {"error": r["Error"], "count": int(number(r["Occurrences"]) or 0)} for r in csv.DictReader(f)
+            ]
     return out
 
 
@@ -94,8 +110,9 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def open_loop_result(rows: Sequence[Sent], rate: float, seconds: float,
-                     late_limit_ms: float = LATE_LIMIT_MS) -> dict[str, Any]:
+def open_loop_result(
+    rows: Sequence[Sent], rate: float, seconds: float, late_limit_ms: float = LATE_LIMIT_MS
+) -> dict[str, Any]:
     """An open-loop phase from its request log: latencies counted from each request's due time
     (client-side queueing included), the requests never answered (cut at the end of the run)
     counted as errors, the achieved rate over the schedule plus its draining, and the requests
@@ -107,11 +124,21 @@ def open_loop_result(rows: Sequence[Sent], rate: float, seconds: float,
     start = min((r.due for r in rows), default=0.0)
     span = max(seconds, max((r.due + r.ms / 1000 for r in rows), default=start) - start)
     lates = [r.late_ms for r in rows if r.late_ms is not None]
-    return {"requests": len(rows), "expected": expected, "unanswered": unanswered, "ok": ok,
-            "errors": len(rows) - ok + unanswered, "rps": ok / span,
-            "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
-            "mean_ms": round(sum(ms) / len(ms), 1) if ms else None, "max_ms": max(ms, default=None),
-            "late": sum(late > late_limit_ms for late in lates), "late_max_ms": max(lates, default=None)}
+    return {
+        "requests": len(rows),
+        "expected": expected,
+        "unanswered": unanswered,
+        "ok": ok,
+        "errors": len(rows) - ok + unanswered,
+        "rps": ok / span,
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "p99_ms": percentile(ms, 99),
+        "mean_ms": round(sum(ms) / len(ms), 1) if ms else None,
+        "max_ms": max(ms, default=None),
+        "late": sum(late > late_limit_ms for late in lates),
+        "late_max_ms": max(lates, default=None),
+    }
 
 
 @dataclass
@@ -133,16 +160,60 @@ class Load:
     def command(self, tag: str, rate: float | None, duration: float, users: int | None) -> list[str]:
         """Locust's command line: open loop at ``rate`` req/s (one user, a request log, time to
         drain the answers), or closed loop (``rate`` None) with ``users`` unpaced users."""
-        cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", self.url,
-               "--csv", str(self.out / tag), "--only-summary", "--loglevel", "WARNING",
-               "--exit-code-on-error", "0", "--seeds", str(self.seeds), "--k", str(self.k), "--degraded-fails"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--headless",
+            "--host",
+            self.url,
+            "--csv",
+            str(self.out / tag),
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+            "--exit-code-on-error",
+            "0",
+            "--seeds",
+            str(self.seeds),
+            "--k",
+            str(self.k),
+            "--degraded-fails",
+        ]
         if rate is None:
-            return cmd + ["-u", str(users), "-r", f"{self.spawn_rate or users:g}", "-t", f"{math.ceil(duration) + 1}s",
-                          "--reset-stats", "--user-rate", f"{self.user_rate:g}", "--hosts", ",".join(self.hosts),
-                          "--request-log", str(self.request_log(tag))]
-        return cmd + ["-u", "1", "-r", "1", "-t", f"{math.ceil(duration + OPEN_GRACE_S)}s",
-                      "--open-rate", f"{rate:g}", "--open-seconds", f"{duration:g}",
-                      "--connections", str(self.connections), "--request-log", str(self.request_log(tag))]
+            return cmd + [
+                "-u",
+                str(users),
+                "-r",
+                f"{self.spawn_rate or users:g}",
+                "-t",
+                f"{math.ceil(duration) + 1}s",
+                "--reset-stats",
+                "--user-rate",
+                f"{self.user_rate:g}",
+                "--hosts",
+                ",".join(self.hosts),
+                "--request-log",
+                str(self.request_log(tag)),
+            ]
+        return cmd + [
+            "-u",
+            "1",
+            "-r",
+            "1",
+            "-t",
+            f"{math.ceil(duration + OPEN_GRACE_S)}s",
+            "--open-rate",
+            f"{rate:g}",
+            "--open-seconds",
+            f"{duration:g}",
+            "--connections",
+            str(self.connections),
+            "--request-log",
+            str(self.request_log(tag)),
+        ]
 
     def run(self, tag: str, rate: float | None, duration: float, users: int | None = None) -> dict[str, Any]:
         """One Locust run: open loop at ``rate`` req/s (None: closed loop with ``users`` users)."""
@@ -151,8 +222,14 @@ class Load:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         with (self.out / f"{tag}.log").open("w") as log:
-            proc = subprocess.Popen(self.command(tag, rate, duration, users), cwd=ROOT, stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                self.command(tag, rate, duration, users),
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             try:
                 proc.wait(duration + OPEN_GRACE_S + 90)
             except subprocess.TimeoutExpired:
@@ -169,7 +246,11 @@ class Load:
         if rate is not None:
             result.update(open_loop_result(read_request_log(self.request_log(tag)), rate, duration))
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        result.update(loop="closed" if rate is None else "open", offered=None if rate is None else round(rate, 1),
-                      users=1 if rate is not None else users, duration_s=duration,
-                      locust_cpu_pct=round(100 * cpu / wall, 1))
+        result.update(
+            loop="closed" if rate is None else "open",
+            offered=None if rate is None else round(rate, 1),
+            users=1 if rate is not None else users,
+            duration_s=duration,
+            locust_cpu_pct=round(100 * cpu / wall, 1),
+        )
         return result

@@ -6,9 +6,9 @@
         --seeds SEEDS.json --open-rate 500 --open-seconds 30 -u 1 -r 1 -t 40s
 
 ``--seeds`` (or ``LOCUST_SEEDS``) names a seed file written by ``loadtest/seeds.py``
-(``write_seeds``; the benchmarks and the reliability run write one): queries (``{"song", "artist"}`` from the catalog's rows, or
-``{"attributes"}`` of new songs) and, for the realistic mix, their play counts; every
-request draws one query at random from that distribution.
+(``write_seeds``; the benchmarks and the reliability run write one): queries (``{"song", "artist"}``
+from the catalog's rows, or ``{"attributes"}`` of new songs) and, for the realistic mix, their play
+counts; every request draws one query at random from that distribution.
 
 Closed loop (``Recommend``, the default): ``--user-rate`` (``LOCUST_USER_RATE``) is each
 user's requests per second (constant throughput, from a random phase so that the users do
@@ -56,23 +56,54 @@ _SAMPLERS: dict[str, SeedSampler] = {}
 @events.init_command_line_parser.add_listener
 def _arguments(parser) -> None:
     parser.add_argument("--seeds", env_var="LOCUST_SEEDS", default="", help="seed file (loadtest.seeds)")
-    parser.add_argument("--user-rate", env_var="LOCUST_USER_RATE", type=float, default=0.0,
-                        help="requests per second per user (0: no pacing)")
+    parser.add_argument(
+        "--user-rate",
+        env_var="LOCUST_USER_RATE",
+        type=float,
+        default=0.0,
+        help="requests per second per user (0: no pacing)",
+    )
     parser.add_argument("--k", env_var="LOCUST_K", type=int, default=10, help="recommendations asked per request")
-    parser.add_argument("--request-log", env_var="LOCUST_REQUEST_LOG", default="",
-                        help="append one line per request (start, ms, status, ok[, late ms]) to this file")
-    parser.add_argument("--open-rate", env_var="LOCUST_OPEN_RATE", type=float, default=0.0,
-                        help="open loop: requests per second on a fixed schedule (0: closed loop)")
-    parser.add_argument("--open-seconds", env_var="LOCUST_OPEN_SECONDS", type=float, default=60.0,
-                        help="open loop: length of the schedule, seconds")
-    parser.add_argument("--connections", env_var="LOCUST_CONNECTIONS", type=int, default=500,
-                        help="open loop: most connections open at once")
-    parser.add_argument("--hosts", env_var="LOCUST_HOSTS", default="",
-                        help="comma-separated base URLs: users spread over them in turn (as a load balancer "
-                             "spreads connections over nodes); default --host")
-    parser.add_argument("--degraded-fails", env_var="LOCUST_DEGRADED_FAILS", action="store_true",
-                        help="count answers made without a part of the graph (weights_used.fallback "
-                             "*_unavailable) as failures")
+    parser.add_argument(
+        "--request-log",
+        env_var="LOCUST_REQUEST_LOG",
+        default="",
+        help="append one line per request (start, ms, status, ok[, late ms]) to this file",
+    )
+    parser.add_argument(
+        "--open-rate",
+        env_var="LOCUST_OPEN_RATE",
+        type=float,
+        default=0.0,
+        help="open loop: requests per second on a fixed schedule (0: closed loop)",
+    )
+    parser.add_argument(
+        "--open-seconds",
+        env_var="LOCUST_OPEN_SECONDS",
+        type=float,
+        default=60.0,
+        help="open loop: length of the schedule, seconds",
+    )
+    parser.add_argument(
+        "--connections",
+        env_var="LOCUST_CONNECTIONS",
+        type=int,
+        default=500,
+        help="open loop: most connections open at once",
+    )
+    parser.add_argument(
+        "--hosts",
+        env_var="LOCUST_HOSTS",
+        default="",
+        help="comma-separated base URLs: users spread over them in turn (as a load balancer "
+        "spreads connections over nodes); default --host",
+    )
+    parser.add_argument(
+        "--degraded-fails",
+        env_var="LOCUST_DEGRADED_FAILS",
+        action="store_true",
+        help="count answers made without a part of the graph (weights_used.fallback *_unavailable) as failures",
+    )
 
 
 @events.init.add_listener
@@ -94,8 +125,11 @@ def _open_request_log(environment, **_) -> None:
     def log(start_time, response_time, response, exception, context=None, **__) -> None:
         status = getattr(response, "status_code", 0) or 0
         late = (context or {}).get("late_ms")
-        out.write(f"{start_time:.3f}\t{response_time:.1f}\t{status}\t{0 if exception else 1}"
-                  + ("" if late is None else f"\t{late:.1f}") + "\n")
+        out.write(
+            f"{start_time:.3f}\t{response_time:.1f}\t{status}\t{0 if exception else 1}"
+            + ("" if late is None else f"\t{late:.1f}")
+            + "\n"
+        )
 
     environment.events.request.add_listener(log)
     environment.events.quitting.add_listener(lambda **__: out.close())
@@ -133,8 +167,13 @@ class _Asker(FastHttpUser):
     def ask(self, due: float | None = None, due_wall: float | None = None, context: dict | None = None) -> None:
         """One ``POST /recommend``; with ``due`` (perf_counter) and ``due_wall`` (Unix s), its
         response time and start are reported from then instead of from when it left."""
-        with self.client.post("/recommend", json={**self.seeds.draw(self.rng), "k": self.k},
-                              name="/recommend", catch_response=True, context=context or {}) as resp:
+        with self.client.post(
+            "/recommend",
+            json={**self.seeds.draw(self.rng), "k": self.k},
+            name="/recommend",
+            catch_response=True,
+            context=context or {},
+        ) as resp:
             if due is not None:
                 resp.request_meta["response_time"] = (time.perf_counter() - due) * 1000
                 resp.request_meta["start_time"] = due_wall

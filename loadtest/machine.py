@@ -18,9 +18,12 @@ def machine(*libs: str) -> dict[str, Any]:
     """Cores, memory, load, Python and the versions of ``libs``."""
     vm = psutil.virtual_memory()
     return {
-        "nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(),
-        "ram_total_gb": round(vm.total / 1e9, 1), "ram_available_gb": round(vm.available / 1e9, 1),
-        "load_avg": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "ram_total_gb": round(vm.total / 1e9, 1),
+        "ram_available_gb": round(vm.available / 1e9, 1),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
         **{lib: metadata.version(lib) for lib in libs},
     }
 
@@ -38,10 +41,14 @@ def cpu_s() -> dict[str, float]:
 
 def code_version() -> dict[str, Any]:
     """The git commit the servers ran and whether serve_app/ differed from it."""
+
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
-    return {"commit": git("rev-parse", "--short", "HEAD"),
-            "serve_app_changed": bool(git("status", "--porcelain", "--", "serve_app"))}
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "serve_app_changed": bool(git("status", "--porcelain", "--", "serve_app")),
+    }

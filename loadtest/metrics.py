@@ -16,7 +16,7 @@ from loadtest.wait import wait_for
 
 APP_NAME = "segue"  # serve_config.yaml's application
 
-_SAMPLE = re.compile(r'^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)')
+_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -54,8 +54,11 @@ class Histogram:
     def minus(self, before: Histogram) -> Histogram:
         """The observations made between ``before`` and this reading."""
         prior = dict(before.buckets)
-        return Histogram(tuple((le, n - prior.get(le, 0.0)) for le, n in self.buckets),
-                         self.sum - before.sum, self.count - before.count)
+        return Histogram(
+            tuple((le, n - prior.get(le, 0.0)) for le, n in self.buckets),
+            self.sum - before.sum,
+            self.count - before.count,
+        )
 
     def quantile(self, q: float) -> float | None:
         """Prometheus' ``histogram_quantile``: linear within the bucket holding rank ``q x count``
@@ -74,8 +77,11 @@ class Histogram:
     def summary(self, per: float | None = None) -> dict[str, float | None]:
         """Count, mean, p50, p99 (ms) and, given ``per`` (the HTTP requests), calls and ms per request."""
         out: dict[str, float | None] = {
-            "count": self.count, "mean_ms": self.sum / self.count if self.count > 0 else None,
-            "p50_ms": self.quantile(0.5), "p99_ms": self.quantile(0.99)}
+            "count": self.count,
+            "mean_ms": self.sum / self.count if self.count > 0 else None,
+            "p50_ms": self.quantile(0.5),
+            "p99_ms": self.quantile(0.99),
+        }
         if per:
             out.update(calls_per_request=self.count / per, ms_per_request=self.sum / per)
         return out
@@ -104,16 +110,22 @@ def histogram(samples: Sequence[Sample], name: str, labels: dict[str, str]) -> H
 SEGUE_REQUEST = ("ray_segue_request_ms", {"route": "/recommend"})  # the ingress app's own timing
 GRAPH_HOPS: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("proxy", "ray_serve_http_request_latency_ms", {"application": APP_NAME, "method": "POST"}),
-    ("Ingress", "ray_serve_deployment_processing_latency_ms",
-     {"application": APP_NAME, "deployment": "Ingress", "route": "/recommend"}),
+    (
+        "Ingress",
+        "ray_serve_deployment_processing_latency_ms",
+        {"application": APP_NAME, "deployment": "Ingress", "route": "/recommend"},
+    ),
     ("Ingress app (segue_request_ms)", *SEGUE_REQUEST),
-    *((d, "ray_serve_deployment_processing_latency_ms", {"application": APP_NAME, "deployment": d, "route": ""})
-      for d in ("Combiner", "Content", "Collab")),
+    *(
+        (d, "ray_serve_deployment_processing_latency_ms", {"application": APP_NAME, "deployment": d, "route": ""})
+        for d in ("Combiner", "Content", "Collab")
+    ),
 )
 
 
-def hop_figures(before: Sequence[Sample], after: Sequence[Sample],
-                hops: Sequence[tuple[str, str, dict[str, str]]] = GRAPH_HOPS) -> dict[str, dict[str, float | None]]:
+def hop_figures(
+    before: Sequence[Sample], after: Sequence[Sample], hops: Sequence[tuple[str, str, dict[str, str]]] = GRAPH_HOPS
+) -> dict[str, dict[str, float | None]]:
     """Per hop, what happened between two readings: calls, mean, p50, p99 and, per HTTP request
     (the first hop's count), calls and ms: a cache hit never reaches the combiner."""
     deltas = {hop: histogram(after, name, labels).minus(histogram(before, name, labels)) for hop, name, labels in hops}
@@ -145,8 +157,9 @@ def export_interval_s(environ: dict[str, str]) -> float:
     return max(1.0, float(environ.get("RAY_metrics_report_interval_ms", 10_000)) / 1000)
 
 
-def settled(url: str | None, before: list[Sample] | None, answered: int,
-            timeout: float) -> tuple[list[Sample] | None, float]:
+def settled(
+    url: str | None, before: list[Sample] | None, answered: int, timeout: float
+) -> tuple[list[Sample] | None, float]:
     """A reading once the ingress replicas have exported the ``answered`` requests of a phase
     (``segue_request_ms`` counts them), or the last one after ``timeout``; and the seconds waited."""
     t0 = time.monotonic()
@@ -156,8 +169,10 @@ def settled(url: str | None, before: list[Sample] | None, answered: int,
 
     def exported() -> bool:
         last["after"] = after = scrape(url)
-        return after is not None and \
-            histogram(after, *SEGUE_REQUEST).count - histogram(before, *SEGUE_REQUEST).count >= answered
+        return (
+            after is not None
+            and histogram(after, *SEGUE_REQUEST).count - histogram(before, *SEGUE_REQUEST).count >= answered
+        )
 
     try:
         wait_for(exported, timeout, "the phase's requests in Ray's metrics")

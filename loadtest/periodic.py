@@ -21,7 +21,7 @@ class Periodic:
     def sample(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def __enter__(self) -> "Periodic":
+    def __enter__(self) -> Periodic:
         self._thread.start()
         return self
 

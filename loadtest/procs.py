@@ -75,8 +75,9 @@ def memory(procs: Iterable[psutil.Process]) -> dict[str, float]:
     return {"pss_gb": round(sum(m[0] for m in read) / GB, 2), "rss_gb": round(sum(m[1] for m in read) / GB, 2)}
 
 
-def kill(procs: Iterable[psutil.Process], signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGKILL),
-         timeout: float = 10.0) -> int:
+def kill(
+    procs: Iterable[psutil.Process], signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGKILL), timeout: float = 10.0
+) -> int:
     """``signals`` in turn to ``procs``, each followed by up to ``timeout`` s for them to exit,
     until none is left; returns how many were alive at the start."""
     procs = [p for p in procs if alive(p)]
@@ -93,8 +94,12 @@ def kill(procs: Iterable[psutil.Process], signals: tuple[int, ...] = (signal.SIG
     return len(procs)
 
 
-def kill_tree(root: int, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGKILL), timeout: float = 10.0,
-              marker: str | None = None) -> int:
+def kill_tree(
+    root: int,
+    signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGKILL),
+    timeout: float = 10.0,
+    marker: str | None = None,
+) -> int:
     """``kill`` of the tree of ``root`` (``tree``); returns how many were alive."""
     return kill(tree(root, marker), signals, timeout)
 

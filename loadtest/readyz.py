@@ -30,8 +30,11 @@ def replica_caches(url: str, reads: int = 24, parallel: int = 8) -> list[dict]:
     proxy sends them all to one replica)."""
     with ThreadPoolExecutor(parallel) as pool:
         answers = list(pool.map(lambda _: get_json(f"{url}/readyz", timeout=15.0), range(reads)))
-    return [body["cache"] for status, body in answers
-            if status == 200 and isinstance(body, dict) and isinstance(body.get("cache"), dict)]
+    return [
+        body["cache"]
+        for status, body in answers
+        if status == 200 and isinstance(body, dict) and isinstance(body.get("cache"), dict)
+    ]
 
 
 def cache_totals(url: str) -> dict[str, int] | None:
@@ -39,8 +42,12 @@ def cache_totals(url: str) -> dict[str, int] | None:
     seen = {(c.get("entries", 0), c.get("hits", 0), c.get("misses", 0)) for c in replica_caches(url)}
     if not seen:
         return None
-    return {"entries": sum(s[0] for s in seen), "hits": sum(s[1] for s in seen),
-            "misses": sum(s[2] for s in seen), "replicas_seen": len(seen)}
+    return {
+        "entries": sum(s[0] for s in seen),
+        "hits": sum(s[1] for s in seen),
+        "misses": sum(s[2] for s in seen),
+        "replicas_seen": len(seen),
+    }
 
 
 def warming(url: str) -> bool:

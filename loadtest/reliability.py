@@ -34,9 +34,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import numpy as np
@@ -68,6 +69,7 @@ PROBE_RATE = 10.0  # uncached requests per second beside the load, each answer's
 
 # ----------------------------------------------------------------------------- the request log
 
+
 def read_requests(path: Path) -> np.ndarray:
     """The Locust request log as a ``(n, 4)`` float64 array: start (Unix s), ms, status, ok."""
     rows = [(r.due, r.ms, r.status, r.ok) for r in read_request_log(path)] if path.exists() else []
@@ -80,10 +82,15 @@ def window(log: np.ndarray, t0: float, t1: float) -> dict[str, Any]:
     ms = rows[:, 1]
     failed = rows[rows[:, 3] == 0]
     pct = (lambda q: round(float(np.percentile(ms, q)), 1)) if len(ms) else (lambda q: None)
-    return {"requests": int(len(rows)), "failed": int(len(failed)),
-            "failed_statuses": {str(int(s)): int(n) for s, n in zip(*np.unique(failed[:, 2], return_counts=True))},
-            "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": pct(100),
-            "achieved_rps": round(len(rows) / (t1 - t0), 1) if t1 > t0 else None}
+    return {
+        "requests": int(len(rows)),
+        "failed": int(len(failed)),
+        "failed_statuses": {str(int(s)): int(n) for s, n in zip(*np.unique(failed[:, 2], return_counts=True))},
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "max_ms": pct(100),
+        "achieved_rps": round(len(rows) / (t1 - t0), 1) if t1 > t0 else None,
+    }
 
 
 class SteadyLoad:
@@ -94,15 +101,44 @@ class SteadyLoad:
         self.log = out / "requests.tsv"
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "SteadyLoad":
+    def __enter__(self) -> SteadyLoad:
         users = users_for(self.rate)
         self.log.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", self.url,
-               "-u", str(users), "-r", str(users), "-t", "3600s", "--only-summary", "--loglevel", "WARNING",
-               "--exit-code-on-error", "0", "--seeds", str(self.seeds), "--user-rate", str(self.rate / users),
-               "--request-log", str(self.log)]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=(self.out / "locust.log").open("w"),
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--headless",
+            "--host",
+            self.url,
+            "-u",
+            str(users),
+            "-r",
+            str(users),
+            "-t",
+            "3600s",
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+            "--exit-code-on-error",
+            "0",
+            "--seeds",
+            str(self.seeds),
+            "--user-rate",
+            str(self.rate / users),
+            "--request-log",
+            str(self.log),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=(self.out / "locust.log").open("w"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_for(lambda: len(self.requests()) >= 3 * self.rate, 60, "the steady load to start")
         return self
 
@@ -114,6 +150,7 @@ class SteadyLoad:
 
 
 # ----------------------------------------------------------------------------- the scenarios
+
 
 @dataclass
 class Run:
@@ -159,8 +196,10 @@ def rolling_upgrade_code(run: Run) -> dict[str, Any]:
         run.cluster.deploy(run.bundles["a"], revision="2")
         wait_for(lambda: run.cluster.replaced(before), 300, "every replica replaced", every=1.0)
         run.cluster.wait_ready()
-        return {"rollout_s": round(time.monotonic() - started, 1), "replicas_replaced": sum(
-            len(before[d] - ids) for d, ids in run.replica_ids().items())}
+        return {
+            "rollout_s": round(time.monotonic() - started, 1),
+            "replicas_replaced": sum(len(before[d] - ids) for d, ids in run.replica_ids().items()),
+        }
 
     out = run.measure(act)
     return {**out, "target": "0 failed requests during the rollout", "passed": out["load"]["failed"] == 0}
@@ -175,10 +214,15 @@ def rolling_upgrade_config(run: Run) -> dict[str, Any]:
     def act() -> dict[str, Any]:
         started = time.monotonic()
         run.cluster.deploy(run.bundles["a"], weights={"w1": 0.4, "w2": 0.6})
-        wait_for(lambda: run.cluster.client.get("/version").json().get("weights") == {"w1": 0.4, "w2": 0.6},
-                 60, "the new default weights")
-        return {"applied_s": round(time.monotonic() - started, 1),
-                "replicas_restarted": sum(len(before[d] - ids) for d, ids in run.replica_ids().items())}
+        wait_for(
+            lambda: run.cluster.client.get("/version").json().get("weights") == {"w1": 0.4, "w2": 0.6},
+            60,
+            "the new default weights",
+        )
+        return {
+            "applied_s": round(time.monotonic() - started, 1),
+            "replicas_restarted": sum(len(before[d] - ids) for d, ids in run.replica_ids().items()),
+        }
 
     out = run.measure(act)
     passed = out["load"]["failed"] == 0 and out["replicas_restarted"] == 0
@@ -188,44 +232,75 @@ def rolling_upgrade_config(run: Run) -> dict[str, Any]:
 def replica_loss(run: Run, deployment: str) -> dict[str, Any]:
     """``kill -9`` of one of the deployment's two replicas; recovery is the time until Serve
     runs two replicas of it again."""
+
     def act() -> dict[str, Any]:
         victim = run.cluster.replicas(deployment)[0]
         killed, killed_at = time.monotonic(), time.strftime("%H:%M:%S")
         os.kill(victim["pid"], signal.SIGKILL)
-        wait_for(lambda: len([r for r in run.cluster.replicas(deployment)
-                              if r["state"] == "RUNNING" and r["pid"] != victim["pid"]]) == 2,
-                 60, f"{deployment} back to two replicas", every=0.2)
-        return {"killed": f"{victim['replica_id']} (pid {victim['pid']}) at {killed_at}", "recovery_s": round(time.monotonic() - killed, 1)}
+        wait_for(
+            lambda: (
+                len(
+                    [
+                        r
+                        for r in run.cluster.replicas(deployment)
+                        if r["state"] == "RUNNING" and r["pid"] != victim["pid"]
+                    ]
+                )
+                == 2
+            ),
+            60,
+            f"{deployment} back to two replicas",
+            every=0.2,
+        )
+        return {
+            "killed": f"{victim['replica_id']} (pid {victim['pid']}) at {killed_at}",
+            "recovery_s": round(time.monotonic() - killed, 1),
+        }
 
     out = run.measure(act)
     passed = out["load"]["failed"] <= KILL_FAILURE_LIMIT and out["recovery_s"] < RECOVERY_LIMIT_S
-    return {**out, "target": f"<= {KILL_FAILURE_LIMIT} failed request, recovery < {RECOVERY_LIMIT_S:.0f} s",
-            "passed": passed}
+    return {
+        **out,
+        "target": f"<= {KILL_FAILURE_LIMIT} failed request, recovery < {RECOVERY_LIMIT_S:.0f} s",
+        "passed": passed,
+    }
 
 
 def haproxy_killed(run: Run) -> dict[str, Any]:
     """``kill -9`` of the HAProxy process: clients are refused until Serve's proxy health check
     (every 2 s, three misses) restarts its manager, which starts a new HAProxy."""
+
     def act() -> dict[str, Any]:
         victim = wait_for(run.cluster.serving_haproxy, 30, "the HAProxy on the port")
         killed = time.time()
         victim.kill()
-        wait_for(lambda: (lambda p: p and p.pid != victim.pid)(run.cluster.serving_haproxy()), 120,
-                 "a new HAProxy on the port", every=0.2)
+        wait_for(
+            lambda: (lambda p: p and p.pid != victim.pid)(run.cluster.serving_haproxy()),
+            120,
+            "a new HAProxy on the port",
+            every=0.2,
+        )
         wait_for(lambda: run.answered_version() is not None, 60, "answers again", every=0.2)
         failed = window(run.load.requests(), killed, time.time())
         log = run.load.requests()
         after = log[log[:, 0] >= killed]
         bad = after[after[:, 3] == 0]
-        return {"killed": f"haproxy pid {victim.pid}", "back_s": round(time.time() - killed, 1),
-                "refused_for_s": round(float(bad[:, 0].max() - killed), 1) if len(bad) else 0.0,
-                "client_saw": failed["failed_statuses"]}
+        return {
+            "killed": f"haproxy pid {victim.pid}",
+            "back_s": round(time.time() - killed, 1),
+            "refused_for_s": round(float(bad[:, 0].max() - killed), 1) if len(bad) else 0.0,
+            "client_saw": failed["failed_statuses"],
+        }
 
     out = run.measure(act)
     passed = out["back_s"] < HAPROXY_RECOVERY_LIMIT_S
-    return {**out, "target": f"a new HAProxy answers within {HAPROXY_RECOVERY_LIMIT_S:.0f} s (requests meanwhile "
-                             "are refused: one HAProxy per node, the load balancer's health check covers it on "
-                             "a cluster)", "passed": passed}
+    return {
+        **out,
+        "target": f"a new HAProxy answers within {HAPROXY_RECOVERY_LIMIT_S:.0f} s (requests meanwhile "
+        "are refused: one HAProxy per node, the load balancer's health check covers it on "
+        "a cluster)",
+        "passed": passed,
+    }
 
 
 class Prober:
@@ -240,7 +315,7 @@ class Prober:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "Prober":
+    def __enter__(self) -> Prober:
         self._thread.start()
         return self
 
@@ -257,8 +332,10 @@ class Prober:
             body = {**self.song, "w1": 0.3, "w2": round(0.2 + n * 1e-4, 4)}  # a new cache key each time
             try:
                 r = self.client.post("/recommend", json=body)
-                status, fallback = r.status_code, (r.json().get("weights_used") or {}).get("fallback") \
-                    if r.status_code == 200 else None
+                status, fallback = (
+                    r.status_code,
+                    (r.json().get("weights_used") or {}).get("fallback") if r.status_code == 200 else None,
+                )
             except httpx.HTTPError:
                 status, fallback = 0, None
             self.rows.append((started, (time.monotonic() - clock) * 1000, status, fallback))
@@ -287,28 +364,46 @@ def hung_side(run: Run, deployment: str) -> dict[str, Any]:
                 for pid in pids:
                     os.kill(pid, signal.SIGCONT)
             resumed = time.time()
-            wait_for(lambda: any(r[3] is None and r[2] == 200 for r in probe.between(resumed, time.time())),
-                     60, "full answers again", every=0.2)
+            wait_for(
+                lambda: any(r[3] is None and r[2] == 200 for r in probe.between(resumed, time.time())),
+                60,
+                "full answers again",
+                every=0.2,
+            )
             back = min(r[0] for r in probe.between(resumed, time.time()) if r[3] is None and r[2] == 200)
             time.sleep(1)
         # sent and answered while the side was stopped (one answered after the resume may use it)
         during = [r for r in probe.between(stopped + 0.05, resumed) if r[0] + r[1] / 1000 < resumed]
         ms = np.array([r[1] for r in during]) if during else np.zeros(1)
         load = window(run.load.requests(), stopped, resumed)
-        return {"stopped": f"{len(pids)} {deployment} replicas for {HANG_S:.0f} s", "probes": len(during),
-                "probes_failed": sum(1 for r in during if r[2] != 200),
-                "probes_without_the_side": sum(1 for r in during if r[3] == fallback),
-                "probe_p50_ms": round(float(np.percentile(ms, 50)), 1),
-                "probe_p99_ms": round(float(np.percentile(ms, 99)), 1), "load_p99_ms": load["p99_ms"],
-                "full_answers_again_s": round(back - resumed, 1)}
+        return {
+            "stopped": f"{len(pids)} {deployment} replicas for {HANG_S:.0f} s",
+            "probes": len(during),
+            "probes_failed": sum(1 for r in during if r[2] != 200),
+            "probes_without_the_side": sum(1 for r in during if r[3] == fallback),
+            "probe_p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "probe_p99_ms": round(float(np.percentile(ms, 99)), 1),
+            "load_p99_ms": load["p99_ms"],
+            "full_answers_again_s": round(back - resumed, 1),
+        }
 
     out = run.measure(act)
-    passed = (out["load"]["failed"] == 0 and out["probes_failed"] == 0 and out["probes"] > 0
-              and out["probes_without_the_side"] == out["probes"] and out["probe_p99_ms"] <= BUDGET_MS
-              and (out["load_p99_ms"] or 0) <= BUDGET_MS and out["full_answers_again_s"] <= HYBRID_AGAIN_LIMIT_S)
-    return {**out, "target": f"0 failed; every uncached answer while stopped without the {deployment} part and "
-                             f"saying so; p99 <= {BUDGET_MS:.0f} ms (the budget); full answers again within "
-                             f"{HYBRID_AGAIN_LIMIT_S:.0f} s of the resume", "passed": passed}
+    passed = (
+        out["load"]["failed"] == 0
+        and out["probes_failed"] == 0
+        and out["probes"] > 0
+        and out["probes_without_the_side"] == out["probes"]
+        and out["probe_p99_ms"] <= BUDGET_MS
+        and (out["load_p99_ms"] or 0) <= BUDGET_MS
+        and out["full_answers_again_s"] <= HYBRID_AGAIN_LIMIT_S
+    )
+    return {
+        **out,
+        "target": f"0 failed; every uncached answer while stopped without the {deployment} part and "
+        f"saying so; p99 <= {BUDGET_MS:.0f} ms (the budget); full answers again within "
+        f"{HYBRID_AGAIN_LIMIT_S:.0f} s of the resume",
+        "passed": passed,
+    }
 
 
 def unclean_stop(cluster: ServeCluster, bundle: Path, version: str, weights: Path) -> dict[str, Any]:
@@ -319,8 +414,11 @@ def unclean_stop(cluster: ServeCluster, bundle: Path, version: str, weights: Pat
     started = time.monotonic()
     cluster.kill()
     left = [pid for pid in haproxy if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-    listeners = [c for c in psutil.net_connections(kind="tcp") if c.laddr and c.laddr.port == port
-                 and c.status == psutil.CONN_LISTEN]
+    listeners = [
+        c
+        for c in psutil.net_connections(kind="tcp")
+        if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+    ]
     again = ServeCluster(weights, http_port=port, replicas=2)
     try:
         again.start()
@@ -331,35 +429,58 @@ def unclean_stop(cluster: ServeCluster, bundle: Path, version: str, weights: Pat
     finally:
         again.stop()
     passed = not left and not listeners and answered == version
-    return {"haproxy_before": len(haproxy), "haproxy_left": len(left), "port_listeners_left": len(listeners),
-            "next_start_on_the_same_port": answered, "ready_again_s": ready_s,
-            "target": "no HAProxy outlives the tree, the port is free, the next start answers on it",
-            "passed": passed}
+    return {
+        "haproxy_before": len(haproxy),
+        "haproxy_left": len(left),
+        "port_listeners_left": len(listeners),
+        "next_start_on_the_same_port": answered,
+        "ready_again_s": ready_s,
+        "target": "no HAProxy outlives the tree, the port is free, the next start answers on it",
+        "passed": passed,
+    }
 
 
 def bad_bundle(run: Run, which: str) -> dict[str, Any]:
     """``user_config`` names a tampered or a missing bundle: every part refuses it, /readyz
     says so, the bundle in service keeps answering; then the good one is asked for again."""
+
     def act() -> dict[str, Any]:
         run.cluster.deploy(run.bundles[which])
         started = time.monotonic()
-        ready = wait_for(lambda: (lambda b: b if len(b.get("refused", {})) == len(DEPLOYMENTS) else None)(
-            run.cluster.client.get("/readyz").json()), 60, "the refusal in /readyz")
+        ready = wait_for(
+            lambda: (lambda b: b if len(b.get("refused", {})) == len(DEPLOYMENTS) else None)(
+                run.cluster.client.get("/readyz").json()
+            ),
+            60,
+            "the refusal in /readyz",
+        )
         refused_s = round(time.monotonic() - started, 1)
         answered = {run.answered_version() for _ in range(20)}
         status = run.cluster.client.get("/readyz").status_code
         reason = next(iter(ready["refused"].values())).get("error", "")
         run.cluster.deploy(run.bundles["a"])
         wait_for(lambda: not run.cluster.client.get("/readyz").json()["refused"], 60, "the refusal withdrawn")
-        return {"refused_by": sorted(ready["refused"]), "refused_after_s": refused_s, "reason": str(reason)[:160],
-                "readyz_status": status, "versions_answered": sorted(v or "error" for v in answered),
-                "parts_on": sorted({p["version"] for p in ready["parts"].values()})}
+        return {
+            "refused_by": sorted(ready["refused"]),
+            "refused_after_s": refused_s,
+            "reason": str(reason)[:160],
+            "readyz_status": status,
+            "versions_answered": sorted(v or "error" for v in answered),
+            "parts_on": sorted({p["version"] for p in ready["parts"].values()}),
+        }
 
     out = run.measure(act)
-    passed = (out["load"]["failed"] == 0 and out["readyz_status"] == 200
-              and out["versions_answered"] == [run.versions["a"]] and out["parts_on"] == [run.versions["a"]])
-    return {**out, "target": "refused by every part and reported in /readyz, the old bundle keeps serving, "
-                             "0 failed requests", "passed": passed}
+    passed = (
+        out["load"]["failed"] == 0
+        and out["readyz_status"] == 200
+        and out["versions_answered"] == [run.versions["a"]]
+        and out["parts_on"] == [run.versions["a"]]
+    )
+    return {
+        **out,
+        "target": "refused by every part and reported in /readyz, the old bundle keeps serving, 0 failed requests",
+        "passed": passed,
+    }
 
 
 def hostile_input(run: Run) -> dict[str, Any]:
@@ -372,15 +493,22 @@ def hostile_input(run: Run) -> dict[str, Any]:
         schema.config.update(base_url=base)
         fuzz = fuzz_schema(schema)
         hand = run_cases(run.cluster.client, cases(run.song["song"], run.song["artist"], run.cluster.token))
-        return {"schemathesis": {k: fuzz[k] for k in ("operations", "requests", "server_errors")},
-                "hand_written": hand}
+        return {"schemathesis": {k: fuzz[k] for k in ("operations", "requests", "server_errors")}, "hand_written": hand}
 
     out = run.measure(act)
-    passed = (not out["schemathesis"]["server_errors"] and out["schemathesis"]["requests"] >= 1000
-              and out["hand_written"]["server_errors"] == 0 and not out["hand_written"]["unexpected"]
-              and out["load"]["failed"] == 0)
-    return {**out, "target": ">= 1,000 generated requests and every hand-written case: no 5xx, the expected 4xx "
-                             "(413 over 64 KiB); 0 failed requests of the load", "passed": passed}
+    passed = (
+        not out["schemathesis"]["server_errors"]
+        and out["schemathesis"]["requests"] >= 1000
+        and out["hand_written"]["server_errors"] == 0
+        and not out["hand_written"]["unexpected"]
+        and out["load"]["failed"] == 0
+    )
+    return {
+        **out,
+        "target": ">= 1,000 generated requests and every hand-written case: no 5xx, the expected 4xx "
+        "(413 over 64 KiB); 0 failed requests of the load",
+        "passed": passed,
+    }
 
 
 def admin_surface(run: Run) -> dict[str, Any]:
@@ -388,34 +516,57 @@ def admin_surface(run: Run) -> dict[str, Any]:
     client = run.cluster.client
     body = {"w1": 0.3, "w2": 0.7}
     good = {"Authorization": f"Bearer {run.cluster.token}"}
-    codes = {"no_token": client.post("/adjust_weights", json=body).status_code,
-             "wrong_token": client.post("/adjust_weights", json=body, headers={"Authorization": "Bearer nope"}).status_code}
+    codes = {
+        "no_token": client.post("/adjust_weights", json=body).status_code,
+        "wrong_token": client.post("/adjust_weights", json=body, headers={"Authorization": "Bearer nope"}).status_code,
+    }
     time.sleep(1.1)  # a fresh rate-limit window
-    burst = [client.post("/adjust_weights", json=body, headers={"Authorization": "Bearer nope"}).status_code
-             for _ in range(BURST)]
+    burst = [
+        client.post("/adjust_weights", json=body, headers={"Authorization": "Bearer nope"}).status_code
+        for _ in range(BURST)
+    ]
     time.sleep(1.1)
     codes["right_token"] = client.post("/adjust_weights", json=body, headers=good).status_code
-    refusals = {name: start_refused(env) for name, env in
-                {"no token": {}, "short token": {"SEGUE_ADMIN_TOKEN": "admin"}}.items()}
+    refusals = {
+        name: start_refused(env)
+        for name, env in {"no token": {}, "short token": {"SEGUE_ADMIN_TOKEN": "admin"}}.items()
+    }
     logs = run.cluster.tmp / "session_latest" / "logs"
     leaked = [p.name for p in logs.rglob("*") if p.is_file() and run.cluster.token.encode() in p.read_bytes()]
-    passed = (codes == {"no_token": 401, "wrong_token": 403, "right_token": 200} and 429 in burst
-              and all(r["refused"] for r in refusals.values()) and not leaked)
-    return {"codes": codes, f"burst_of_{BURST}": {str(c): burst.count(c) for c in sorted(set(burst))},
-            "start_up": refusals, "log_files_with_the_token": leaked,
-            "target": "401 without / 403 with a wrong token, 429 past 10 tries/s, no start without a strong token, "
-                      "the token in no log", "passed": passed}
+    passed = (
+        codes == {"no_token": 401, "wrong_token": 403, "right_token": 200}
+        and 429 in burst
+        and all(r["refused"] for r in refusals.values())
+        and not leaked
+    )
+    return {
+        "codes": codes,
+        f"burst_of_{BURST}": {str(c): burst.count(c) for c in sorted(set(burst))},
+        "start_up": refusals,
+        "log_files_with_the_token": leaked,
+        "target": "401 without / 403 with a wrong token, 429 past 10 tries/s, no start without a strong token, "
+        "the token in no log",
+        "passed": passed,
+    }
 
 
 def start_refused(env: dict[str, str]) -> dict[str, Any]:
     """Start ``serve_app.shell.standalone`` with only ``env`` for the token: it must exit with a message."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SEGUE_")}
-    out = subprocess.run([sys.executable, "-m", "serve_app.shell.standalone", "--bundle", "no-such-bundle",
-                          "--port", str(free_port())], env={**clean, **env}, cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "serve_app.shell.standalone", "--bundle", "no-such-bundle", "--port", str(free_port())],
+        env={**clean, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     message = (out.stderr.strip().splitlines() or [""])[-1]
-    return {"exit_code": out.returncode, "message": message[:160],
-            "refused": out.returncode != 0 and "token" in message.lower()}
+    return {
+        "exit_code": out.returncode,
+        "message": message[:160],
+        "refused": out.returncode != 0 and "token" in message.lower(),
+    }
 
 
 class FailingAfter:
@@ -478,24 +629,41 @@ def s3_bundles(run: Run, bucket: str) -> dict[str, Any]:
         after = {run.answered_version() for _ in range(10)}
         run.cluster.deploy(run.bundles["a"])
         run.cluster.wait_ready(run.versions["a"])
-        return {"objects": len(keys), "encryption": sorted(set(map(str, sse.values()))),
-                "pointer": pointer["uri"], "switch_s": switch_s, "served_from_s3": sorted(map(str, served)),
-                "interrupted_publish": interrupted, "pointer_after": pointer_after["uri"],
-                "half_written_version": half, "served_after": sorted(map(str, after))}
+        return {
+            "objects": len(keys),
+            "encryption": sorted(set(map(str, sse.values()))),
+            "pointer": pointer["uri"],
+            "switch_s": switch_s,
+            "served_from_s3": sorted(map(str, served)),
+            "interrupted_publish": interrupted,
+            "pointer_after": pointer_after["uri"],
+            "half_written_version": half,
+            "served_after": sorted(map(str, after)),
+        }
 
     out = run.measure(act)
     expected_sse = "aws:kms" if os.environ.get("SEGUE_S3_KMS_KEY_ID") else "AES256"
-    passed = (out["encryption"] == [expected_sse] and out["pointer"].endswith(run.versions["a2"])
-              and out["served_from_s3"] == [run.versions["a2"]] and out["interrupted_publish"] != "no"
-              and out["pointer_after"] == out["pointer"] and out["half_written_version"].startswith("refused")
-              and out["served_after"] == [run.versions["a2"]] and out["load"]["failed"] == 0)
-    return {**out, "target": "every object encrypted (head_object), pointer written last, the graph switches to "
-                             "it with 0 failed requests, an interrupted publish moves nothing and never verifies",
-            "passed": passed}
+    passed = (
+        out["encryption"] == [expected_sse]
+        and out["pointer"].endswith(run.versions["a2"])
+        and out["served_from_s3"] == [run.versions["a2"]]
+        and out["interrupted_publish"] != "no"
+        and out["pointer_after"] == out["pointer"]
+        and out["half_written_version"].startswith("refused")
+        and out["served_after"] == [run.versions["a2"]]
+        and out["load"]["failed"] == 0
+    )
+    return {
+        **out,
+        "target": "every object encrypted (head_object), pointer written last, the graph switches to "
+        "it with 0 failed requests, an interrupted publish moves nothing and never verifies",
+        "passed": passed,
+    }
 
 
 def metric_figures(found: dict[str, list]) -> dict[str, Any]:
     """The figures the observability target reads from one scrape (family name -> samples)."""
+
     def total(name: str, suffix: str = "") -> float:
         return sum(s.value for s in found.get(name, []) if s.name.endswith(suffix))
 
@@ -506,18 +674,28 @@ def metric_figures(found: dict[str, list]) -> dict[str, Any]:
     bundles: dict[str, list[float]] = {}  # one sample per ingress replica (and per replica gone)
     for s in found.get("segue_bundle", []):
         bundles.setdefault(s.labels["version"], []).append(s.value)
-    return {"recommend_by_code": codes, "latency_observations": int(total("segue_request_ms", "_count")),
-            "fallbacks": {s.labels["fallback"]: int(s.value) for s in found.get("segue_fallbacks", [])
-                          if s.name.endswith("_total")},
-            "unknown_songs": int(total("segue_unknown_songs", "_total")), "bundle_gauge": bundles}
+    return {
+        "recommend_by_code": codes,
+        "latency_observations": int(total("segue_request_ms", "_count")),
+        "fallbacks": {
+            s.labels["fallback"]: int(s.value) for s in found.get("segue_fallbacks", []) if s.name.endswith("_total")
+        },
+        "unknown_songs": int(total("segue_unknown_songs", "_total")),
+        "bundle_gauge": bundles,
+    }
 
 
 def metrics_hold(f: dict[str, Any]) -> bool:
     """Every metric the scenario asks for, with the values its own requests must have produced."""
-    return bool(f["recommend_by_code"].get("200", 0) > 0 and any(c.startswith("4") for c in f["recommend_by_code"])
-                and f["latency_observations"] > 0 and f["fallbacks"].get("new_user", 0) > 0
-                and f["fallbacks"].get("new_song", 0) > 0 and f["unknown_songs"] > 0
-                and any(1.0 in v for v in f["bundle_gauge"].values()))
+    return bool(
+        f["recommend_by_code"].get("200", 0) > 0
+        and any(c.startswith("4") for c in f["recommend_by_code"])
+        and f["latency_observations"] > 0
+        and f["fallbacks"].get("new_user", 0) > 0
+        and f["fallbacks"].get("new_song", 0) > 0
+        and f["unknown_songs"] > 0
+        and any(1.0 in v for v in f["bundle_gauge"].values())
+    )
 
 
 def observability(cluster: ServeCluster) -> dict[str, Any]:
@@ -565,30 +743,60 @@ def observability(cluster: ServeCluster) -> dict[str, Any]:
             pass
     with_id = [p for p in parsed if p.get("request_id")]
     refusals = [p for p in with_id if re.match(r"^[A-Z]+ \S+ -> 4\d\d in ", str(p.get("message")))]
-    figures.update({"replica_log_lines": len(lines), "json_lines": len(parsed), "lines_with_request_id": len(with_id),
-                    "refusals_logged": len(refusals),
-                    "example": {k: refusals[0].get(k) for k in ("levelname", "message", "request_id", "route", "replica")}
-                    if refusals else None})
+    figures.update(
+        {
+            "replica_log_lines": len(lines),
+            "json_lines": len(parsed),
+            "lines_with_request_id": len(with_id),
+            "refusals_logged": len(refusals),
+            "example": {k: refusals[0].get(k) for k in ("levelname", "message", "request_id", "route", "replica")}
+            if refusals
+            else None,
+        }
+    )
     passed = metrics_hold(figures) and lines and len(parsed) == len(lines) and refusals
-    return {**figures, "target": "request counts by route and code, latency histogram, fallbacks, unknown songs, "
-                                 "bundle version at Ray's metrics port; replica logs JSON with request ids",
-            "passed": bool(passed)}
+    return {
+        **figures,
+        "target": "request counts by route and code, latency histogram, fallbacks, unknown songs, "
+        "bundle version at Ray's metrics port; replica logs JSON with request ids",
+        "passed": bool(passed),
+    }
 
 
 # ----------------------------------------------------------------------------- main
 
+
 def dirty_preprocessing(data: Path, work: Path) -> dict[str, Any]:
     """The preprocessing job on a fuzzed copy of the data (loadtest/dirty.py)."""
     r = check_preprocess(data / CATALOG_FILE, data / HISTORY_FILE, work, seed=7)
-    return {**r, "target": "exit 0, no traceback, rows read = kept + rejected, the bundle loads",
-            "passed": r["exit_code"] == 0 and not r["traceback"] and r["counts_add_up"] and r["bundle_loads"]}
+    return {
+        **r,
+        "target": "exit 0, no traceback, rows read = kept + rejected, the bundle loads",
+        "passed": r["exit_code"] == 0 and not r["traceback"] and r["counts_add_up"] and r["bundle_loads"],
+    }
 
 
 def build_second_bundle(data: Path, out: Path) -> Path:
     """The demo data with playcounts capped: the same songs, another bundle version."""
-    subprocess.run([sys.executable, "-m", "jobs.preprocess", "--catalog", str(data / CATALOG_FILE),
-                    "--interactions", str(data / HISTORY_FILE), "--out", str(out),
-                    "--max-playcount", "20", "--overwrite"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.preprocess",
+            "--catalog",
+            str(data / CATALOG_FILE),
+            "--interactions",
+            str(data / HISTORY_FILE),
+            "--out",
+            str(out),
+            "--max-playcount",
+            "20",
+            "--overwrite",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -603,18 +811,28 @@ def tampered_copy(src: Path, out: Path) -> Path:
 
 
 def summary(report: dict[str, Any]) -> str:
-    lines = ["# Reliability run", "",
-             f"{report['started_at']} · commit {report['code'].get('commit')} · {report['rate']:.0f} req/s steady "
-             f"load · {report['seconds']:.0f} s in all", "",
-             "| scenario | target | figures | passed |", "|---|---|---|---|"]
+    lines = [
+        "# Reliability run",
+        "",
+        f"{report['started_at']} · commit {report['code'].get('commit')} · {report['rate']:.0f} req/s steady "
+        f"load · {report['seconds']:.0f} s in all",
+        "",
+        "| scenario | target | figures | passed |",
+        "|---|---|---|---|",
+    ]
     for s in report["scenarios"]:
         load = s.get("load", {})
-        figures = [f"{k} {v}" for k, v in s.items()
-                   if k not in ("passed", "seconds") and isinstance(v, (int, float, bool))]
+        figures = [
+            f"{k} {v}" for k, v in s.items() if k not in ("passed", "seconds") and isinstance(v, (int, float, bool))
+        ]
         if load:
-            figures.insert(0, f"{load['requests']} requests, {load['failed']} failed, p50 {load['p50_ms']} / "
-                              f"p99 {load['p99_ms']} ms")
-        lines.append(f"| {s['name']} | {s.get('target', '')} | {'; '.join(figures)} | {'yes' if s['passed'] else '**no**'} |")
+            figures.insert(
+                0,
+                f"{load['requests']} requests, {load['failed']} failed, p50 {load['p50_ms']} / p99 {load['p99_ms']} ms",
+            )
+        lines.append(
+            f"| {s['name']} | {s.get('target', '')} | {'; '.join(figures)} | {'yes' if s['passed'] else '**no**'} |"
+        )
     lines += ["", f"All targets held: {'yes' if report['passed'] else '**no**'}", ""]
     return "\n".join(lines)
 
@@ -647,8 +865,11 @@ def main(argv: list[str] | None = None) -> int:
             result = {"name": name, "passed": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
         result.setdefault("seconds", round(time.time() - t0, 1))
         scenarios.append(result)
-        print(f"{name}: {'passed' if result['passed'] else 'FAILED'} "
-              f"{json.dumps({k: v for k, v in result.items() if k != 'name'})[:400]}", flush=True)
+        print(
+            f"{name}: {'passed' if result['passed'] else 'FAILED'} "
+            f"{json.dumps({k: v for k, v in result.items() if k != 'name'})[:400]}",
+            flush=True,
+        )
 
     from moto.server import ThreadedMotoServer
 
@@ -657,10 +878,12 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     record("hostile input: preprocessing a fuzzed dirty file", lambda: dirty_preprocessing(data, work / "dirty"))
 
-    bundles: dict[str, Path | str] = {"a": Path(args.bundle).resolve(),
-                                      "a2": build_second_bundle(data, (work / "bundle-a2").resolve()),
-                                      "tampered": tampered_copy(Path(args.bundle), (work / "tampered").resolve()),
-                                      "missing": (work / "no-such-bundle").resolve()}
+    bundles: dict[str, Path | str] = {
+        "a": Path(args.bundle).resolve(),
+        "a2": build_second_bundle(data, (work / "bundle-a2").resolve()),
+        "tampered": tampered_copy(Path(args.bundle), (work / "tampered").resolve()),
+        "missing": (work / "no-such-bundle").resolve(),
+    }
     from serve_app.artifacts import bundle as bundle_mod
 
     versions = {k: bundle_mod.verify(Path(bundles[k]))["version"] for k in ("a", "a2")}
@@ -671,8 +894,12 @@ def main(argv: list[str] | None = None) -> int:
     s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     s3.start()
     host, port = s3.get_host_and_port()
-    s3_env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "reliability",
-              "AWS_SECRET_ACCESS_KEY": "reliability", "AWS_DEFAULT_REGION": "us-east-1"}
+    s3_env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "reliability",
+        "AWS_SECRET_ACCESS_KEY": "reliability",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     os.environ.update(s3_env)
     cluster = ServeCluster(work / "weights.json", env=s3_env, replicas=2)
     try:
@@ -693,20 +920,32 @@ def main(argv: list[str] | None = None) -> int:
                 record(f"bad bundle: {which}", lambda which=which: bad_bundle(run, which))
             record("hostile input: live schemathesis and hand-written cases", lambda: hostile_input(run))
             record("admin surface", lambda: admin_surface(run))
-            record("S3 bundles: versioned publish, pointer last, served, interrupted publish",
-                   lambda: s3_bundles(run, BUCKET))
+            record(
+                "S3 bundles: versioned publish, pointer last, served, interrupted publish",
+                lambda: s3_bundles(run, BUCKET),
+            )
             log = load.requests()
             whole = window(log, float(log[0, 0]) if len(log) else 0.0, time.time())
         record("observability: metrics and JSON logs", lambda: observability(cluster))
-        record("unclean stop: the Serve process tree SIGKILLed, then started again",
-               lambda: unclean_stop(cluster, bundles["a"], versions["a"], work / "weights.json"))
+        record(
+            "unclean stop: the Serve process tree SIGKILLed, then started again",
+            lambda: unclean_stop(cluster, bundles["a"], versions["a"], work / "weights.json"),
+        )
     finally:
         cluster.stop(keep_logs=work / "serve-logs")
         s3.stop()
-    report = {"started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)), "code": code_version(),
-              "machine": machine(*LIBRARIES), "rate": args.rate, "bundle": str(args.bundle), "versions": versions,
-              "whole_run_load": whole, "scenarios": scenarios, "passed": all(s["passed"] for s in scenarios),
-              "seconds": round(time.time() - started, 1)}
+    report = {
+        "started_at": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "code": code_version(),
+        "machine": machine(*LIBRARIES),
+        "rate": args.rate,
+        "bundle": str(args.bundle),
+        "versions": versions,
+        "whole_run_load": whole,
+        "scenarios": scenarios,
+        "passed": all(s["passed"] for s in scenarios),
+        "seconds": round(time.time() - started, 1),
+    }
     (out / "reliability.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     text = summary(report)
     (out / "reliability.md").write_text(text)

@@ -15,8 +15,9 @@ MIXES = ("realistic", "uniform")  # song mixes; "new" (songs outside the catalog
 ALL_MIXES = (*MIXES, "new")
 
 
-def seed_table(names: Sequence[str], artists: Sequence[str], plays: Sequence[float],
-               mix: str) -> tuple[list[dict[str, str]], list[float] | None]:
+def seed_table(
+    names: Sequence[str], artists: Sequence[str], plays: Sequence[float], mix: str
+) -> tuple[list[dict[str, str]], list[float] | None]:
     """The queries a song mix draws from (``{"song", "artist"}``) and their weights (None: uniform).
 
     ``realistic``: songs with plays > 0, weighted by plays; ``uniform``: every row."""

@@ -46,14 +46,22 @@ def proxy_ports(files: Path | None = None) -> dict[str, str]:
     node's own, short: Ray adds a 56-character directory and HAProxy's socket path may not
     exceed 97), HAProxy's config, socket and state files there instead of Ray's shared
     /tmp/haproxy-serve: so that clusters, and nodes of one cluster, can run side by side."""
-    env = {name: str(free_port()) for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
-                                               "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")}
+    env = {
+        name: str(free_port())
+        for name in (
+            "RAY_SERVE_HAPROXY_STATS_PORT",
+            "RAY_SERVE_HAPROXY_METRICS_PORT",
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+        )
+    }
     if files is not None:
         files.mkdir(parents=True, exist_ok=True)
-        env.update(RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(files / "haproxy.cfg"),
-                   RAY_SERVE_HAPROXY_SOCKET_PATH=str(files / "admin.sock"),
-                   RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(files),
-                   RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(files / "server-state"))
+        env.update(
+            RAY_SERVE_HAPROXY_CONFIG_FILE_LOC=str(files / "haproxy.cfg"),
+            RAY_SERVE_HAPROXY_SOCKET_PATH=str(files / "admin.sock"),
+            RAY_SERVE_HAPROXY_SERVER_STATE_BASE=str(files),
+            RAY_SERVE_HAPROXY_SERVER_STATE_FILE=str(files / "server-state"),
+        )
     return env
 
 
@@ -69,16 +77,32 @@ class ServeCluster:
     ``import_path`` and its deployments: the benchmark's variants); ``cwd`` is where Ray starts
     (the repository by default: Ray puts that directory first on the replicas' path)."""
 
-    def __init__(self, weights_store: Path, token: str | None = None, env: dict[str, str] | None = None,
-                 proxy_location: str | None = None, deployment_options: dict | None = None,
-                 cwd: Path = ROOT, proxy: str | None = None, http_port: int | None = None,
-                 replicas: int | None = None, edit_app: Callable[[dict], dict] | None = None) -> None:
+    def __init__(
+        self,
+        weights_store: Path,
+        token: str | None = None,
+        env: dict[str, str] | None = None,
+        proxy_location: str | None = None,
+        deployment_options: dict | None = None,
+        cwd: Path = ROOT,
+        proxy: str | None = None,
+        http_port: int | None = None,
+        replicas: int | None = None,
+        edit_app: Callable[[dict], dict] | None = None,
+    ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="segue-ray-", dir="/tmp"))  # short: Ray's socket paths
         self.dashboard_port, self.http_port = free_port(), http_port or free_port()
         self.weights_store = weights_store
         self.token = token or secrets.token_urlsafe(24)
-        self.env = {**os.environ, **serve_env(proxy), **proxy_ports(self.tmp / "h0"), "RAY_AUTH_MODE": "disabled",
-                    "SEGUE_ADMIN_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+        self.env = {
+            **os.environ,
+            **serve_env(proxy),
+            **proxy_ports(self.tmp / "h0"),
+            "RAY_AUTH_MODE": "disabled",
+            "SEGUE_ADMIN_TOKEN": self.token,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            **(env or {}),
+        }
         self.metrics_port = free_port()
         self.events = self.tmp / "events"
         self.proc: subprocess.Popen | None = None
@@ -96,13 +120,32 @@ class ServeCluster:
 
     def start(self, num_cpus: float = 2, limits: tuple[str, ...] = ()) -> None:
         """The head node (``limits``: more ``ray start`` flags, e.g. ``--memory=…``)."""
-        cmd = [str(BIN / "ray"), "start", "--head", "--block", f"--port={self.gcs_port}",
-               "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-               "--include-dashboard=true", f"--num-cpus={num_cpus}", f"--temp-dir={self.tmp}", "--disable-usage-stats",
-               f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-               f"--metrics-export-port={self.metrics_port}", *limits]
-        self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=open(self.tmp / "ray.log", "w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={self.gcs_port}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            "--include-dashboard=true",
+            f"--num-cpus={num_cpus}",
+            f"--temp-dir={self.tmp}",
+            "--disable-usage-stats",
+            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--metrics-export-port={self.metrics_port}",
+            *limits,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            env=self.env,
+            cwd=self.cwd,
+            stdout=open(self.tmp / "ray.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
         def up() -> bool:
             if self.proc.poll() is not None:
@@ -122,15 +165,37 @@ class ServeCluster:
         the cluster counts it."""
         first = 20000 + 1000 * len(self.nodes)
         ports = {"http": free_port(), "metrics": free_port()}
-        cmd = [str(BIN / "ray"), "start", "--block", f"--address=127.0.0.1:{self.gcs_port}",
-               "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--disable-usage-stats",
-               f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-               f"--metrics-export-port={ports['metrics']}", f"--dashboard-agent-listen-port={free_port()}",
-               f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-               f"--min-worker-port={first}", f"--max-worker-port={first + 999}", *limits]
-        env = {**self.env, **proxy_ports(self.tmp / f"h{1 + len(self.nodes)}"), "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(ports["http"])}
-        proc = subprocess.Popen(cmd, env=env, cwd=self.cwd, stdout=open(self.tmp / f"node-{first}.log", "w"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        cmd = [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            f"--address=127.0.0.1:{self.gcs_port}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={num_cpus}",
+            "--disable-usage-stats",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--metrics-export-port={ports['metrics']}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--min-worker-port={first}",
+            f"--max-worker-port={first + 999}",
+            *limits,
+        ]
+        env = {
+            **self.env,
+            **proxy_ports(self.tmp / f"h{1 + len(self.nodes)}"),
+            "RAY_SERVE_WORKER_PROXY_HTTP_PORT": str(ports["http"]),
+        }
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=self.cwd,
+            stdout=open(self.tmp / f"node-{first}.log", "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.nodes.append(proc)
         self.node_ports.append(ports)
 
@@ -157,7 +222,8 @@ class ServeCluster:
         self.nodes.remove(proc)
 
     def config(self, bundle: Path | str, revision: str, runtime_env: dict | None = None, **user_config) -> dict:
-        """serve_config.yaml with this cluster's port, the bundle, ``runtime_env`` entries and ``user_config`` changes."""
+        """serve_config.yaml with this cluster's port, the bundle, ``runtime_env`` entries and
+        ``user_config`` changes."""
         cfg = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
         cfg["http_options"]["port"] = self.http_port
         if self.proxy_location:
@@ -168,23 +234,38 @@ class ServeCluster:
         for d in app["deployments"]:
             d.update(self.deployment_options)
             if self.pinned is not None:
-                d["autoscaling_config"] = {**d["autoscaling_config"], "min_replicas": self.pinned,
-                                           "max_replicas": self.pinned}
-            d["user_config"] = {**d["user_config"], "bundle": str(bundle), "weights_store": str(self.weights_store),
-                                "events": str(self.events), **user_config}
+                d["autoscaling_config"] = {
+                    **d["autoscaling_config"],
+                    "min_replicas": self.pinned,
+                    "max_replicas": self.pinned,
+                }
+            d["user_config"] = {
+                **d["user_config"],
+                "bundle": str(bundle),
+                "weights_store": str(self.weights_store),
+                "events": str(self.events),
+                **user_config,
+            }
         if self.edit_app is not None:
             cfg["applications"][0] = self.edit_app(app)
         return cfg
 
-    def deploy(self, bundle: Path | str, revision: str | None = None, runtime_env: dict | None = None,
-               **user_config) -> None:
+    def deploy(
+        self, bundle: Path | str, revision: str | None = None, runtime_env: dict | None = None, **user_config
+    ) -> None:
         """Deploy with this bundle, ``runtime_env`` entries (e.g. py_modules) and ``user_config``
         changes; a new ``revision`` rolls the code (the last one deployed is kept otherwise)."""
         self.revision = revision or self.revision
         path = self.tmp / f"serve-{time.monotonic_ns()}.yaml"
         path.write_text(yaml.safe_dump(self.config(bundle, self.revision, runtime_env, **user_config)))
-        out = subprocess.run([str(BIN / "serve"), "deploy", str(path), "-a", f"http://127.0.0.1:{self.dashboard_port}"],
-                             env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [str(BIN / "serve"), "deploy", str(path), "-a", f"http://127.0.0.1:{self.dashboard_port}"],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"serve deploy failed: {out.stderr[-2000:]}")
 
@@ -213,8 +294,10 @@ class ServeCluster:
     def _check_alive(self) -> None:
         """Raise when the head node's ``ray start`` exited or Serve reports the application DEPLOY_FAILED."""
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"the head node exited with {self.proc.returncode}: "
-                               f"{(self.tmp / 'ray.log').read_text(errors='replace')[-2000:]}")
+            raise RuntimeError(
+                f"the head node exited with {self.proc.returncode}: "
+                f"{(self.tmp / 'ray.log').read_text(errors='replace')[-2000:]}"
+            )
         try:
             r = httpx.get(f"http://127.0.0.1:{self.dashboard_port}/api/serve/applications/", timeout=10)
             app = (r.json().get("applications") or {}).get("segue") or {}
@@ -245,9 +328,10 @@ class ServeCluster:
         if self.pinned is None:
             raise ValueError("replaced() needs the replica count pinned (ServeCluster(replicas=...))")
         old = {rid for ids in before.values() for rid in ids}
-        return all(len(reps) == self.pinned and all(r["state"] == "RUNNING" and r["replica_id"] not in old
-                                                    for r in reps)
-                   for reps in self.all_replicas().values())
+        return all(
+            len(reps) == self.pinned and all(r["state"] == "RUNNING" and r["replica_id"] not in old for r in reps)
+            for reps in self.all_replicas().values()
+        )
 
     def kill(self) -> None:
         """An unclean stop: SIGKILL to every process of this cluster at once (``stop()`` then
@@ -267,8 +351,10 @@ class ServeCluster:
         """The HAProxy process that holds the HTTP port (older ones may still drain connections)."""
         for p in self.haproxy():
             try:
-                if any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.http_port
-                       for c in p.net_connections(kind="tcp")):
+                if any(
+                    c.status == psutil.CONN_LISTEN and c.laddr.port == self.http_port
+                    for c in p.net_connections(kind="tcp")
+                ):
                     return p
             except psutil.NoSuchProcess:
                 continue
@@ -281,8 +367,12 @@ class ServeCluster:
             return
         try:
             if self.proc.poll() is None:  # not after an unclean stop
-                subprocess.run([str(BIN / "serve"), "shutdown", "-y", "-a", f"http://127.0.0.1:{self.dashboard_port}"],
-                               env=self.env, capture_output=True, timeout=60)
+                subprocess.run(
+                    [str(BIN / "serve"), "shutdown", "-y", "-a", f"http://127.0.0.1:{self.dashboard_port}"],
+                    env=self.env,
+                    capture_output=True,
+                    timeout=60,
+                )
         except subprocess.TimeoutExpired:
             pass
         for proc in [*self.nodes, self.proc]:
@@ -298,7 +388,7 @@ class ServeCluster:
 class Traffic:
     """Requests in a loop on a thread; records every status and the versions answered."""
 
-    def __init__(self, cluster: "ServeCluster", bodies: list[dict]) -> None:
+    def __init__(self, cluster: ServeCluster, bodies: list[dict]) -> None:
         self.client = httpx.Client(base_url=str(cluster.client.base_url), timeout=30.0)
         self.bodies = bodies
         self.statuses: Counter = Counter()
@@ -320,7 +410,7 @@ class Traffic:
             except httpx.HTTPError as exc:
                 self.errors.append(repr(exc))
 
-    def __enter__(self) -> "Traffic":
+    def __enter__(self) -> Traffic:
         self._thread.start()
         return self
 

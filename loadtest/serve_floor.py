@@ -12,11 +12,23 @@ from fastapi import FastAPI
 from ray import serve
 
 app = FastAPI()
-_SONG = {"song": "A Song Title", "artist": "An Artist", "track_id": "TRABCDEFGHIJKLMNOP", "score": 0.5,
-         "cb_score": 0.4, "cf_score": 0.6, "preview_url": "https://p.scdn.co/mp3-preview/0123456789abcdef",
-         "because": "listeners of Another Song also play this"}
-ANSWER = {"recommendations": [_SONG] * 10, "query": {"kind": "song", "seeds": [], "alternatives": []},
-          "weights_used": {"w1": 0.3, "w2": 0.7, "reason": "fixed"}, "model_version": "floor", "request_id": "floor"}
+_SONG = {
+    "song": "A Song Title",
+    "artist": "An Artist",
+    "track_id": "TRABCDEFGHIJKLMNOP",
+    "score": 0.5,
+    "cb_score": 0.4,
+    "cf_score": 0.6,
+    "preview_url": "https://p.scdn.co/mp3-preview/0123456789abcdef",
+    "because": "listeners of Another Song also play this",
+}
+ANSWER = {
+    "recommendations": [_SONG] * 10,
+    "query": {"kind": "song", "seeds": [], "alternatives": []},
+    "weights_used": {"w1": 0.3, "w2": 0.7, "reason": "fixed"},
+    "model_version": "floor",
+    "request_id": "floor",
+}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=100, num_replicas=2)

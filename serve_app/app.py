@@ -131,8 +131,7 @@ class Content(Side[ContentSide]):
     def __init__(self) -> None:
         # new songs' vectors need scikit-learn (1.4 s to import): beside the start-up, so it
         # neither delays the replica (nor its recovery after a crash) nor the first new song
-        threading.Thread(target=importlib.import_module, args=("sklearn.feature_extraction.text",),
-                         daemon=True).start()
+        threading.Thread(target=importlib.import_module, args=("sklearn.feature_extraction.text",), daemon=True).start()
         super().__init__(BundleSlot(content_scorer, parts=("content", "content_transform")))
 
 
@@ -156,7 +155,8 @@ class Combiner(Part):
         timeout_s = DEFAULT_BUDGET_MS * SIDE_SHARE / 1000
         self.sides: dict[SideName, SideClient] = {
             "content": SideClient("content", content, self.counts, timeout_s),
-            "collab": SideClient("collab", collab, self.counts, timeout_s)}
+            "collab": SideClient("collab", collab, self.counts, timeout_s),
+        }
         self.weights = Follower(self._set_weights)
 
     def _build(self, b: Bundle) -> hybrid.Combiner:
@@ -185,8 +185,9 @@ class Combiner(Part):
             results: Sequence[hybrid.Result | VersionGone]
             try:
                 combiner = self.slot.get(version)
-                results = await hybrid.run_all_steps([combiner.steps(asked[i][0]) for i in positions],
-                                                     lambda calls: self._execute(version, calls))
+                results = await hybrid.run_all_steps(
+                    [combiner.steps(asked[i][0]) for i in positions], lambda calls: self._execute(version, calls)
+                )
             except VersionGone as exc:
                 results = [VersionGone(str(exc))] * len(positions)
             for i, r in zip(positions, results):
@@ -200,8 +201,9 @@ class Combiner(Part):
         groups: dict[SideName, list[int]] = {}
         for i, c in enumerate(calls):
             groups.setdefault(c.side, []).append(i)
-        outs = await asyncio.gather(*[self.sides[side].call(version, [calls[i] for i in idx])
-                                      for side, idx in groups.items()])
+        outs = await asyncio.gather(
+            *[self.sides[side].call(version, [calls[i] for i in idx]) for side, idx in groups.items()]
+        )
         answers: list = [None] * len(calls)
         for idx, out in zip(groups.values(), outs):
             for i, value in zip(idx, out):
@@ -329,8 +331,14 @@ class Ingress(Part):
                 return {"ready": False, "detail": f"graph not reachable: {type(exc).__name__}", "parts": parts}
         ready = all(p["version"] is not None for p in parts.values())
         refused = {name: p["refused"] for name, p in parts.items() if p["refused"]}
-        return {"ready": ready, "model_version": self.slot.version, "revision": os.environ.get("SEGUE_REVISION"),
-                "parts": parts, "refused": refused, "cache": self.warm.report()}
+        return {
+            "ready": ready,
+            "model_version": self.slot.version,
+            "revision": os.environ.get("SEGUE_REVISION"),
+            "parts": parts,
+            "refused": refused,
+            "cache": self.warm.report(),
+        }
 
     def __serve_build_asgi_app__(self):
         return create_app(self, self.warm.cache)

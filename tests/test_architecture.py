@@ -14,11 +14,28 @@ ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("ray", "fastapi", "starlette", "uvicorn", "gradio", "boto3", "botocore")
 # folder -> imports it must never make (a module or any of its submodules)
 RULES: dict[str, tuple[str, ...]] = {
-    "serve_app/core": (*FRAMEWORKS, "serve_app.artifacts", "serve_app.shell", "serve_app.app", "jobs", "loadtest",
-                       "ui"),
+    "serve_app/core": (
+        *FRAMEWORKS,
+        "serve_app.artifacts",
+        "serve_app.shell",
+        "serve_app.app",
+        "jobs",
+        "loadtest",
+        "ui",
+    ),
     # S3 through boto3 is what artifacts are for; serving frameworks are not
-    "serve_app/artifacts": ("ray", "fastapi", "starlette", "uvicorn", "gradio", "serve_app.shell", "serve_app.app",
-                            "jobs", "loadtest", "ui"),
+    "serve_app/artifacts": (
+        "ray",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "gradio",
+        "serve_app.shell",
+        "serve_app.app",
+        "jobs",
+        "loadtest",
+        "ui",
+    ),
     "serve_app/shell": ("serve_app.app", "jobs", "loadtest", "ui"),
     "jobs": ("serve_app.shell", "serve_app.app", "loadtest", "ui", "fastapi", "gradio"),
     "loadtest": ("jobs", "ui"),
@@ -44,8 +61,11 @@ def breaks(names: set[str], forbidden: tuple[str, ...]) -> list[str]:
 
 
 def violations(folder: str) -> list[str]:
-    return [f"{path.relative_to(ROOT)} imports {name}" for path in sorted((ROOT / folder).rglob("*.py"))
-            for name in breaks(imported(path.read_text()), RULES[folder])]
+    return [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for name in breaks(imported(path.read_text()), RULES[folder])
+    ]
 
 
 @pytest.mark.parametrize("folder", sorted(RULES))
@@ -56,15 +76,22 @@ def test_each_layer_imports_only_what_it_may(folder: str) -> None:
 
 def test_the_checker_sees_every_kind_of_import() -> None:
     src = "import ray.serve\nfrom boto3 import client\ndef f():\n    from jobs import catalog\n"
-    assert breaks(imported(src), RULES["serve_app/core"]) == ["boto3", "boto3.client", "jobs", "jobs.catalog",
-                                                               "ray.serve"]
+    assert breaks(imported(src), RULES["serve_app/core"]) == [
+        "boto3",
+        "boto3.client",
+        "jobs",
+        "jobs.catalog",
+        "ray.serve",
+    ]
     assert breaks(imported("import rayon\nfrom jobsite import x\n"), RULES["serve_app/core"]) == []
 
 
 def test_the_core_loads_without_any_framework() -> None:
     """Importing every core module pulls in none of the serving frameworks."""
     modules = sorted(f"serve_app.core.{p.stem}" for p in (ROOT / "serve_app/core").glob("*.py"))
-    code = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
-            f"print(sorted(f for f in {FRAMEWORKS!r} if f in sys.modules))")
+    code = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        f"print(sorted(f for f in {FRAMEWORKS!r} if f in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

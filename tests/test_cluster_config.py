@@ -74,8 +74,12 @@ HEAD_POLICY = load_json("iam-head-policy.json")
 WORKER_POLICY = load_json("iam-worker-policy.json")
 OPERATOR_POLICY = load_json("iam-operator-policy.json")
 TRUST_POLICY = load_json("iam-trust-policy.json")
-POLICIES = {"iam-policy.json": SERVING_POLICY, "iam-head-policy.json": HEAD_POLICY,
-            "iam-worker-policy.json": WORKER_POLICY, "iam-operator-policy.json": OPERATOR_POLICY}
+POLICIES = {
+    "iam-policy.json": SERVING_POLICY,
+    "iam-head-policy.json": HEAD_POLICY,
+    "iam-worker-policy.json": WORKER_POLICY,
+    "iam-operator-policy.json": OPERATOR_POLICY,
+}
 LOCAL_DEPLOY = load_yaml(ROOT / "serve_config.yaml")
 CLUSTER_DEPLOY = load_yaml(CLUSTER / "serve_config.aws.yaml")
 NODE_TYPES = PREPARED["available_node_types"]
@@ -84,6 +88,7 @@ WORKER_TYPES = [name for name in NODE_TYPES if name != HEAD]
 
 
 # --- helpers: each returns what it found wrong (empty when all is well) ---------------------
+
 
 def strings(value):
     """Every string inside a parsed YAML/JSON value."""
@@ -102,10 +107,12 @@ def world_cidrs(value) -> list[str]:
 
 
 def sources(rule: dict) -> list[tuple[str, str]]:
-    return ([("cidr", r["CidrIp"]) for r in rule.get("IpRanges", [])]
-            + [("cidr6", r["CidrIpv6"]) for r in rule.get("Ipv6Ranges", [])]
-            + [("prefix-list", r["PrefixListId"]) for r in rule.get("PrefixListIds", [])]
-            + [("group", r["GroupId"]) for r in rule.get("UserIdGroupPairs", [])])
+    return (
+        [("cidr", r["CidrIp"]) for r in rule.get("IpRanges", [])]
+        + [("cidr6", r["CidrIpv6"]) for r in rule.get("Ipv6Ranges", [])]
+        + [("prefix-list", r["PrefixListId"]) for r in rule.get("PrefixListIds", [])]
+        + [("group", r["GroupId"]) for r in rule.get("UserIdGroupPairs", [])]
+    )
 
 
 def outside_sources(rule: dict) -> list[tuple[str, str]]:
@@ -133,8 +140,12 @@ def ingress_ports_open_outside(rules: list[dict]) -> list[int]:
 
 def bad_descriptions(rules: list[dict]) -> list[str]:
     """Rule descriptions AWS would refuse (length or characters)."""
-    described = [r for rule in rules for key in ("IpRanges", "Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs")
-                 for r in rule.get(key, [])]
+    described = [
+        r
+        for rule in rules
+        for key in ("IpRanges", "Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs")
+        for r in rule.get(key, [])
+    ]
     return [r["Description"] for r in described if not RULE_DESCRIPTION.fullmatch(r.get("Description", ""))]
 
 
@@ -144,14 +155,20 @@ def as_list(value) -> list:
 
 def grants(policy: dict) -> list[tuple[dict, str, str]]:
     """(statement, action, resource) for every pair a policy allows."""
-    return [(st, action, resource) for st in policy["Statement"]
-            for action in as_list(st.get("Action", [])) for resource in as_list(st.get("Resource", []))]
+    return [
+        (st, action, resource)
+        for st in policy["Statement"]
+        for action in as_list(st.get("Action", []))
+        for resource in as_list(st.get("Resource", []))
+    ]
 
 
 def wildcard_grants(policy: dict) -> list[str]:
-    return ([action for _, action, _ in grants(policy) if "*" in action]
-            + [key for st in policy["Statement"] for key in ("NotAction", "NotResource") if key in st]
-            + [st["Effect"] for st in policy["Statement"] if st["Effect"] != "Allow"])
+    return (
+        [action for _, action, _ in grants(policy) if "*" in action]
+        + [key for st in policy["Statement"] for key in ("NotAction", "NotResource") if key in st]
+        + [st["Effect"] for st in policy["Statement"] if st["Effect"] != "Allow"]
+    )
 
 
 def any_resource_grants(policy: dict, allowed) -> list[str]:
@@ -165,8 +182,11 @@ def is_s3_write(action: str) -> bool:
 
 def s3_writes_outside_state(policy: dict) -> list[tuple[str, str]]:
     writable = tuple(f"{BUCKET_ARN}/{prefix}" for prefix in WRITABLE_PREFIXES)
-    return [(action, resource) for _, action, resource in grants(policy)
-            if is_s3_write(action) and not resource.startswith(writable)]
+    return [
+        (action, resource)
+        for _, action, resource in grants(policy)
+        if is_s3_write(action) and not resource.startswith(writable)
+    ]
 
 
 def s3_deletes(policy: dict) -> list[str]:
@@ -210,8 +230,12 @@ def register_snippet(command: str) -> str:
 
 def load_balancer_grants(policies: dict[str, dict]) -> list[tuple[str, str, str]]:
     """(policy, action, resource) for every Elastic Load Balancing right, in any policy."""
-    return [(name, action, resource) for name, policy in policies.items()
-            for _, action, resource in grants(policy) if action.startswith("elasticloadbalancing:")]
+    return [
+        (name, action, resource)
+        for name, policy in policies.items()
+        for _, action, resource in grants(policy)
+        if action.startswith("elasticloadbalancing:")
+    ]
 
 
 def deployments(deploy: dict) -> dict[str, dict]:
@@ -220,6 +244,7 @@ def deployments(deploy: dict) -> dict[str, dict]:
 
 
 # --- the launcher config ---------------------------------------------------------------------
+
 
 def test_launcher_config_passes_rays_own_validation():
     """aws.yaml, merged with Ray's AWS defaults as `ray up` does, passes ray-schema.json and Ray's checks."""
@@ -297,6 +322,7 @@ def test_launcher_creates_no_iam_role(no_aws):
 
 # --- the load balancer's targets ----------------------------------------------------------------
 
+
 def test_workers_register_with_the_target_group_after_ray_starts():
     """Each worker, once `ray start` has run, registers itself with the target group placeholder on 8000."""
     commands = PREPARED["worker_start_ray_commands"]
@@ -340,8 +366,12 @@ def test_registration_asks_imdsv2_for_the_instance_id_and_registers_it(monkeypat
     [command] = registrations("worker")
     exec(compile(register_snippet(command), "<register>", "exec"), {})
     (put, token_url, put_headers), (get, id_url, get_headers) = requests
-    assert (put, token_url, get, id_url) == ("PUT", "http://169.254.169.254/latest/api/token",
-                                              "GET", "http://169.254.169.254/latest/meta-data/instance-id")
+    assert (put, token_url, get, id_url) == (
+        "PUT",
+        "http://169.254.169.254/latest/api/token",
+        "GET",
+        "http://169.254.169.254/latest/meta-data/instance-id",
+    )
     assert put_headers["x-aws-ec2-metadata-token-ttl-seconds"] == "60"
     assert get_headers["x-aws-ec2-metadata-token"] == "session-token"
     assert calls == [{"TargetGroupArn": "arn:tg", "Targets": [{"Id": "i-0abc", "Port": SERVE_PORT}]}]
@@ -352,8 +382,7 @@ def run_registration(tmp_path: Path, failures: int) -> tuple[subprocess.Complete
     """Run the worker's registration command with `python` failing `failures` times (then succeeding)
     and `sleep` a no-op, both stubs on PATH; returns the result and the stub's calls."""
     log = tmp_path / "calls"
-    (tmp_path / "python").write_text(
-        f'#!/bin/sh\necho "$*" >> {log}\n[ "$(wc -l < {log})" -gt {failures} ]\n')
+    (tmp_path / "python").write_text(f'#!/bin/sh\necho "$*" >> {log}\n[ "$(wc -l < {log})" -gt {failures} ]\n')
     (tmp_path / "sleep").write_text("#!/bin/sh\nexit 0\n")
     for stub in ("python", "sleep"):
         (tmp_path / stub).chmod(0o755)
@@ -380,6 +409,7 @@ def test_registration_never_fails_the_node_start(tmp_path):
 
 # --- the network -----------------------------------------------------------------------------
 
+
 def test_nothing_is_open_to_the_internet():
     """No 0.0.0.0/0 or ::/0 anywhere in the launcher config or the group's inbound rules."""
     assert world_cidrs(LAUNCHER) == [] and world_cidrs(INGRESS) == []
@@ -401,7 +431,8 @@ def test_haproxy_ingress_ports_are_reachable_from_the_cluster_only():
     (8404, 9101) and the fallback proxy (8500) admit the cluster's group (HAProxy on any node reaches
     them on every node) and nobody else: not the load balancer, the operator CIDR or the internet."""
     assert {port: port_sources(INGRESS, port) for port in CLUSTER_ONLY_PORTS} == {
-        port: {("group", CLUSTER_SG)} for port in CLUSTER_ONLY_PORTS}
+        port: {("group", CLUSTER_SG)} for port in CLUSTER_ONLY_PORTS
+    }
     assert ingress_ports_open_outside(INGRESS) == []
 
 
@@ -409,14 +440,21 @@ def test_haproxy_ingress_ports_are_serves_defaults():
     """The ports above are the ones Serve uses (ray/serve/_private/constants.py), none overridden."""
     c = serve_constants
     assert (c.RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT, c.RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT) == (
-        DIRECT_INGRESS_HTTP_PORTS[0], DIRECT_INGRESS_HTTP_PORTS[-1])
+        DIRECT_INGRESS_HTTP_PORTS[0],
+        DIRECT_INGRESS_HTTP_PORTS[-1],
+    )
     assert (c.RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT, c.RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT) == (
-        DIRECT_INGRESS_GRPC_PORTS[0], DIRECT_INGRESS_GRPC_PORTS[-1])
+        DIRECT_INGRESS_GRPC_PORTS[0],
+        DIRECT_INGRESS_GRPC_PORTS[-1],
+    )
     assert (c.RAY_SERVE_HAPROXY_STATS_PORT, c.RAY_SERVE_HAPROXY_METRICS_PORT) == HAPROXY_ADMIN_PORTS
     assert c.RAY_SERVE_FALLBACK_PROXY_HTTP_PORT == FALLBACK_PROXY_PORT
     assert c.DEFAULT_HTTP_PORT == SERVE_PORT
     overrides = {f"RAY_SERVE_DIRECT_INGRESS_{b}_{p}_PORT" for b in ("MIN", "MAX") for p in ("HTTP", "GRPC")} | {
-        "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"}
+        "RAY_SERVE_HAPROXY_STATS_PORT",
+        "RAY_SERVE_HAPROXY_METRICS_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+    }
     for kind in ("head", "worker"):
         assert overrides & set(exported(kind)) == set(), kind
 
@@ -440,6 +478,7 @@ def test_rule_descriptions_are_ones_aws_accepts():
 
 # --- starting Ray ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["head", "worker"])
 def test_ray_starts_with_token_auth(kind):
     """`ray start` runs with RAY_AUTH_MODE=token in its environment."""
@@ -450,8 +489,11 @@ def cluster_serve_env() -> dict[str, str]:
     """serve_env("haproxy") as the nodes need it: the image's segue-haproxy, and the cluster's HAProxy threads."""
     env = serve_env("haproxy", fd_limit=CLUSTER_OPEN_FILES)
     launcher = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"]).name
-    return {**env, "RAY_SERVE_HAPROXY_BINARY_PATH": f"{IMAGE_BIN}/{launcher}",
-            "RAY_SERVE_HAPROXY_NBTHREAD": CLUSTER_HAPROXY_THREADS}
+    return {
+        **env,
+        "RAY_SERVE_HAPROXY_BINARY_PATH": f"{IMAGE_BIN}/{launcher}",
+        "RAY_SERVE_HAPROXY_NBTHREAD": CLUSTER_HAPROXY_THREADS,
+    }
 
 
 @pytest.mark.parametrize("kind", ["head", "worker"])
@@ -528,6 +570,7 @@ def test_no_token_is_written_in_the_cluster_files(path):
 
 
 # --- IAM -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_policies_have_no_wildcard_action(name):
@@ -608,8 +651,9 @@ def test_the_only_load_balancer_right_is_registering_with_the_target_group():
     """Across every policy, Elastic Load Balancing allows only RegisterTargets, on the one target
     group, in the workers' policy (no DeregisterTargets or listener changes, nothing on the head)."""
     assert load_balancer_grants(POLICIES) == [("iam-worker-policy.json", REGISTER, TARGET_GROUP_ARN)]
-    assert WORKER_POLICY["Statement"] == [{"Sid": "RegisterSelfWithTheTargetGroup", "Effect": "Allow",
-                                           "Action": REGISTER, "Resource": TARGET_GROUP_ARN}]
+    assert WORKER_POLICY["Statement"] == [
+        {"Sid": "RegisterSelfWithTheTargetGroup", "Effect": "Allow", "Action": REGISTER, "Resource": TARGET_GROUP_ARN}
+    ]
 
 
 def test_head_passes_only_the_worker_role_to_ec2():
@@ -627,18 +671,21 @@ def test_instances_are_launched_terminated_and_retagged_only_as_the_clusters(nam
         condition = st.get("Condition", {}).get("StringEquals", {})
         if action == "ec2:RunInstances" and ":instance/" in resource:
             assert condition == {"aws:RequestTag/ray-cluster-name": tag}
-        elif action == "ec2:TerminateInstances" or (action == "ec2:CreateTags"
-                                                    and condition != {"ec2:CreateAction": "RunInstances"}):
+        elif action == "ec2:TerminateInstances" or (
+            action == "ec2:CreateTags" and condition != {"ec2:CreateAction": "RunInstances"}
+        ):
             assert condition == {"aws:ResourceTag/ray-cluster-name": tag}
 
 
 def test_roles_can_be_assumed_by_ec2_only():
     """The node roles trust the EC2 service and nobody else."""
     assert [(st["Effect"], st["Principal"], st["Action"]) for st in TRUST_POLICY["Statement"]] == [
-        ("Allow", {"Service": "ec2.amazonaws.com"}, "sts:AssumeRole")]
+        ("Allow", {"Service": "ec2.amazonaws.com"}, "sts:AssumeRole")
+    ]
 
 
 # --- the cluster's deploy file ---------------------------------------------------------------
+
 
 def test_cluster_deploy_file_passes_serves_schema():
     """serve_config.aws.yaml is a valid `serve deploy` config."""
@@ -647,10 +694,16 @@ def test_cluster_deploy_file_passes_serves_schema():
 
 def test_cluster_deploys_the_same_application_as_serve_config():
     """Same application, import path, deployments and user_config keys as serve_config.yaml."""
+
     def shape(deploy):
         [app] = deploy["applications"]
-        return (app["name"], app["route_prefix"], app["import_path"],
-                {name: sorted(d["user_config"]) for name, d in deployments(deploy).items()})
+        return (
+            app["name"],
+            app["route_prefix"],
+            app["import_path"],
+            {name: sorted(d["user_config"]) for name, d in deployments(deploy).items()},
+        )
+
     assert shape(CLUSTER_DEPLOY) == shape(LOCAL_DEPLOY)
 
 
@@ -668,14 +721,18 @@ def test_local_serve_config_stays_on_loopback():
 
 def test_cluster_logs_are_json():
     """Replica logs are structured JSON, access logs off, as locally."""
-    assert CLUSTER_DEPLOY["logging_config"] == LOCAL_DEPLOY["logging_config"] == {
-        "enable_access_log": False, "encoding": "JSON"}
+    assert (
+        CLUSTER_DEPLOY["logging_config"]
+        == LOCAL_DEPLOY["logging_config"]
+        == {"enable_access_log": False, "encoding": "JSON"}
+    )
 
 
 def test_every_deployment_keeps_the_2s_health_check():
     """health_check_period_s stays 2 for every deployment."""
     assert {name: d["health_check_period_s"] for name, d in deployments(CLUSTER_DEPLOY).items()} == {
-        name: 2 for name in deployments(LOCAL_DEPLOY)}
+        name: 2 for name in deployments(LOCAL_DEPLOY)
+    }
 
 
 def test_every_deployment_scales_beyond_the_local_maximum():
@@ -697,12 +754,14 @@ def test_cluster_state_is_on_s3_where_the_nodes_may_read_and_write():
 
 
 def test_cluster_code_is_the_commits_zip_under_code():
-    """runtime_env.py_modules: the one zip s3://<bucket>/code/<revision>/serve_app.zip (the render fills the revision)."""
+    """runtime_env.py_modules: the one zip s3://<bucket>/code/<revision>/serve_app.zip (the render fills
+    the revision)."""
     [app] = CLUSTER_DEPLOY["applications"]
     assert app["runtime_env"]["py_modules"] == [f"s3://{BUCKET}/code/REPLACE_WITH_REVISION/serve_app.zip"]
 
 
 # --- placeholders and the checks themselves --------------------------------------------------
+
 
 def test_every_placeholder_is_listed_in_the_readme():
     """Each REPLACE_WITH_… value in cluster/ has a row in the placeholder table of cluster/README.md."""
@@ -721,35 +780,76 @@ def with_grant(action: str, resource: str) -> dict:
     return policy
 
 
-@pytest.mark.parametrize("check, broken", [
-    pytest.param(world_cidrs, with_rule({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-                                         "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}), id="ssh-from-any-ipv6"),
-    pytest.param(ray_ports_open_outside, with_rule({"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265,
-                                                    "UserIdGroupPairs": [{"GroupId": LB_SG}]}), id="dashboard-to-lb"),
-    pytest.param(ray_ports_open_outside, with_rule({"IpProtocol": "tcp", "FromPort": 6000, "ToPort": 7000,
-                                                    "IpRanges": [{"CidrIp": OPERATOR_CIDR}]}), id="gcs-in-a-range"),
-    pytest.param(ingress_ports_open_outside, with_rule({"IpProtocol": "tcp", "FromPort": 30000, "ToPort": 31000,
-                                                        "UserIdGroupPairs": [{"GroupId": LB_SG}]}),
-                 id="direct-ingress-to-lb"),
-    pytest.param(ingress_ports_open_outside, with_rule({"IpProtocol": "tcp", "FromPort": 8404, "ToPort": 8404,
-                                                        "IpRanges": [{"CidrIp": OPERATOR_CIDR}]}),
-                 id="haproxy-stats-to-operator"),
-    pytest.param(ingress_ports_open_outside, with_rule({"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8600,
-                                                        "UserIdGroupPairs": [{"GroupId": LB_SG}]}),
-                 id="fallback-proxy-in-a-range"),
-    pytest.param(bad_descriptions, with_rule({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [
-        {"CidrIp": OPERATOR_CIDR, "Description": "the operator's SSH"}]}), id="apostrophe-in-description"),
-    pytest.param(wildcard_grants, with_grant("s3:Get*", f"{BUCKET_ARN}/bundles/*"), id="wildcard-action"),
-    pytest.param(lambda p: any_resource_grants(p, lambda a: a == "ecr:GetAuthorizationToken"),
-                 with_grant("secretsmanager:GetSecretValue", "*"), id="any-secret"),
-    pytest.param(s3_writes_outside_state, with_grant("s3:PutObject", f"{BUCKET_ARN}/bundles/*"), id="bundle-write"),
-    pytest.param(s3_deletes, with_grant("s3:DeleteObject", f"{BUCKET_ARN}/state/*"), id="state-delete"),
-    pytest.param(lambda p: load_balancer_grants({"iam-policy.json": p}),
-                 with_grant("elasticloadbalancing:DeregisterTargets", TARGET_GROUP_ARN), id="lb-deregister"),
-    pytest.param(literal_tokens, "export RAY_AUTH_TOKEN=x && ray start --head", id="token-in-env"),
-    pytest.param(literal_tokens, "echo 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 > t",
-                 id="hex-token"),
-])
+@pytest.mark.parametrize(
+    "check, broken",
+    [
+        pytest.param(
+            world_cidrs,
+            with_rule({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}),
+            id="ssh-from-any-ipv6",
+        ),
+        pytest.param(
+            ray_ports_open_outside,
+            with_rule(
+                {"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, "UserIdGroupPairs": [{"GroupId": LB_SG}]}
+            ),
+            id="dashboard-to-lb",
+        ),
+        pytest.param(
+            ray_ports_open_outside,
+            with_rule({"IpProtocol": "tcp", "FromPort": 6000, "ToPort": 7000, "IpRanges": [{"CidrIp": OPERATOR_CIDR}]}),
+            id="gcs-in-a-range",
+        ),
+        pytest.param(
+            ingress_ports_open_outside,
+            with_rule(
+                {"IpProtocol": "tcp", "FromPort": 30000, "ToPort": 31000, "UserIdGroupPairs": [{"GroupId": LB_SG}]}
+            ),
+            id="direct-ingress-to-lb",
+        ),
+        pytest.param(
+            ingress_ports_open_outside,
+            with_rule({"IpProtocol": "tcp", "FromPort": 8404, "ToPort": 8404, "IpRanges": [{"CidrIp": OPERATOR_CIDR}]}),
+            id="haproxy-stats-to-operator",
+        ),
+        pytest.param(
+            ingress_ports_open_outside,
+            with_rule(
+                {"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8600, "UserIdGroupPairs": [{"GroupId": LB_SG}]}
+            ),
+            id="fallback-proxy-in-a-range",
+        ),
+        pytest.param(
+            bad_descriptions,
+            with_rule(
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": 22,
+                    "ToPort": 22,
+                    "IpRanges": [{"CidrIp": OPERATOR_CIDR, "Description": "the operator's SSH"}],
+                }
+            ),
+            id="apostrophe-in-description",
+        ),
+        pytest.param(wildcard_grants, with_grant("s3:Get*", f"{BUCKET_ARN}/bundles/*"), id="wildcard-action"),
+        pytest.param(
+            lambda p: any_resource_grants(p, lambda a: a == "ecr:GetAuthorizationToken"),
+            with_grant("secretsmanager:GetSecretValue", "*"),
+            id="any-secret",
+        ),
+        pytest.param(s3_writes_outside_state, with_grant("s3:PutObject", f"{BUCKET_ARN}/bundles/*"), id="bundle-write"),
+        pytest.param(s3_deletes, with_grant("s3:DeleteObject", f"{BUCKET_ARN}/state/*"), id="state-delete"),
+        pytest.param(
+            lambda p: load_balancer_grants({"iam-policy.json": p}),
+            with_grant("elasticloadbalancing:DeregisterTargets", TARGET_GROUP_ARN),
+            id="lb-deregister",
+        ),
+        pytest.param(literal_tokens, "export RAY_AUTH_TOKEN=x && ray start --head", id="token-in-env"),
+        pytest.param(
+            literal_tokens, "echo 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 > t", id="hex-token"
+        ),
+    ],
+)
 def test_checks_catch_a_broken_copy(check, broken):
     """Each security check finds the flaw in a deliberately broken copy of the real files."""
     assert check(broken)

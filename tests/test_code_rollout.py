@@ -43,8 +43,9 @@ def code_bucket(s3_server, tmp_path) -> None:
     s3.create_bucket(Bucket=BUCKET)
     for revision in REVISIONS:
         path = sd.code_zip(ROOT / "serve_app", revision, tmp_path / revision / "serve_app.zip")
-        s3.upload_file(str(path), BUCKET, code_uri(revision).split("/", 3)[3],
-                       ExtraArgs={"ServerSideEncryption": "AES256"})
+        s3.upload_file(
+            str(path), BUCKET, code_uri(revision).split("/", 3)[3], ExtraArgs={"ServerSideEncryption": "AES256"}
+        )
 
 
 def code_revisions(cluster: ServeCluster, reads: int = 20) -> Counter:
@@ -63,8 +64,9 @@ def test_serve_deploy_rolls_new_code_from_s3_without_a_failed_request(code_bucke
         assert code_revisions(cluster) == {"rollout-1": 20}
 
         catalog = pd.read_parquet(demo_bundle / "catalog.parquet")
-        bodies = [{"song": catalog["name"].iloc[i], "artist": catalog["artist"].iloc[i], "k": 10}
-                  for i in range(0, 300, 7)]
+        bodies = [
+            {"song": catalog["name"].iloc[i], "artist": catalog["artist"].iloc[i], "k": 10} for i in range(0, 300, 7)
+        ]
         before = cluster.running()
         with Traffic(cluster, bodies) as traffic:
             time.sleep(2)
@@ -76,10 +78,14 @@ def test_serve_deploy_rolls_new_code_from_s3_without_a_failed_request(code_bucke
             seconds = time.monotonic() - started
             time.sleep(1)
         requests = sum(traffic.statuses.values())
-        print(f"\ncode rollout rollout-1 -> rollout-2 under traffic: {requests} requests in {seconds:.1f} s, "
-              f"statuses {dict(traffic.statuses)}, {len(traffic.errors)} transport errors; replicas "
-              f"{ {d: len(r) for d, r in before.items()} } all replaced")
+        print(
+            f"\ncode rollout rollout-1 -> rollout-2 under traffic: {requests} requests in {seconds:.1f} s, "
+            f"statuses {dict(traffic.statuses)}, {len(traffic.errors)} transport errors; replicas "
+            f"{ {d: len(r) for d, r in before.items()} } all replaced"
+        )
         assert requests > 0 and not traffic.errors and set(traffic.statuses) == {200}, (
-            traffic.statuses, traffic.errors[:3])
+            traffic.statuses,
+            traffic.errors[:3],
+        )
     finally:
         cluster.stop()

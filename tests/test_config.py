@@ -23,8 +23,7 @@ def app_of(path: Path) -> dict:
 def test_serve_config_deploys_the_code_s_deployment_options() -> None:
     app = app_of(ROOT / "serve_config.yaml")
     assert app["import_path"] == "serve_app.app:build_app" and "args" not in app
-    deployed = {d["name"]: {k: v for k, v in d.items() if k not in ("name", "user_config")}
-                for d in app["deployments"]}
+    deployed = {d["name"]: {k: v for k, v in d.items() if k not in ("name", "user_config")} for d in app["deployments"]}
     assert deployed == DEPLOYMENTS
 
 

@@ -27,9 +27,9 @@ K = 10
 
 def run_without(rec: Recommender, query: Query, down: set[str]) -> Result:
     """``query`` answered with the sides in ``down`` answering :class:`Unavailable`."""
+
     def execute(calls):
-        return [Unavailable(c.side, "test") if c.side in down else run_call(c, rec.content, rec.collab)
-                for c in calls]
+        return [Unavailable(c.side, "test") if c.side in down else run_call(c, rec.content, rec.collab) for c in calls]
 
     return run_steps(rec.combiner.steps(query), execute)
 
@@ -42,9 +42,13 @@ def tracks(result: Result) -> list[int]:
     return [i.track for i in result.items]
 
 
-@pytest.mark.parametrize("down, alone, fallback, part", [
-    ("collab", (1.0, 0.0), "collab_unavailable", "collaborative part unavailable"),
-    ("content", (0.0, 1.0), "content_unavailable", "content part unavailable")])
+@pytest.mark.parametrize(
+    "down, alone, fallback, part",
+    [
+        ("collab", (1.0, 0.0), "collab_unavailable", "collaborative part unavailable"),
+        ("content", (0.0, 1.0), "content_unavailable", "content part unavailable"),
+    ],
+)
 def test_without_one_side_the_answer_is_the_other_sides_ranking(rec, down, alone, fallback, part) -> None:
     seed = warm_seed(rec)
     degraded = run_without(rec, Query("songs", seeds=(seed,), k=K), {down})
@@ -77,8 +81,9 @@ def test_diversity_is_skipped_not_failed_without_content(rec) -> None:
     asked = Query("songs", seeds=(seed,), k=K, diversity=0.5)
 
     def execute(calls):  # scoring answers, the diversity step does not
-        return [Unavailable("content") if isinstance(c, Diversify) else run_call(c, rec.content, rec.collab)
-                for c in calls]
+        return [
+            Unavailable("content") if isinstance(c, Diversify) else run_call(c, rec.content, rec.collab) for c in calls
+        ]
 
     result = run_steps(rec.combiner.steps(asked), execute)
     plain = rec.run(Query("songs", seeds=(seed,), k=K))
@@ -176,7 +181,8 @@ def test_no_answer_within_the_budget_gets_the_most_played_songs_saying_why(bundl
     cache = ResultCache(10)
     seed = int(np.argmax(bundle.catalog["listeners"].to_numpy()))
     resp = TestClient(create_app(backend, cache)).post(
-        "/recommend", json={"song": bundle.catalog["name"][seed], "artist": bundle.catalog["artist"][seed], "k": 5})
+        "/recommend", json={"song": bundle.catalog["name"][seed], "artist": bundle.catalog["artist"][seed], "k": 5}
+    )
     assert resp.status_code == 200
     body = resp.json()
     assert body["weights_used"]["fallback"] == "parts_unavailable"

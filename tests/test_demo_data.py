@@ -20,13 +20,10 @@ CATALOG_HEADER = (
     "liveness,valence,tempo,time_signature\n"
 )
 HISTORY_HEADER = "track_id,user_id,playcount\n"
-UNIT_COLUMNS = ("danceability", "energy", "speechiness", "acousticness", "instrumentalness",
-                "liveness", "valence")
+UNIT_COLUMNS = ("danceability", "energy", "speechiness", "acousticness", "instrumentalness", "liveness", "valence")
 FLOAT_COLUMNS = (*UNIT_COLUMNS, "loudness", "tempo")
 TAGS_RE = re.compile(r"^[a-z0-9_]+(, [a-z0-9_]+){1,9}$")
-PREVIEW_RE = re.compile(
-    r"^https://p\.scdn\.co/mp3-preview/[0-9a-f]{40}\?cid=774b29d4f13844c495f206cafdad9c86$"
-)
+PREVIEW_RE = re.compile(r"^https://p\.scdn\.co/mp3-preview/[0-9a-f]{40}\?cid=774b29d4f13844c495f206cafdad9c86$")
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -97,8 +94,7 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path: Path) -> N
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         demo_data.generate(tmp_path / name, songs=300, plays=5_000, seed=seed)
-        runs[name] = [(tmp_path / name / f).read_bytes()
-                      for f in ("Music Info.csv", "User Listening History.csv")]
+        runs[name] = [(tmp_path / name / f).read_bytes() for f in ("Music Info.csv", "User Listening History.csv")]
     assert runs["a"] == runs["b"]
     assert runs["a"][0] != runs["c"][0] and runs["a"][1] != runs["c"][1]
 
@@ -162,9 +158,7 @@ def test_catalog_quirks(dataset: dict) -> None:
 
 def test_tag_vocabulary_is_rich() -> None:
     assert len(demo_data.VOCABULARY) >= 150
-    assert {"indie", "shoegaze", "deep_house", "hip_hop", "bossa_nova", "00s", "chill"} <= set(
-        demo_data.VOCABULARY
-    )
+    assert {"indie", "shoegaze", "deep_house", "hip_hop", "bossa_nova", "00s", "chill"} <= set(demo_data.VOCABULARY)
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:
@@ -176,8 +170,7 @@ def test_tags_correlate_with_artist(dataset: dict) -> None:
     by_artist = defaultdict(list)
     for i, row in enumerate(dataset["catalog"]):
         by_artist[row["artist"]].append(i)
-    same = [_jaccard(tags[i], tags[j])
-            for songs in by_artist.values() for i, j in itertools.combinations(songs, 2)]
+    same = [_jaccard(tags[i], tags[j]) for songs in by_artist.values() for i, j in itertools.combinations(songs, 2)]
     rng = np.random.default_rng(0)
     pairs = rng.integers(0, len(tags), (5_000, 2))
     random = [_jaccard(tags[i], tags[j]) for i, j in pairs if i != j]

@@ -29,15 +29,21 @@ def assert_every_line_accounted(result: dict[str, Any], clean_history: Path, bun
     reasons = result["rejected"]["interactions"]
     assert sum(reasons.values()) <= sum(damaged.values()) - damaged["crlf"] + orphans, result
     assert reasons["blank_line"] >= damaged["empty"]
-    assert reasons["malformed_row"] >= damaged["semicolon"] + damaged["tab"] + damaged["extra_columns"] + damaged["long"]
+    assert (
+        reasons["malformed_row"] >= damaged["semicolon"] + damaged["tab"] + damaged["extra_columns"] + damaged["long"]
+    )
     assert reasons["playcount_too_large"] >= damaged["overflow"]
 
 
 @pytest.mark.parametrize("seed, chunk_bytes", [(1, preprocess.DEFAULT_CHUNK_BYTES), (2, 1 << 20)])
 def test_fuzzed_input_in_process(demo_data, ray_session, tmp_path, seed, chunk_bytes):
     injected = make_dirty(demo_data / CATALOG_FILE, demo_data / HISTORY_FILE, tmp_path / "in", seed)
-    preprocess.run(str(tmp_path / "in" / CATALOG_FILE), str(tmp_path / "in" / HISTORY_FILE), str(tmp_path / "b"),
-                   chunk_bytes=chunk_bytes)
+    preprocess.run(
+        str(tmp_path / "in" / CATALOG_FILE),
+        str(tmp_path / "in" / HISTORY_FILE),
+        str(tmp_path / "b"),
+        chunk_bytes=chunk_bytes,
+    )
     result = {"injected": injected, **accounting(injected, tmp_path / "b")}
     assert_every_line_accounted(result, demo_data / HISTORY_FILE, tmp_path / "b")
 
@@ -57,13 +63,16 @@ def test_fuzzing_is_deterministic(demo_data, tmp_path):
 
 
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.parametrize("data, skip_header, quoting, rows, malformed", [
-    (b"x\xff;y;1\n", False, False, 0, 1),       # invalid UTF-8 in a malformed row: counted, no traceback
-    (b"x\xff;y;1\n", False, True, 0, 1),
-    (b"\n\n", False, False, 2, 0),               # a range of blank lines: two (blank) rows, not none
-    (b"track_id,user_id,playcount", True, False, 0, 0),  # a header without its newline: no rows, no error
-    (b"a,b,1\n" + b"z" * (1 << 25) + b"\nq,r,3\n", False, False, 2, 1),  # a line over two 16 MB blocks
-])
+@pytest.mark.parametrize(
+    "data, skip_header, quoting, rows, malformed",
+    [
+        (b"x\xff;y;1\n", False, False, 0, 1),  # invalid UTF-8 in a malformed row: counted, no traceback
+        (b"x\xff;y;1\n", False, True, 0, 1),
+        (b"\n\n", False, False, 2, 0),  # a range of blank lines: two (blank) rows, not none
+        (b"track_id,user_id,playcount", True, False, 0, 0),  # a header without its newline: no rows, no error
+        (b"a,b,1\n" + b"z" * (1 << 25) + b"\nq,r,3\n", False, False, 2, 1),  # a line over two 16 MB blocks
+    ],
+)
 def test_parse_counts_dirty_bytes(data, skip_header, quoting, rows, malformed):
     parsed = csvio.parse(data, ["track_id", "user_id", "playcount"], skip_header=skip_header, quoting=quoting)
     assert (parsed.table.num_rows, parsed.malformed_lines) == (rows, malformed)

@@ -33,6 +33,7 @@ def pairs(m: sp.csr_matrix) -> set[tuple[int, int]]:
 
 # ------------------------------------------------------------------- metrics
 
+
 def test_ndcg_recall_hr_hand_computed():
     recs = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 1, -1]])
     relevant = [[1, 5], [3, 4, 5, 9], [], [9]]
@@ -82,6 +83,7 @@ def test_intra_list_diversity():
 
 
 # --------------------------------------------------------------------- split
+
 
 def test_split_is_deterministic():
     x = random_playcounts()
@@ -158,28 +160,50 @@ def test_validation_split_is_carved_from_train():
 
 # ----------------------------------------------------------------- protocols
 
+
 def tiny_split() -> ev.Split:
     """4 users x 6 items, hand-made. Item 5 is cold."""
-    train = sp.csr_matrix(np.array([
-        [5, 9, 0, 0, 0, 0],
-        [0, 3, 3, 0, 0, 0],   # tie 3/3: seed = item 1
-        [0, 0, 0, 0, 0, 0],   # no training item at all
-        [1, 0, 0, 0, 0, 0],
-    ], dtype=np.float32))
-    test = sp.csr_matrix(np.array([
-        [0, 0, 1, 1, 0, 0],
-        [1, 0, 0, 0, 1, 0],
-        [1, 0, 0, 0, 0, 0],
-        [0, 0, 0, 0, 0, 0],   # no warm test item: not in P1/P2
-    ], dtype=np.float32))
-    cold = sp.csr_matrix(np.array([
-        [0, 0, 0, 0, 0, 0],
-        [0, 0, 0, 0, 0, 2],
-        [0, 0, 0, 0, 0, 0],
-        [0, 0, 0, 0, 0, 7],
-    ], dtype=np.float32))
-    return ev.Split(train, test, cold, np.array([5]), np.ones(4, bool), {"holdout": 0.2, "min_items": 1,
-                                                                        "cold_fraction": 0.1, "seed": 0})
+    train = sp.csr_matrix(
+        np.array(
+            [
+                [5, 9, 0, 0, 0, 0],
+                [0, 3, 3, 0, 0, 0],  # tie 3/3: seed = item 1
+                [0, 0, 0, 0, 0, 0],  # no training item at all
+                [1, 0, 0, 0, 0, 0],
+            ],
+            dtype=np.float32,
+        )
+    )
+    test = sp.csr_matrix(
+        np.array(
+            [
+                [0, 0, 1, 1, 0, 0],
+                [1, 0, 0, 0, 1, 0],
+                [1, 0, 0, 0, 0, 0],
+                [0, 0, 0, 0, 0, 0],  # no warm test item: not in P1/P2
+            ],
+            dtype=np.float32,
+        )
+    )
+    cold = sp.csr_matrix(
+        np.array(
+            [
+                [0, 0, 0, 0, 0, 0],
+                [0, 0, 0, 0, 0, 2],
+                [0, 0, 0, 0, 0, 0],
+                [0, 0, 0, 0, 0, 7],
+            ],
+            dtype=np.float32,
+        )
+    )
+    return ev.Split(
+        train,
+        test,
+        cold,
+        np.array([5]),
+        np.ones(4, bool),
+        {"holdout": 0.2, "min_items": 1, "cold_fraction": 0.1, "seed": 0},
+    )
 
 
 def test_protocols_hand_computed():
@@ -194,8 +218,9 @@ def test_protocols_hand_computed():
     p1 = ev.evaluate_p1(s, recommend_user, k=3)
     assert calls == [(0, [0, 1], 3), (1, [1, 2], 3), (2, [], 3)]
     ndcg = [(1 / math.log2(2)) / (1 + 1 / math.log2(3)), 1 / (1 + 1 / math.log2(3)), 0.0]
-    assert p1 == pytest.approx({"recall@3": (0.5 + 0.5 + 0) / 3, "ndcg@3": np.mean(ndcg), "hr@3": 2 / 3,
-                                "coverage@3": 4 / 6, "users": 3})
+    assert p1 == pytest.approx(
+        {"recall@3": (0.5 + 0.5 + 0) / 3, "ndcg@3": np.mean(ndcg), "hr@3": 2 / 3, "coverage@3": 4 / 6, "users": 3}
+    )
 
     cold = ev.evaluate_cold(s, recommend_user, k=3)
     assert cold == {"hr@3": 0.5, "users": 2}  # user 1 hits item 5, user 3 does not
@@ -260,8 +285,7 @@ def hetrec_user_items(path) -> sp.csr_matrix:
     table = np.loadtxt(path, delimiter="\t", skiprows=1, dtype=np.int64)
     _, users = np.unique(table[:, 0], return_inverse=True)
     _, items = np.unique(table[:, 1], return_inverse=True)
-    return sp.csr_matrix((table[:, 2].astype(np.float32), (users, items)),
-                         shape=(users.max() + 1, items.max() + 1))
+    return sp.csr_matrix((table[:, 2].astype(np.float32), (users, items)), shape=(users.max() + 1, items.max() + 1))
 
 
 def test_hetrec_popularity_in_published_range(shared_data):

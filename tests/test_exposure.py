@@ -39,7 +39,8 @@ class Rule:
 
     def covers(self, name: str, port: int) -> bool:
         return fnmatch.fnmatchcase(name, self.process) and (
-            self.ports is None or self.ports[0] <= port <= self.ports[1])
+            self.ports is None or self.ports[0] <= port <= self.ports[1]
+        )
 
 
 def documented_rules(text: str, ports_in_use: dict[int, int]) -> list[Rule]:
@@ -47,8 +48,7 @@ def documented_rules(text: str, ports_in_use: dict[int, int]) -> list[Rule]:
     with the documented default ports replaced by ``ports_in_use`` (default -> the one in use)."""
     section = text.split("## Listening sockets", 1)[1].split("\n## ", 1)[0]
     rules = []
-    for process, ports, interfaces in re.findall(r"^\| `([^`]+)` \| `?([^|`]+?)`? \| (loopback|all) \|",
-                                                 section, re.M):
+    for process, ports, interfaces in re.findall(r"^\| `([^`]+)` \| `?([^|`]+?)`? \| (loopback|all) \|", section, re.M):
         span = None if ports.strip() == "any" else [int(p) for p in ports.strip().split("-")]
         span = [ports_in_use.get(p, p) for p in span] if span else None
         rules.append(Rule(process, (span[0], span[-1]) if span else None, interfaces))
@@ -78,8 +78,11 @@ def listening(pids: list[int]) -> list[tuple[str, str, int]]:
         try:
             p = psutil.Process(pid)
             name = process_name(p)
-            found += [(name, c.laddr.ip, c.laddr.port) for c in p.net_connections(kind="tcp")
-                      if c.status == psutil.CONN_LISTEN]
+            found += [
+                (name, c.laddr.ip, c.laddr.port)
+                for c in p.net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN
+            ]
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return sorted(set(found))
@@ -132,9 +135,12 @@ class LocalRun:
 
     def ports_in_use(self) -> dict[int, int]:
         """The documented default ports -> the free ones this run uses instead."""
-        return {8000: self.port, 8404: int(self.fixed["RAY_SERVE_HAPROXY_STATS_PORT"]),
-                9101: int(self.fixed["RAY_SERVE_HAPROXY_METRICS_PORT"]),
-                8500: int(self.fixed["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"])}
+        return {
+            8000: self.port,
+            8404: int(self.fixed["RAY_SERVE_HAPROXY_STATS_PORT"]),
+            9101: int(self.fixed["RAY_SERVE_HAPROXY_METRICS_PORT"]),
+            8500: int(self.fixed["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"]),
+        }
 
 
 @pytest.fixture(scope="module", params=["haproxy", "python"])
@@ -145,16 +151,33 @@ def local_run(request, demo_bundle):
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["http_options"]["port"] = port
     for d in config["applications"][0]["deployments"]:
-        d["user_config"] = {**d["user_config"], "bundle": str(demo_bundle), "weights_store": str(work / "w.json"),
-                            "events": str(work / "events")}
+        d["user_config"] = {
+            **d["user_config"],
+            "bundle": str(demo_bundle),
+            "weights_store": str(work / "w.json"),
+            "events": str(work / "events"),
+        }
     path = work / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     fixed = proxy_ports()
-    env = {**os.environ, **serve_env(request.param), **fixed, "RAY_TMPDIR": str(work), "RAY_AUTH_MODE": "token",
-           "SEGUE_ADMIN_TOKEN": "exposure-test-token-7d1e", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        **serve_env(request.param),
+        **fixed,
+        "RAY_TMPDIR": str(work),
+        "RAY_AUTH_MODE": "token",
+        "SEGUE_ADMIN_TOKEN": "exposure-test-token-7d1e",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([str(BIN / "serve"), "run", "--address", "local", str(path)], env=env, cwd=ROOT,
-                            stdout=open(work / "serve.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "serve"), "run", "--address", "local", str(path)],
+        env=env,
+        cwd=ROOT,
+        stdout=open(work / "serve.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: _ready(port) or proc.poll() is not None, 300, "the local deployment", every=1.0)
         assert proc.poll() is None, (work / "serve.log").read_text()[-3000:]

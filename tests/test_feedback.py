@@ -52,6 +52,7 @@ def events(root: str) -> list[dict]:
 
 # ----------------------------------------------------------------------------- request ids and sessions
 
+
 @pytest.mark.parametrize("w1, w2, bucket", [(0.3, 0.7, "0.3/0.7"), (1.0, 0.0, "1.0/0.0"), (0.55, 0.45, "0.6/0.5")])
 def test_request_ids_carry_the_weight_setting(w1, w2, bucket):
     rid = new_request_id(w1, w2)
@@ -74,6 +75,7 @@ def test_sessions_forget_after_the_ttl():
 
 
 # ----------------------------------------------------------------------------- the event log
+
 
 def test_append_is_durable_when_it_returns_and_records_follow(tmp_path):
     async def scenario():
@@ -130,18 +132,32 @@ def test_unreadable_lines_are_reported_not_raised(tmp_path):
 
 # ----------------------------------------------------------------------------- the routes
 
+
 def test_feedback_is_logged_counted_and_acknowledged(app, service):
     r = app.post("/recommend", json={**head_song(service), "k": 5, "user_id": "ann"})
     body = r.json()
     rid, track = body["request_id"], body["recommendations"][0]["track_id"]
     assert request_bucket(rid) == "0.3/0.7"
     f = app.post("/feedback", json={"request_id": rid, "track_id": track, "signal": "like", "user_id": "ann"})
-    assert f.status_code == 200 and f.json() == {"recorded": True, "request_id": rid, "track_id": track,
-                                                 "signal": "like"}
+    assert f.status_code == 200 and f.json() == {
+        "recorded": True,
+        "request_id": rid,
+        "track_id": track,
+        "signal": "like",
+    }
     logged = events(app.events_root)  # acknowledged, so already on disk
     fb = [e for e in logged if e["type"] == "feedback"]
-    assert fb == [{**fb[0], "request_id": rid, "track_id": track, "signal": "like", "user_id": "ann",
-                   "weights": "0.3/0.7", "model_version": service.version}]
+    assert fb == [
+        {
+            **fb[0],
+            "request_id": rid,
+            "track_id": track,
+            "signal": "like",
+            "user_id": "ann",
+            "weights": "0.3/0.7",
+            "model_version": service.version,
+        }
+    ]
     assert app.counts.get("segue_feedback", signal="like", weights="0.3/0.7") == 1
     assert app.counts.get("segue_impressions", weights="0.3/0.7", kind="song") == 5
 
@@ -160,8 +176,9 @@ def test_a_dislike_leaves_that_users_lists_for_the_session(app, service):
     ask = {**head_song(service), "k": 10}
     first = app.post("/recommend", json={**ask, "user_id": "bob"}).json()
     gone = first["recommendations"][0]["track_id"]
-    ok = app.post("/feedback", json={"request_id": first["request_id"], "track_id": gone, "signal": "dislike",
-                                     "user_id": "bob"})
+    ok = app.post(
+        "/feedback", json={"request_id": first["request_id"], "track_id": gone, "signal": "dislike", "user_id": "bob"}
+    )
     assert ok.status_code == 200
     again = app.post("/recommend", json={**ask, "user_id": "bob"}).json()["recommendations"]
     assert gone not in [x["track_id"] for x in again] and len(again) == 10
@@ -173,14 +190,17 @@ def test_a_dislike_leaves_that_users_lists_for_the_session(app, service):
     assert anonymous[0]["track_id"] == gone
 
 
-@pytest.mark.parametrize("body, status", [
-    ({"request_id": "r", "track_id": "nope", "signal": "like"}, 404),
-    ({"request_id": "r", "track_id": "x", "signal": "love"}, 422),
-    ({"request_id": "", "track_id": "x", "signal": "like"}, 422),
-    ({"request_id": "r", "signal": "like"}, 422),
-    ({"request_id": "r", "track_id": "x", "signal": "like", "extra": 1}, 422),
-    ({"request_id": "r" * 101, "track_id": "x", "signal": "like"}, 422),
-])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"request_id": "r", "track_id": "nope", "signal": "like"}, 404),
+        ({"request_id": "r", "track_id": "x", "signal": "love"}, 422),
+        ({"request_id": "", "track_id": "x", "signal": "like"}, 422),
+        ({"request_id": "r", "signal": "like"}, 422),
+        ({"request_id": "r", "track_id": "x", "signal": "like", "extra": 1}, 422),
+        ({"request_id": "r" * 101, "track_id": "x", "signal": "like"}, 422),
+    ],
+)
 def test_bad_feedback_is_refused_with_a_message(app, body, status):
     r = app.post("/feedback", json=body)
     assert r.status_code == status and r.json()["detail"]
@@ -189,8 +209,10 @@ def test_bad_feedback_is_refused_with_a_message(app, body, status):
 
 def test_feedback_is_rate_limited_per_client(app, service):
     track = service.front._track_id[0]
-    codes = [app.post("/feedback", json={"request_id": "r", "track_id": track, "signal": "play"}).status_code
-             for _ in range(15)]
+    codes = [
+        app.post("/feedback", json={"request_id": "r", "track_id": track, "signal": "play"}).status_code
+        for _ in range(15)
+    ]
     assert codes.count(200) == 10 and codes[10:] == [429] * 5
     logged = [e for e in events(app.events_root) if e["type"] == "feedback"]
     assert len(logged) == 10 and {e["weights"] for e in logged} == {"unknown"}
@@ -227,6 +249,9 @@ def test_requests_fallbacks_and_unknown_songs_are_counted(app, service):
     assert c.get("segue_requests", route="/recommend", method="POST", code="404") == 1
     assert c.get("segue_requests", route="other", method="GET", code="404") == 1
     assert {k[1]: v for k, v in c.values.items() if k[0] == "segue_fallbacks"} == {
-        (("fallback", "cold_seed"),): 1, (("fallback", "new_user"),): 1, (("fallback", "new_song"),): 1}
+        (("fallback", "cold_seed"),): 1,
+        (("fallback", "new_user"),): 1,
+        (("fallback", "new_song"),): 1,
+    }
     assert c.get("segue_unknown_songs") == 1
     assert len(c.observed[("segue_request_ms", (("route", "/recommend"),))]) == 5

@@ -21,11 +21,21 @@ from serve_app.shell.ray_env import haproxy_maxconn
 
 def rendered(tmp_path: Path, host: str, routed: bool) -> Path:
     """The config Serve writes for an HTTP frontend on ``host``, with or without the app's route."""
-    cfg = HAProxyConfig(http_options=HTTPOptions(host=host, port=8000), socket_path=str(tmp_path / "admin.sock"),
-                        server_state_base=str(tmp_path), server_state_file=str(tmp_path / "state"),
-                        metrics_socket_path=str(tmp_path / "metrics.sock"))
-    backends = {"segue": BackendConfig(name="segue", path_prefix="/", app_name="segue",
-                                       servers=[ServerConfig(name="r1", host="127.0.0.1", port=30000)])}
+    cfg = HAProxyConfig(
+        http_options=HTTPOptions(host=host, port=8000),
+        socket_path=str(tmp_path / "admin.sock"),
+        server_state_base=str(tmp_path),
+        server_state_file=str(tmp_path / "state"),
+        metrics_socket_path=str(tmp_path / "metrics.sock"),
+    )
+    backends = {
+        "segue": BackendConfig(
+            name="segue",
+            path_prefix="/",
+            app_name="segue",
+            servers=[ServerConfig(name="r1", host="127.0.0.1", port=30000)],
+        )
+    }
     api = HAProxyApi(cfg, backends if routed else {}, config_file_path=str(tmp_path / "haproxy.cfg"))
     api._generate_config_file_internal()
     return tmp_path / "haproxy.cfg"
@@ -50,7 +60,9 @@ def test_without_routes_the_default_answer_is_a_retryable_503_not_a_404(tmp_path
     assert "status 503" in default and "Retry-After 1" in default and "status 404" not in default
     (tmp_path / "b").mkdir()
     routed = rendered(tmp_path / "b", "127.0.0.1", routed=True).read_text()
-    assert "status 404" in rewrite(routed).split("\nbackend default_backend\n", 1)[1].split("\nbackend ", 1)[0]  # a real unknown path
+    assert (
+        "status 404" in rewrite(routed).split("\nbackend default_backend\n", 1)[1].split("\nbackend ", 1)[0]
+    )  # a real unknown path
 
 
 @pytest.mark.parametrize("routed", [True, False])
@@ -88,6 +100,10 @@ def test_a_maxconn_the_limit_cannot_meet_stops_the_start_with_the_reason() -> No
     env = {**os.environ, "RAY_SERVE_HAPROXY_MAXCONN": "10000000"}
     out = subprocess.run([sys.executable, "-m", "serve_app.shell.ray_env"], env=env, capture_output=True, text=True)
     assert out.returncode == 1 and "RAY_SERVE_HAPROXY_MAXCONN=10000000" in out.stderr and "at most" in out.stderr
-    ok = subprocess.run([sys.executable, "-m", "serve_app.shell.ray_env"], env={**env, "RAY_SERVE_HAPROXY_MAXCONN": "100"},
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "serve_app.shell.ray_env"],
+        env={**env, "RAY_SERVE_HAPROXY_MAXCONN": "100"},
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0 and "RAY_SERVE_HAPROXY_MAXCONN=100" in ok.stdout.split()

@@ -40,14 +40,26 @@ def test_minimal_post_and_get_forms(client, service):
     assert len(recs) == 10 and len({(x["song"], x["artist"]) for x in recs}) == 10
     assert (name, artist) not in {(x["song"], x["artist"]) for x in recs}
     g = client.get("/recommend", params={"song": name, "artist": artist, "k": 10})
-    assert g.status_code == 200 and [x["track_id"] for x in g.json()["recommendations"]] == [x["track_id"] for x in recs]
+    assert g.status_code == 200 and [x["track_id"] for x in g.json()["recommendations"]] == [
+        x["track_id"] for x in recs
+    ]
     assert r.json()["request_id"] != g.json()["request_id"]
 
 
-@pytest.mark.parametrize("body", [
-    {"song": "x", "k": 0}, {"song": "x", "k": 101}, {"song": "x", "w1": 2}, {"song": "x", "w1": 0, "w2": 0},
-    {"song": "x" * 201}, {}, {"k": 5}, {"song": 5}, {"song": "x", "diversity": -1},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"song": "x", "k": 0},
+        {"song": "x", "k": 101},
+        {"song": "x", "w1": 2},
+        {"song": "x", "w1": 0, "w2": 0},
+        {"song": "x" * 201},
+        {},
+        {"k": 5},
+        {"song": 5},
+        {"song": "x", "diversity": -1},
+    ],
+)
 def test_invalid_bodies_are_422_with_a_message(client, body):
     r = client.post("/recommend", json=body)
     assert r.status_code == 422 and r.json()["detail"]
@@ -88,8 +100,12 @@ def test_adjust_weights_needs_the_token_and_reaches_responses(client, service):
     body = {"w1": 0.6, "w2": 0.4}
     assert client.post("/adjust_weights", json=body).status_code == 401
     assert client.post("/adjust_weights", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 403
-    assert client.post("/adjust_weights", json={"w1": 0, "w2": 0},
-                       headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 422
+    assert (
+        client.post(
+            "/adjust_weights", json={"w1": 0, "w2": 0}, headers={"Authorization": f"Bearer {TOKEN}"}
+        ).status_code
+        == 422
+    )
     ok = client.post("/adjust_weights", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200
     name, artist = seed(service, 1)
@@ -127,10 +143,19 @@ NASTY = ["", " ", "\x00", "☃" * 200, "'; DROP TABLE songs; --", "%s%s%n", "\ud
 
 @pytest.mark.parametrize("text", NASTY)
 def test_hostile_strings_never_5xx(client, text):
-    for body in ({"song": text}, {"song": "x", "artist": text}, {"user_id": text or "u"},
-                 {"songs": [{"song": text}]}, {"attributes": {"tags": [text], "genre": text}}):
-        assert client.post("/recommend", content=json.dumps(body),
-                           headers={"content-type": "application/json"}).status_code < 500, body
+    for body in (
+        {"song": text},
+        {"song": "x", "artist": text},
+        {"user_id": text or "u"},
+        {"songs": [{"song": text}]},
+        {"attributes": {"tags": [text], "genre": text}},
+    ):
+        assert (
+            client.post(
+                "/recommend", content=json.dumps(body), headers={"content-type": "application/json"}
+            ).status_code
+            < 500
+        ), body
     assert client.get("/songs/search", params={"q": text or "x"}).status_code < 500
 
 
@@ -156,17 +181,24 @@ def test_bodies_over_the_limit_are_413_even_without_a_length(client, service):
 
 
 def test_admin_routes_are_rate_limited_per_client(client):
-    codes = [client.post("/adjust_weights", json={"w1": 0.5, "w2": 0.5},
-                         headers={"Authorization": "Bearer wrong-token"}).status_code for _ in range(14)]
+    codes = [
+        client.post(
+            "/adjust_weights", json={"w1": 0.5, "w2": 0.5}, headers={"Authorization": "Bearer wrong-token"}
+        ).status_code
+        for _ in range(14)
+    ]
     assert codes[:10] == [403] * 10 and set(codes[10:]) == {429}
 
 
-@pytest.mark.parametrize("env, refused", [
-    ({}, "no admin token"),
-    ({"SEGUE_ADMIN_TOKEN": "short"}, "too weak"),
-    ({"SEGUE_ADMIN_TOKEN": "a-long-enough-random-token"}, None),
-    ({"SEGUE_DEMO": "1"}, None),
-])
+@pytest.mark.parametrize(
+    "env, refused",
+    [
+        ({}, "no admin token"),
+        ({"SEGUE_ADMIN_TOKEN": "short"}, "too weak"),
+        ({"SEGUE_ADMIN_TOKEN": "a-long-enough-random-token"}, None),
+        ({"SEGUE_DEMO": "1"}, None),
+    ],
+)
 def test_the_service_refuses_to_start_without_a_real_token(monkeypatch, env, refused):
     from serve_app.shell.admin import require_admin_token
 

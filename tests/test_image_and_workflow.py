@@ -120,9 +120,22 @@ DOCKER = instructions(DOCKER_TEXT)
 def test_hadolint_finds_no_warning_in_the_dockerfile():
     """hadolint (failure threshold: warning; trusted registry docker.io; OCI source/revision labels required) passes."""
     hadolint = _tool("hadolint")
-    args = [hadolint, "--no-color", "-f", "json", "--failure-threshold", "warning", "--trusted-registry", "docker.io",
-            "--require-label", "org.opencontainers.image.source:text",
-            "--require-label", "org.opencontainers.image.revision:text", "--warning", "DL3049"]
+    args = [
+        hadolint,
+        "--no-color",
+        "-f",
+        "json",
+        "--failure-threshold",
+        "warning",
+        "--trusted-registry",
+        "docker.io",
+        "--require-label",
+        "org.opencontainers.image.source:text",
+        "--require-label",
+        "org.opencontainers.image.revision:text",
+        "--warning",
+        "DL3049",
+    ]
     run = subprocess.run([*args, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
     findings = json.loads(run.stdout or "[]")
     serious = [f for f in findings if f["level"] in {"error", "warning"}]
@@ -133,28 +146,61 @@ def test_hadolint_fails_a_dockerfile_with_the_usual_mistakes(tmp_path):
     """The same hadolint call fails on latest, ADD, sudo, a root USER and a missing label (the test can fail)."""
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM rayproject/ray:latest\nUSER root\nADD . /app\nRUN sudo true\nRUN pip install .\n")
-    run = subprocess.run([_tool("hadolint"), "--no-color", "--failure-threshold", "warning",
-                          "--require-label", "org.opencontainers.image.revision:text", "--warning", "DL3049",
-                          str(bad)], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [
+            _tool("hadolint"),
+            "--no-color",
+            "--failure-threshold",
+            "warning",
+            "--require-label",
+            "org.opencontainers.image.revision:text",
+            "--warning",
+            "DL3049",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode != 0
     for code in ("DL3007", "DL3002", "DL3020", "DL3004", "DL3042", "DL3049"):
         assert code in run.stdout, (code, run.stdout)
 
 
 def test_dockerfile_follows_the_hadolint_rules_we_rely_on():
-    """Pinned base, non-root last USER, no sudo, pip --no-cache-dir, COPY not ADD, no secret-named ENV/ARG, clean apt."""
+    """Pinned base, non-root last USER, no sudo, pip --no-cache-dir, COPY not ADD, no secret-named ENV/ARG,
+    clean apt."""
     assert dockerfile_problems(DOCKER_TEXT) == []
 
 
 def test_dockerfile_rules_catch_a_bad_dockerfile():
     """The hand-written rules flag each mistake in a bad Dockerfile."""
-    bad = "\n".join([
-        "FROM rayproject/ray:latest", "FROM python", "ARG GITHUB_TOKEN", "ENV AWS_SECRET_ACCESS_KEY=x",
-        "ADD . /app", "RUN sudo apt-get update && apt-get install -y curl", "RUN pip install .", "USER ray", "USER root",
-    ])
+    bad = "\n".join(
+        [
+            "FROM rayproject/ray:latest",
+            "FROM python",
+            "ARG GITHUB_TOKEN",
+            "ENV AWS_SECRET_ACCESS_KEY=x",
+            "ADD . /app",
+            "RUN sudo apt-get update && apt-get install -y curl",
+            "RUN pip install .",
+            "USER ray",
+            "USER root",
+        ]
+    )
     problems = " | ".join(dockerfile_problems(bad))
-    for expected in ("latest", "untagged", "GITHUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "ADD", "sudo",
-                     "--no-install-recommends", "apt lists", "--no-cache-dir", "last USER"):
+    for expected in (
+        "latest",
+        "untagged",
+        "GITHUB_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+        "ADD",
+        "sudo",
+        "--no-install-recommends",
+        "apt lists",
+        "--no-cache-dir",
+        "last USER",
+    ):
         assert expected in problems, (expected, problems)
 
 
@@ -162,8 +208,11 @@ def test_base_image_is_the_ray_and_python_segue_runs():
     """FROM rayproject/ray:<the venv's Ray>-py<CI's Python>-cpu, and ARG RAY_VERSION is that Ray."""
     ray_version = importlib.metadata.version("ray")
     ci = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
-    python = next(s["with"]["python-version"] for s in ci["jobs"]["test"]["steps"]
-                  if s.get("uses", "").startswith("actions/setup-python@"))
+    python = next(
+        s["with"]["python-version"]
+        for s in ci["jobs"]["test"]["steps"]
+        if s.get("uses", "").startswith("actions/setup-python@")
+    )
     froms = [args.split()[0] for word, args in DOCKER if word == "FROM"]
     assert froms == [f"rayproject/ray:{ray_version}-py{python.replace('.', '')}-cpu"]
     assert ("ARG", f"RAY_VERSION={ray_version}") in DOCKER
@@ -201,8 +250,11 @@ def test_image_copies_every_package_pyproject_installs_and_nothing_else():
     """The COPY sources are pyproject.toml, its readme and exactly the packages setuptools finds."""
     pyproject = _toml(ROOT / "pyproject.toml")
     patterns = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()
-                and any(re.fullmatch(pat.replace("*", ".*"), p.name) for pat in patterns)}
+    packages = {
+        p.name
+        for p in ROOT.iterdir()
+        if (p / "__init__.py").exists() and any(re.fullmatch(pat.replace("*", ".*"), p.name) for pat in patterns)
+    }
     sources = set()
     for word, args in DOCKER:
         if word == "COPY":
@@ -259,7 +311,7 @@ def _dockerignore_regex(pattern: str) -> str:
             out += "[^/]"
         elif c == "[":
             j = pattern.index("]", i)
-            out += pattern[i:j + 1]
+            out += pattern[i : j + 1]
             i = j + 1
             continue
         else:
@@ -287,12 +339,28 @@ def ignored(path: str, text: str) -> bool:
 IGNORE_TEXT = DOCKERIGNORE.read_text()
 
 
-@pytest.mark.parametrize("path", [
-    ".venv/bin/python", "data/demo/Music Info.csv", "artifacts/demo/manifest.json", "reports/reliability.json",
-    "bench-out/run/x.json", ".segue-admin-token", ".git/HEAD", "tests/__pycache__/conftest.cpython-311.pyc",
-    "segue.egg-info/PKG-INFO", ".hypothesis/examples/x", ".pytest_cache/v/cache", ".env", ".env.production",
-    "serve_app/.env", "serve_app/__pycache__/app.cpython-311.pyc", "tests/test_serve.py", "cluster/aws.yaml",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".venv/bin/python",
+        "data/demo/Music Info.csv",
+        "artifacts/demo/manifest.json",
+        "reports/reliability.json",
+        "bench-out/run/x.json",
+        ".segue-admin-token",
+        ".git/HEAD",
+        "tests/__pycache__/conftest.cpython-311.pyc",
+        "segue.egg-info/PKG-INFO",
+        ".hypothesis/examples/x",
+        ".pytest_cache/v/cache",
+        ".env",
+        ".env.production",
+        "serve_app/.env",
+        "serve_app/__pycache__/app.cpython-311.pyc",
+        "tests/test_serve.py",
+        "cluster/aws.yaml",
+    ],
+)
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_context(path):
     """Local state, data, outputs, tokens, .env files, git and caches are never sent to the builder."""
     assert ignored(path, IGNORE_TEXT)
@@ -307,7 +375,9 @@ def test_dockerignore_lets_in_every_file_the_dockerfile_copies():
     files = []
     for source in sources:
         path = ROOT / source
-        files += [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        files += (
+            [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+        )
     assert files
     left_out = [str(p.relative_to(ROOT)) for p in files if ignored(str(p.relative_to(ROOT)), IGNORE_TEXT)]
     assert left_out == []
@@ -383,10 +453,12 @@ def workflow_problems(wf: dict) -> list[str]:
         for i, step in enumerate(steps):
             if ("uses" in step) == ("run" in step):
                 problems.append(f"{name}: step {i} needs exactly one of uses and run")
-            if str(step.get("uses", "")).startswith("actions/checkout@") and \
-                    (step.get("with") or {}).get("persist-credentials") is not False:
+            if (
+                str(step.get("uses", "")).startswith("actions/checkout@")
+                and (step.get("with") or {}).get("persist-credentials") is not False
+            ):
                 problems.append(f"{name}: checkout keeps the token in .git (persist-credentials)")
-            for key in (step.get("with") or {}):
+            for key in step.get("with") or {}:
                 if key in {"aws-access-key-id", "aws-secret-access-key", "aws-session-token"}:
                     problems.append(f"{name}: step {i} passes AWS keys ({key})")
     for uses in _all_uses(wf):
@@ -415,21 +487,50 @@ def test_workflow_checks_catch_a_bad_workflow():
         "on": {"push": None},
         "permissions": "write-all",
         "jobs": {
-            "a": {"runs-on": "ubuntu-latest", "needs": "nope", "permissions": {"id-token": "write", "contents": "write"},
-                  "steps": [{"uses": "actions/checkout@v4"},
-                            {"uses": "aws-actions/configure-aws-credentials@v4",
-                             "with": {"aws-access-key-id": "AKIAABCDEFGHIJKLMNOP"}},
-                            {"name": "empty"}]},
+            "a": {
+                "runs-on": "ubuntu-latest",
+                "needs": "nope",
+                "permissions": {"id-token": "write", "contents": "write"},
+                "steps": [
+                    {"uses": "actions/checkout@v4"},
+                    {
+                        "uses": "aws-actions/configure-aws-credentials@v4",
+                        "with": {"aws-access-key-id": "AKIAABCDEFGHIJKLMNOP"},
+                    },
+                    {"name": "empty"},
+                ],
+            },
             "b": {"steps": []},
         },
     }
     problems = " | ".join(workflow_problems(bad))
-    for expected in ("more than read", "unknown job nope", "contents: write", "no permissions", "no runs-on",
-                     "no timeout-minutes", "no steps", "exactly one", "persist-credentials", "AWS keys",
-                     "not pinned to a commit: actions/checkout@v4", "plaintext key"):
+    for expected in (
+        "more than read",
+        "unknown job nope",
+        "contents: write",
+        "no permissions",
+        "no runs-on",
+        "no timeout-minutes",
+        "no steps",
+        "exactly one",
+        "persist-credentials",
+        "AWS keys",
+        "not pinned to a commit: actions/checkout@v4",
+        "plaintext key",
+    ):
         assert expected in problems, (expected, problems)
-    no_oidc = {"on": {}, "permissions": {}, "jobs": {"c": {"runs-on": "x", "timeout-minutes": 1,
-               "permissions": {"id-token": "write"}, "steps": [{"run": "true"}]}}}
+    no_oidc = {
+        "on": {},
+        "permissions": {},
+        "jobs": {
+            "c": {
+                "runs-on": "x",
+                "timeout-minutes": 1,
+                "permissions": {"id-token": "write"},
+                "steps": [{"run": "true"}],
+            }
+        },
+    }
     assert workflow_problems(no_oidc) == ["c: id-token: write without an OIDC login"]
 
 
@@ -448,15 +549,20 @@ def test_workflows_match_githubs_schemas():
     """check-jsonschema validates the workflows and the composite action against the vendored GitHub schemas."""
     tool = _tool("check-jsonschema")
     for schema, files in (("vendor.github-workflows", WORKFLOW_FILES), ("vendor.github-actions", [ACTION])):
-        run = subprocess.run([tool, "--builtin-schema", schema, *map(str, files)],
-                             capture_output=True, text=True, timeout=120)
+        run = subprocess.run(
+            [tool, "--builtin-schema", schema, *map(str, files)], capture_output=True, text=True, timeout=120
+        )
         assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_zizmor_finds_nothing_in_github_dir():
     """zizmor's offline audits (injection, permissions, pinning, credentials, ...) report no finding in .github/."""
-    run = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", "--format", "plain", str(ROOT / ".github")],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [_tool("zizmor"), "--offline", "--no-progress", "--format", "plain", str(ROOT / ".github")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
 
 
@@ -466,9 +572,14 @@ def test_zizmor_flags_a_template_injection(tmp_path):
     bad.parent.mkdir(parents=True)
     bad.write_text(
         "on: pull_request_target\npermissions: {}\njobs:\n  a:\n    runs-on: ubuntu-latest\n    permissions: {}\n"
-        "    steps:\n      - run: echo \"${{ github.event.pull_request.title }}\"\n")
-    run = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", "--format", "plain", str(tmp_path / ".github")],
-                         capture_output=True, text=True, timeout=120)
+        '    steps:\n      - run: echo "${{ github.event.pull_request.title }}"\n'
+    )
+    run = subprocess.run(
+        [_tool("zizmor"), "--offline", "--no-progress", "--format", "plain", str(tmp_path / ".github")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode != 0 and "template-injection" in run.stdout, run.stdout + run.stderr
 
 
@@ -564,13 +675,24 @@ def test_rollback_redeploys_a_saved_config_or_a_previous_commit():
 def test_serve_deploy_action_saves_the_rollback_point_before_deploying():
     """Steps in order: write file, tunnel, image check, snapshot, upload artifact, serve deploy, wait, close."""
     names = [s.get("name", "") for s in ACTION_DEF["runs"]["steps"]]
-    order = ["Write the deploy file", "Open an SSH tunnel", "Check that the cluster's image has",
-             "Save the live config", "Upload the configs", "serve deploy", "Wait until", "Close the tunnel"]
+    order = [
+        "Write the deploy file",
+        "Open an SSH tunnel",
+        "Check that the cluster's image has",
+        "Save the live config",
+        "Upload the configs",
+        "serve deploy",
+        "Wait until",
+        "Close the tunnel",
+    ]
     positions = [next(i for i, n in enumerate(names) if n.startswith(prefix)) for prefix in order]
     assert positions == sorted(positions)
     steps = {s.get("name", ""): s for s in ACTION_DEF["runs"]["steps"]}
     upload = next(s for n, s in steps.items() if n.startswith("Upload the configs"))
-    assert upload["with"]["name"] == "${{ inputs.artifact-name }}" and ACTION_DEF["inputs"]["artifact-name"]["default"] == "serve-configs"
+    assert (
+        upload["with"]["name"] == "${{ inputs.artifact-name }}"
+        and ACTION_DEF["inputs"]["artifact-name"]["default"] == "serve-configs"
+    )
     deploy = next(s for n, s in steps.items() if n.startswith("serve deploy"))
     assert deploy["env"]["RAY_AUTH_MODE"] == "token" and "RAY_AUTH_TOKEN" in deploy["env"]
     assert 'serve deploy "$OUT/deployed.yaml" --address http://127.0.0.1:8265' == deploy["run"]
@@ -612,7 +734,8 @@ def test_render_fills_the_cluster_config_and_sets_revision_and_image():
     assert sd.placeholders_left(out) == []
     assert "s3://segue-test-bucket/bundles/v7" in yaml.safe_dump(out)
     assert [app["runtime_env"]["py_modules"] for app in out["applications"]] == [
-        [f"s3://segue-test-bucket/code/{SHA}/serve_app.zip"]]
+        [f"s3://segue-test-bucket/code/{SHA}/serve_app.zip"]
+    ]
     stripped = copy.deepcopy(out)
     for app, original in zip(stripped["applications"], template["applications"]):
         app["runtime_env"]["env_vars"].pop("SEGUE_IMAGE")
@@ -633,23 +756,45 @@ def test_render_refuses_unfilled_placeholders():
         sd.render(_template(), SHA, f"{REPO}:{SHA}", {"REPLACE_WITH_BUCKET": "b"})
 
 
-@pytest.mark.parametrize("env", [
-    {"SEGUE_ADMIN_TOKEN": "x" * 20}, {"RAY_AUTH_TOKEN": "t"}, {"AWS_SECRET_ACCESS_KEY": "k"},
-    {"NOTE": "AKIAABCDEFGHIJKLMNOP"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SEGUE_ADMIN_TOKEN": "x" * 20},
+        {"RAY_AUTH_TOKEN": "t"},
+        {"AWS_SECRET_ACCESS_KEY": "k"},
+        {"NOTE": "AKIAABCDEFGHIJKLMNOP"},
+    ],
+)
 def test_render_refuses_a_secret_in_the_deploy_file(env):
     """Tokens, passwords and AWS keys never go into a deploy file (or the artifacts made from it)."""
-    template = {"applications": [{"name": "segue", "import_path": "serve_app.app:build_app",
-                                  "runtime_env": {"env_vars": {"SEGUE_REVISION": "1", **env}}}]}
+    template = {
+        "applications": [
+            {
+                "name": "segue",
+                "import_path": "serve_app.app:build_app",
+                "runtime_env": {"env_vars": {"SEGUE_REVISION": "1", **env}},
+            }
+        ]
+    }
     with pytest.raises(ValueError, match="secret"):
         sd.render(template, SHA, f"{REPO}:{SHA}")
 
 
 def test_render_allows_the_admin_token_file_and_kms_key_id():
     """A path to the token file and a KMS key id are not secrets."""
-    template = {"applications": [{"name": "segue", "runtime_env": {"env_vars": {
-        "SEGUE_ADMIN_TOKEN_FILE": "/home/ray/.segue/admin-token", "SEGUE_S3_KMS_KEY_ID": "k-1"}}}]}
-    assert sd.render(template, SHA, f"{REPO}:{SHA}")["applications"][0]["runtime_env"]["env_vars"]["SEGUE_REVISION"] == SHA
+    template = {
+        "applications": [
+            {
+                "name": "segue",
+                "runtime_env": {
+                    "env_vars": {"SEGUE_ADMIN_TOKEN_FILE": "/home/ray/.segue/admin-token", "SEGUE_S3_KMS_KEY_ID": "k-1"}
+                },
+            }
+        ]
+    }
+    assert (
+        sd.render(template, SHA, f"{REPO}:{SHA}")["applications"][0]["runtime_env"]["env_vars"]["SEGUE_REVISION"] == SHA
+    )
 
 
 def test_render_sets_image_uri_where_the_template_runs_its_own_image():
@@ -658,8 +803,17 @@ def test_render_sets_image_uri_where_the_template_runs_its_own_image():
     assert sd.render(template, SHA, f"{REPO}:{SHA}")["applications"][0]["runtime_env"]["image_uri"] == f"{REPO}:{SHA}"
 
 
-@pytest.mark.parametrize("revision,image", [("", f"{REPO}:x"), ("a b", f"{REPO}:x"), (SHA, REPO), (SHA, ""),
-                                            (SHA, f"{REPO}:{SHA}@"), (SHA, f"{REPO}:{SHA}@sha256:abc")])
+@pytest.mark.parametrize(
+    "revision,image",
+    [
+        ("", f"{REPO}:x"),
+        ("a b", f"{REPO}:x"),
+        (SHA, REPO),
+        (SHA, ""),
+        (SHA, f"{REPO}:{SHA}@"),
+        (SHA, f"{REPO}:{SHA}@sha256:abc"),
+    ],
+)
 def test_render_refuses_a_bad_revision_or_an_untagged_image(revision, image):
     """The revision is one word; the image has a tag or a digest."""
     with pytest.raises(ValueError):
@@ -670,8 +824,26 @@ def test_render_command_writes_the_deploy_file(tmp_path):
     """`serve_deploy.py render` (the action's call) writes a file that `check` accepts."""
     out = tmp_path / "deployed.yaml"
     placeholders = "\n".join(f"{k}={v}" for k, v in FILLED.items()) + "\nREPLACE_WITH_KMS_KEY_ID=\n"
-    assert sd.main(["render", "--template", str(TEMPLATE), "--revision", SHA, "--image", f"{REPO}:{SHA}",
-                    "--pyproject", str(ROOT / "pyproject.toml"), "--placeholders", placeholders, "--out", str(out)]) == 0
+    assert (
+        sd.main(
+            [
+                "render",
+                "--template",
+                str(TEMPLATE),
+                "--revision",
+                SHA,
+                "--image",
+                f"{REPO}:{SHA}",
+                "--pyproject",
+                str(ROOT / "pyproject.toml"),
+                "--placeholders",
+                placeholders,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert sd.main(["check", str(out)]) == 0
     assert sd.revisions(sd.load(out)) == {"segue": SHA}
     env = sd.load(out)["applications"][0]["runtime_env"]["env_vars"]
@@ -687,22 +859,47 @@ def test_check_refuses_a_file_without_applications_or_revision(tmp_path):
     assert sd.main(["check", str(tmp_path / "missing.yaml")]) == 1
 
 
-def _details(revision: str, replicas: dict[str, list[tuple[str, str]]], status="RUNNING", dep_status="HEALTHY",
-             image: str | None = None) -> dict:
+def _details(
+    revision: str,
+    replicas: dict[str, list[tuple[str, str]]],
+    status="RUNNING",
+    dep_status="HEALTHY",
+    image: str | None = None,
+) -> dict:
     env = {"SEGUE_REVISION": revision} | ({"SEGUE_IMAGE": image} if image else {})
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": "0.0.0.0", "port": 8000, "root_path": "", "request_timeout_s": None,
-                         "keep_alive_timeout_s": 65, "ssl_keyfile_password": "hunter2"},
-        "applications": {"segue": {
-            "name": "segue", "status": status, "message": "",
-            "deployed_app_config": {"name": "segue", "route_prefix": "/", "import_path": "serve_app.app:build_app",
-                                    "runtime_env": {"env_vars": env},
-                                    "deployments": [{"name": "Ingress", "max_ongoing_requests": 100}]},
-            "deployments": {name: {"name": name, "status": dep_status, "message": "boom" if dep_status == "DEPLOY_FAILED" else "",
-                                   "replicas": [{"replica_id": rid, "state": state} for rid, state in reps]}
-                            for name, reps in replicas.items()},
-        }},
+        "http_options": {
+            "host": "0.0.0.0",
+            "port": 8000,
+            "root_path": "",
+            "request_timeout_s": None,
+            "keep_alive_timeout_s": 65,
+            "ssl_keyfile_password": "hunter2",
+        },
+        "applications": {
+            "segue": {
+                "name": "segue",
+                "status": status,
+                "message": "",
+                "deployed_app_config": {
+                    "name": "segue",
+                    "route_prefix": "/",
+                    "import_path": "serve_app.app:build_app",
+                    "runtime_env": {"env_vars": env},
+                    "deployments": [{"name": "Ingress", "max_ongoing_requests": 100}],
+                },
+                "deployments": {
+                    name: {
+                        "name": name,
+                        "status": dep_status,
+                        "message": "boom" if dep_status == "DEPLOY_FAILED" else "",
+                        "replicas": [{"replica_id": rid, "state": state} for rid, state in reps],
+                    }
+                    for name, reps in replicas.items()
+                },
+            }
+        },
     }
 
 
@@ -765,7 +962,8 @@ DEPS = "d" * 64
 
 
 def test_image_check_compares_the_dependency_hash_with_the_heads_image_label():
-    """The head's image must carry the deploy file's SEGUE_DEPS as its segue.deps-hash label; a file without one is not checked."""
+    """The head's image must carry the deploy file's SEGUE_DEPS as its segue.deps-hash label; a file without
+    one is not checked."""
     config = sd.render({"applications": [{"name": "segue"}]}, SHA, f"{REPO}:{SHA}", deps=DEPS)
     assert sd.deps_mismatches(config, DEPS) == []
     assert "the cluster's image has" in sd.deps_mismatches(config, "e" * 64)[0]
@@ -786,10 +984,12 @@ def test_image_command_fails_with_what_to_do(tmp_path, capsys):
 
 def test_deps_hash_follows_the_dependency_list_only(tmp_path):
     """Order and spaces do not change the hash; a changed dependency does; dev extras do not count."""
+
     def write(deps: list[str], dev: list[str]) -> Path:
         path = tmp_path / f"p{len(list(tmp_path.iterdir()))}.toml"
         path.write_text(f"[project]\ndependencies = {deps!r}\n[project.optional-dependencies]\ndev = {dev!r}\n")
         return path
+
     base = sd.deps_hash(write(["numpy>=2.0", "ray[serve]>=2.60"], ["pytest"]))
     assert re.fullmatch(r"[0-9a-f]{64}", base)
     assert sd.deps_hash(write(["ray[serve] >= 2.60", "numpy>=2.0"], ["pytest>=9", "moto"])) == base
@@ -837,7 +1037,9 @@ def test_image_job_labels_the_dependency_hash_and_uploads_the_code_zip_with_sse(
     points, with SSE (KMS when the bucket has a key), from the image job's OIDC role."""
     steps = WF["deploy.yml"]["jobs"]["image"]["steps"]
     push = next(s for s in steps if s.get("id") == "push")
-    assert "serve_deploy.py deps-hash pyproject.toml" in push["run"] and '--label "segue.deps-hash=$deps"' in push["run"]
+    assert (
+        "serve_deploy.py deps-hash pyproject.toml" in push["run"] and '--label "segue.deps-hash=$deps"' in push["run"]
+    )
     upload = next(s for s in steps if s.get("name", "").startswith("Upload the code zip"))
     assert upload["env"]["GIT_SHA"] == "${{ github.sha }}" and upload["env"]["BUCKET"] == "${{ vars.SEGUE_BUCKET }}"
     assert 'serve_deploy.py code --package serve_app --revision "$GIT_SHA"' in upload["run"]
@@ -845,13 +1047,17 @@ def test_image_job_labels_the_dependency_hash_and_uploads_the_code_zip_with_sse(
     assert "--sse AES256" in upload["run"] and "--sse aws:kms --sse-kms-key-id" in upload["run"]
     [app] = _template()["applications"]
     assert app["runtime_env"]["py_modules"] == ["s3://REPLACE_WITH_BUCKET/code/REPLACE_WITH_REVISION/serve_app.zip"]
-    check = next(s for s in ACTION_DEF["runs"]["steps"] if s.get("name", "").startswith("Check that the cluster's image"))
+    check = next(
+        s for s in ACTION_DEF["runs"]["steps"] if s.get("name", "").startswith("Check that the cluster's image")
+    )
     assert '\\"segue.deps-hash\\"' in check["run"] and "--running-deps" in check["run"]
 
 
 def test_placeholder_lines_are_parsed_strictly():
     """`REPLACE_WITH_X=value` lines only; an empty value is left unfilled."""
     assert sd.parse_placeholders("REPLACE_WITH_A=1\n\n REPLACE_WITH_B = two \nREPLACE_WITH_C=\n") == {
-        "REPLACE_WITH_A": "1", "REPLACE_WITH_B": "two"}
+        "REPLACE_WITH_A": "1",
+        "REPLACE_WITH_B": "two",
+    }
     with pytest.raises(ValueError):
         sd.parse_placeholders("BUCKET=x")

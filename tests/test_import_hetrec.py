@@ -11,9 +11,11 @@ import pytest
 from jobs import catalog, import_hetrec
 from serve_app.core.text import song_key
 
-CATALOG_HEADER = ("track_id,name,artist,spotify_preview_url,spotify_id,tags,genre,year,duration_ms,danceability,"
-                  "energy,key,loudness,mode,speechiness,acousticness,instrumentalness,liveness,valence,tempo,"
-                  "time_signature")
+CATALOG_HEADER = (
+    "track_id,name,artist,spotify_preview_url,spotify_id,tags,genre,year,duration_ms,danceability,"
+    "energy,key,loudness,mode,speechiness,acousticness,instrumentalness,liveness,valence,tempo,"
+    "time_signature"
+)
 HISTORY_HEADER = "track_id,user_id,playcount"
 TRACK_ID = re.compile(r"^TR[A-Z0-9]{16}$")
 
@@ -63,29 +65,34 @@ def write_fixture(src: Path) -> None:
     (src / "artists.dat").write_bytes(
         b"id\tname\turl\tpictureURL\n"
         b"1\tMary J. Blige\thttp://x\thttp://y\n"
-        b"2\tM\xfam\thttp://x\thttp://y\n"            # latin-1 "Múm"
-        b"3\tMary J Blige\thttp://x\thttp://y\n"      # same song_key as artist 1
-        b"5\tm\xc3\xbam\thttp://x\thttp://y\n"        # UTF-8 "múm", same key as artist 2
+        b"2\tM\xfam\thttp://x\thttp://y\n"  # latin-1 "Múm"
+        b"3\tMary J Blige\thttp://x\thttp://y\n"  # same song_key as artist 1
+        b"5\tm\xc3\xbam\thttp://x\thttp://y\n"  # UTF-8 "múm", same key as artist 2
         b"7\t#####\thttp://x\thttp://y\n"
-        b"8\t!!!\thttp://x\thttp://y\n"              # normalises to "" like "#####"
+        b"8\t!!!\thttp://x\thttp://y\n"  # normalises to "" like "#####"
         b"9\tAphex, Twin\thttp://x\thttp://y\n"
     )
-    (src / "tags.dat").write_bytes(
-        b"tagID\ttagValue\n1\tRock\n2\tsoul\n3\tHip Hop\n4\trock\n5\tm\xfasica\n6\tidm\n"
-    )
+    (src / "tags.dat").write_bytes(b"tagID\ttagValue\n1\tRock\n2\tsoul\n3\tHip Hop\n4\trock\n5\tm\xfasica\n6\tidm\n")
     # user, artist, tag, day, month, year
     ta = [
-        (10, 1, 2), (11, 1, 2), (12, 1, 2),          # soul x3
-        (10, 1, 3), (11, 1, 3),                      # hip_hop x2
-        (10, 1, 1), (11, 1, 4),                      # Rock/rock merge: 2 users, tag id 1
-        (10, 2, 5), (10, 2, 6),                      # tie 1-1: tag 5 before tag 6
+        (10, 1, 2),
+        (11, 1, 2),
+        (12, 1, 2),  # soul x3
+        (10, 1, 3),
+        (11, 1, 3),  # hip_hop x2
+        (10, 1, 1),
+        (11, 1, 4),  # Rock/rock merge: 2 users, tag id 1
+        (10, 2, 5),
+        (10, 2, 6),  # tie 1-1: tag 5 before tag 6
         (10, 9, 6),
-        (10, 99, 1),                                 # artist not listed: ignored
+        (10, 99, 1),  # artist not listed: ignored
     ]
     (src / "user_taggedartists.dat").write_text(
-        "userID\tartistID\ttagID\tday\tmonth\tyear\n" + "".join(f"{u}\t{a}\t{t}\t1\t1\t2009\n" for u, a, t in ta))
+        "userID\tartistID\ttagID\tday\tmonth\tyear\n" + "".join(f"{u}\t{a}\t{t}\t1\t1\t2009\n" for u, a, t in ta)
+    )
     (src / "user_artists.dat").write_text(
-        "userID\tartistID\tweight\n10\t1\t500\n10\t2\t7\n11\t3\t12\n11\t5\t1\n12\t7\t3\n12\t8\t40\n")
+        "userID\tartistID\tweight\n10\t1\t500\n10\t2\t7\n11\t3\t12\n11\t5\t1\n12\t7\t3\n12\t8\t40\n"
+    )
 
 
 def test_tiny_fixture(tmp_path, capsys):
@@ -108,7 +115,9 @@ def test_tiny_fixture(tmp_path, capsys):
     assert by_id[9]["tags"] == "idm"
     assert by_id[3]["tags"] == ""
     assert [(r["track_id"], r["user_id"], r["playcount"]) for r in plays][:2] == [
-        ("TRHETREC0000000001", "10", "500"), ("TRHETREC0000000002", "10", "7")]
+        ("TRHETREC0000000001", "10", "500"),
+        ("TRHETREC0000000002", "10", "7"),
+    ]
     # Deterministic: a second run writes byte-identical files.
     out2 = tmp_path / "out2"
     import_hetrec.run(src, out2)
@@ -124,7 +133,8 @@ def test_top_tags_capped_at_ten(tmp_path):
     # tag t is applied by t users, except tags 1 and 2 which tie with 12 users each
     rows = [(u, t) for t in range(1, 13) for u in range(12 if t <= 2 else t)]
     (src / "user_taggedartists.dat").write_text(
-        "userID\tartistID\ttagID\tday\tmonth\tyear\n" + "".join(f"{u}\t1\t{t}\t1\t1\t2009\n" for u, t in rows))
+        "userID\tartistID\ttagID\tday\tmonth\tyear\n" + "".join(f"{u}\t1\t{t}\t1\t1\t2009\n" for u, t in rows)
+    )
     (src / "user_artists.dat").write_text("userID\tartistID\tweight\n1\t1\t5\n")
     conv = import_hetrec.convert(src)
     assert conv.catalog[0]["tags"] == "t01, t02, t12, t11, t10, t09, t08, t07, t06, t05"
@@ -157,4 +167,7 @@ def test_real_hetrec(hetrec_out):
     # Plays match the source file line by line.
     first = src.joinpath("user_artists.dat").read_text().split("\n")[1].split("\t")
     assert (plays[0]["user_id"], plays[0]["track_id"], plays[0]["playcount"]) == (
-        first[0], import_hetrec.track_id(int(first[1])), first[2])
+        first[0],
+        import_hetrec.track_id(int(first[1])),
+        first[2],
+    )

@@ -21,9 +21,11 @@ from loadtest import load, metrics, readyz, sampling, seeds
 
 ROOT = Path(__file__).resolve().parents[1]
 
-STATS_HEADER = ("Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
-                "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,"
-                "50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%")
+STATS_HEADER = (
+    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
+    "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,"
+    "50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%"
+)
 
 
 def test_realistic_mix_draws_in_proportion_to_plays_and_never_cold_songs(tmp_path):
@@ -67,14 +69,14 @@ def result(rps, errors=0, p99=20.0):
 
 def test_step_passes_only_with_95_percent_achieved_no_errors_and_p99_within_100_ms():
     assert bh.step_verdict(result(160.0), 167) == (True, "")
-    assert bh.step_verdict(result(158.7, p99=100.0), 167)[0]          # 95 % (158.65) and 100 ms
+    assert bh.step_verdict(result(158.7, p99=100.0), 167)[0]  # 95 % (158.65) and 100 ms
     ok, why = bh.step_verdict(result(150.0), 167)
     assert not ok and "achieved" in why
     ok, why = bh.step_verdict(result(167.0, errors=1), 167)
     assert not ok and "1 errors" in why
     ok, why = bh.step_verdict(result(167.0, p99=110.0), 167)
     assert not ok and "p99" in why
-    assert not bh.step_verdict(result(0.0, p99=None), 167)[0]       # no answers at all
+    assert not bh.step_verdict(result(0.0, p99=None), 167)[0]  # no answers at all
 
 
 def test_search_steps_up_then_bisects():
@@ -118,9 +120,11 @@ def test_parse_locust_csv(tmp_path):
     (tmp_path / "step-250_stats.csv").write_text(
         STATS_HEADER + "\n"
         "POST,/recommend,3750,2,4.0,5.2,1.3,180.5,1650.0,249.7,0.13,4,5,6,7,9,12,20,31,95,180,180\n"
-        ",Aggregated,3750,2,4.0,5.2,1.3,180.5,1650.0,249.7,0.13,4,5,6,7,9,12,20,31,95,180,180\n")
+        ",Aggregated,3750,2,4.0,5.2,1.3,180.5,1650.0,249.7,0.13,4,5,6,7,9,12,20,31,95,180,180\n"
+    )
     (tmp_path / "step-250_failures.csv").write_text(
-        "Method,Name,Error,Occurrences,First Seen,Last Seen\nPOST,/recommend,HTTP 500 boom,2,1764150000,1764150010\n")
+        "Method,Name,Error,Occurrences,First Seen,Last Seen\nPOST,/recommend,HTTP 500 boom,2,1764150000,1764150010\n"
+    )
     r = load.parse_locust_csv(prefix)
     assert (r["requests"], r["errors"], r["rps"]) == (3750, 2, 249.7)
     assert (r["p50_ms"], r["p95_ms"], r["p99_ms"], r["max_ms"]) == (4.0, 12.0, 31.0, 180.5)
@@ -154,18 +158,25 @@ def test_serve_variants_deploy_serve_config_with_only_what_a_benchmark_changes(t
     shipped = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     cfg, env = deployed("graph", tmp_path)
     assert cfg["http_options"] == {**shipped["http_options"], "port": 8123}
-    assert {k: v for k, v in cfg.items() if k not in ("http_options", "applications")} == \
-        {k: v for k, v in shipped.items() if k not in ("http_options", "applications")}
+    assert {k: v for k, v in cfg.items() if k not in ("http_options", "applications")} == {
+        k: v for k, v in shipped.items() if k not in ("http_options", "applications")
+    }
     app, ship = cfg["applications"][0], shipped["applications"][0]
     assert app["name"] == ship["name"] and app["import_path"] == ship["import_path"] == "serve_app.app:build_app"
     assert [d["name"] for d in app["deployments"]] == [d["name"] for d in ship["deployments"]]
     for d, s in zip(app["deployments"], ship["deployments"]):
         assert d["autoscaling_config"] == {**s["autoscaling_config"], "min_replicas": 2, "max_replicas": 2}
-        assert {k: v for k, v in d.items() if k not in ("autoscaling_config", "user_config")} == \
-            {k: v for k, v in s.items() if k not in ("autoscaling_config", "user_config")}
-        assert d["user_config"] == {**s["user_config"], "bundle": str(tmp_path / "bundle"), "cache_size": 0,
-                                    "warm_size": 0, "events": str(tmp_path / "events-graph-8123"),
-                                    "weights_store": str(tmp_path / "weights.json")}
+        assert {k: v for k, v in d.items() if k not in ("autoscaling_config", "user_config")} == {
+            k: v for k, v in s.items() if k not in ("autoscaling_config", "user_config")
+        }
+        assert d["user_config"] == {
+            **s["user_config"],
+            "bundle": str(tmp_path / "bundle"),
+            "cache_size": 0,
+            "warm_size": 0,
+            "events": str(tmp_path / "events-graph-8123"),
+            "weights_store": str(tmp_path / "weights.json"),
+        }
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
 
 
@@ -175,8 +186,13 @@ def test_single_floor_and_python_proxy_variants(tmp_path):
     assert single["import_path"] == "serve_app.app:build_single_app"
     ingress = graph["deployments"][0]
     events = str(tmp_path / "events-single-8123")
-    assert single["deployments"] == [{**ingress, "name": "Single",  # the Ingress's settings
-                                      "user_config": {**ingress["user_config"], "events": events}}]
+    assert single["deployments"] == [
+        {
+            **ingress,
+            "name": "Single",  # the Ingress's settings
+            "user_config": {**ingress["user_config"], "events": events},
+        }
+    ]
     floor = deployed("floor", tmp_path)[0]["applications"][0]
     assert floor["import_path"] == "loadtest.serve_floor:build" and "deployments" not in floor
     cfg, env = deployed("graph-python", tmp_path)
@@ -192,8 +208,7 @@ def test_best_step_and_the_first_failure_above_it():
     def phase(offered, passed):
         return {"offered": offered, "passed": passed, "why": "" if passed else "p99"}
 
-    run = {"max_sustainable": 140, "target": phase(166.7, False),
-           "steps": [phase(117, True), phase(140, True)]}
+    run = {"max_sustainable": 140, "target": phase(166.7, False), "steps": [phase(117, True), phase(140, True)]}
     best, first_fail = bh._best_and_first_fail(run)
     assert best["offered"] == 140 and first_fail["offered"] == 166.7
     run = {"max_sustainable": None, "target": phase(166.7, False), "steps": [phase(117, False), phase(82, False)]}
@@ -201,6 +216,7 @@ def test_best_step_and_the_first_failure_above_it():
 
 
 # ----------------------------------------------------------------------------- variants and their servers
+
 
 def test_variants_map_to_an_app_and_a_proxy():
     assert bh.variant_parts("uvicorn") == ("uvicorn", None)
@@ -219,7 +235,7 @@ def test_serve_variant_env_keeps_the_proxy_of_the_variant():
     caller = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_HA_PROXY": "1", "SEGUE_PROXY": "haproxy"}
     python = bh.serve_variant_env("python", caller)
     assert python["RAY_SERVE_ENABLE_HA_PROXY"] == "0" and python["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
-    assert python["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"        # the caller may change the common settings
+    assert python["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"  # the caller may change the common settings
     haproxy = bh.serve_variant_env("haproxy", {})
     assert haproxy["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and haproxy["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     assert haproxy["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("segue-haproxy")
@@ -232,6 +248,7 @@ def test_export_interval_follows_rays_setting_with_its_floor():
 
 
 # ----------------------------------------------------------------------------- open loop
+
 
 def test_schedule_sends_at_fixed_intervals_whatever_the_answers():
     offsets = sampling.schedule(200, 2.5)
@@ -247,8 +264,11 @@ def test_the_request_log_is_read_with_and_without_the_late_column(tmp_path):
     log = tmp_path / "requests.tsv"
     log.write_text("100.000\t12.5\t200\t1\t0.4\n100.010\t30.0\t503\t0\t12.0\n100.020\t2.0\t200\t1\nnot a line\n")
     rows = load.read_request_log(log)
-    assert rows == [load.Sent(100.0, 12.5, 200, True, 0.4), load.Sent(100.01, 30.0, 503, False, 12.0),
-                    load.Sent(100.02, 2.0, 200, True, None)]
+    assert rows == [
+        load.Sent(100.0, 12.5, 200, True, 0.4),
+        load.Sent(100.01, 30.0, 503, False, 12.0),
+        load.Sent(100.02, 2.0, 200, True, None),
+    ]
 
 
 def sent(i, ms, ok=True, late=0.0, rate=100.0):
@@ -262,7 +282,7 @@ def test_open_loop_percentiles_count_from_the_due_time_and_unanswered_requests_a
     assert (r["expected"], r["requests"], r["unanswered"], r["ok"], r["errors"]) == (200, 190, 10, 180, 20)
     ms = sorted(x.ms for x in rows)
     assert r["p50_ms"] == ms[94] and r["p99_ms"] == ms[188] and r["max_ms"] == 100.0
-    assert r["rps"] == pytest.approx(180 / 2)                      # the schedule's 2 s: answers all came in time
+    assert r["rps"] == pytest.approx(180 / 2)  # the schedule's 2 s: answers all came in time
     assert bh.step_verdict(r, 100) == (False, "achieved 90 < 95% of 100; 20 errors")
 
 
@@ -278,13 +298,13 @@ def test_late_requests_are_counted_and_a_generator_behind_its_schedule_is_no_pas
     rows = [sent(i, ms=3.0, late=0.5) for i in range(1000)]
     assert load.open_loop_result(rows, rate=100, seconds=10)["late"] == 0
     assert bh.step_verdict(load.open_loop_result(rows, 100, 10), 100) == (True, "")
-    rows[:10] = [sent(i, ms=20.0, late=15.0) for i in range(10)]        # 1 %: tolerated
+    rows[:10] = [sent(i, ms=20.0, late=15.0) for i in range(10)]  # 1 %: tolerated
     r = load.open_loop_result(rows, 100, 10)
     assert (r["late"], r["late_max_ms"]) == (10, 15.0) and bh.step_verdict(r, 100)[0]
-    rows[10] = sent(10, ms=20.0, late=10.5)                             # 11 late of 1000
+    rows[10] = sent(10, ms=20.0, late=10.5)  # 11 late of 1000
     ok, why = bh.step_verdict(load.open_loop_result(rows, 100, 10), 100)
     assert not ok and "generator behind: 11 of 1000" in why
-    rows[11] = sent(11, ms=20.0, late=10.0)                             # exactly 10 ms is on time
+    rows[11] = sent(11, ms=20.0, late=10.0)  # exactly 10 ms is on time
     assert load.open_loop_result(rows, 100, 10)["late"] == 11
 
 
@@ -306,14 +326,21 @@ def test_locust_commands_for_open_and_closed_loop(tmp_path):
     opt = dict(zip(closed, closed[1:]))
     assert (opt["-u"], opt["-r"], opt["--user-rate"], opt["-t"], opt["--hosts"]) == ("32", "32", "0", "16s", "")
     assert "--open-rate" not in closed and opt["--request-log"] == str(tmp_path / "saturation-requests.tsv")
-    users = load.Load("http://a:1", tmp_path / "s.json", tmp_path, user_rate=1 / 60, spawn_rate=100,
-                    hosts=("http://a:1", "http://b:2")).command("users", None, 460.0, 10_000)
+    users = load.Load(
+        "http://a:1",
+        tmp_path / "s.json",
+        tmp_path,
+        user_rate=1 / 60,
+        spawn_rate=100,
+        hosts=("http://a:1", "http://b:2"),
+    ).command("users", None, 460.0, 10_000)
     opt = dict(zip(users, users[1:]))
     assert (opt["-u"], opt["-r"], opt["--hosts"]) == ("10000", "100", "http://a:1,http://b:2")
     assert float(opt["--user-rate"]) == pytest.approx(1 / 60, rel=1e-4)
 
 
 # ----------------------------------------------------------------------------- Ray's metrics and the hops
+
 
 def series(name, labels, buckets, total):
     """Prometheus lines of one histogram series: ``buckets`` maps le -> cumulative count."""
@@ -332,25 +359,48 @@ def page(scale):
     """A metrics page of the graph after ``scale`` x 100 requests, 2 ingress replicas, /readyz noise."""
     app = {"application": "segue"}
     lines = ["# HELP ray_serve_deployment_processing_latency_ms The latency", f"# TYPE {PROC} histogram"]
-    lines += series(HTTP, {**app, "method": "POST", "route": "/", "status_code": "200"},
-                    {"5.0": 20 * scale, "10.0": 80 * scale, "+Inf": 100 * scale}, 800.0 * scale)
-    lines += series(HTTP, {**app, "method": "GET", "route": "/", "status_code": "200"},
-                    {"5.0": 24, "10.0": 24, "+Inf": 24}, 48.0)
+    lines += series(
+        HTTP,
+        {**app, "method": "POST", "route": "/", "status_code": "200"},
+        {"5.0": 20 * scale, "10.0": 80 * scale, "+Inf": 100 * scale},
+        800.0 * scale,
+    )
+    lines += series(
+        HTTP, {**app, "method": "GET", "route": "/", "status_code": "200"}, {"5.0": 24, "10.0": 24, "+Inf": 24}, 48.0
+    )
     for replica in ("a1", "a2"):
-        lines += series(PROC, {**app, "deployment": "Ingress", "replica": replica, "route": "/recommend"},
-                        {"1.0": 0, "5.0": 40 * scale, "10.0": 50 * scale, "+Inf": 50 * scale}, 200.0 * scale)
-        lines += series(PROC, {**app, "deployment": "Ingress", "replica": replica, "route": "/readyz"},
-                        {"1.0": 0, "5.0": 0, "10.0": 0, "+Inf": 12}, 1200.0)
-    lines += series(SEGUE, {"route": "/recommend", "WorkerId": "w1"}, {"2.0": 50 * scale, "5.0": 100 * scale,
-                                                                       "+Inf": 100 * scale}, 300.0 * scale)
+        lines += series(
+            PROC,
+            {**app, "deployment": "Ingress", "replica": replica, "route": "/recommend"},
+            {"1.0": 0, "5.0": 40 * scale, "10.0": 50 * scale, "+Inf": 50 * scale},
+            200.0 * scale,
+        )
+        lines += series(
+            PROC,
+            {**app, "deployment": "Ingress", "replica": replica, "route": "/readyz"},
+            {"1.0": 0, "5.0": 0, "10.0": 0, "+Inf": 12},
+            1200.0,
+        )
+    lines += series(
+        SEGUE,
+        {"route": "/recommend", "WorkerId": "w1"},
+        {"2.0": 50 * scale, "5.0": 100 * scale, "+Inf": 100 * scale},
+        300.0 * scale,
+    )
     for d, calls in (("Combiner", 60), ("Content", 60), ("Collab", 60)):
-        lines += series(PROC, {**app, "deployment": d, "replica": "x", "route": ""},
-                        {"1.0": 0, "2.0": calls * scale, "+Inf": calls * scale}, 1.5 * calls * scale)
+        lines += series(
+            PROC,
+            {**app, "deployment": d, "replica": "x", "route": ""},
+            {"1.0": 0, "2.0": calls * scale, "+Inf": calls * scale},
+            1.5 * calls * scale,
+        )
     return "\n".join(lines) + "\n"
 
 
 def test_parse_prometheus_reads_names_labels_and_values():
-    samples = metrics.parse_prometheus('# TYPE x counter\nx_total{a="1",b="q \\"z\\""} 3.5\nup 1\nbroken{ 2\nnan_v{a="1"} NaN\n')
+    samples = metrics.parse_prometheus(
+        '# TYPE x counter\nx_total{a="1",b="q \\"z\\""} 3.5\nup 1\nbroken{ 2\nnan_v{a="1"} NaN\n'
+    )
     assert samples[0] == metrics.Sample("x_total", {"a": "1", "b": 'q \\"z\\"'}, 3.5)
     assert metrics.Sample("up", {}, 1.0) in samples and len(samples) == 3
 
@@ -359,7 +409,7 @@ def test_histogram_sums_replicas_and_subtracts_an_earlier_reading():
     before, after = metrics.parse_prometheus(page(1)), metrics.parse_prometheus(page(3))
     labels = {"deployment": "Ingress", "route": "/recommend"}
     h = metrics.histogram(after, PROC, labels)
-    assert (h.count, h.sum) == (300.0, 1200.0)                      # two replicas summed, /readyz left out
+    assert (h.count, h.sum) == (300.0, 1200.0)  # two replicas summed, /readyz left out
     assert h.buckets == ((1.0, 0.0), (5.0, 240.0), (10.0, 300.0), (math.inf, 300.0))
     d = h.minus(metrics.histogram(before, PROC, labels))
     assert (d.count, d.sum) == (200.0, 800.0) and dict(d.buckets)[5.0] == 160.0
@@ -369,7 +419,9 @@ def test_histogram_quantiles_interpolate_within_the_bucket():
     h = metrics.Histogram(((1.0, 0.0), (5.0, 80.0), (10.0, 100.0), (math.inf, 100.0)), 400.0, 100.0)
     assert h.quantile(0.5) == pytest.approx(1 + 4 * 50 / 80)
     assert h.quantile(0.99) == pytest.approx(5 + 5 * 19 / 20)
-    assert metrics.Histogram(((5.0, 10.0), (math.inf, 20.0)), 0.0, 20.0).quantile(0.99) == 5.0   # in +Inf: the last bound
+    assert (
+        metrics.Histogram(((5.0, 10.0), (math.inf, 20.0)), 0.0, 20.0).quantile(0.99) == 5.0
+    )  # in +Inf: the last bound
     assert metrics.Histogram((), 0.0, 0.0).quantile(0.5) is None
     assert h.summary()["mean_ms"] == 4.0 and "ms_per_request" not in h.summary()
 
@@ -377,10 +429,10 @@ def test_histogram_quantiles_interpolate_within_the_bucket():
 def test_hop_figures_per_deployment_and_per_http_request():
     hops = metrics.hop_figures(metrics.parse_prometheus(page(1)), metrics.parse_prometheus(page(2)))
     assert list(hops) == ["proxy", "Ingress", "Ingress app (segue_request_ms)", "Combiner", "Content", "Collab"]
-    assert hops["proxy"]["count"] == 100 and hops["proxy"]["mean_ms"] == 8.0   # the GET /readyz are no hop
+    assert hops["proxy"]["count"] == 100 and hops["proxy"]["mean_ms"] == 8.0  # the GET /readyz are no hop
     assert hops["Ingress"]["count"] == 100 and hops["Ingress"]["mean_ms"] == 4.0
-    assert hops["Combiner"]["calls_per_request"] == pytest.approx(0.6)          # 40 % cache hits
-    assert hops["Combiner"]["ms_per_request"] == pytest.approx(0.9)             # 60 calls x 1.5 ms / 100
+    assert hops["Combiner"]["calls_per_request"] == pytest.approx(0.6)  # 40 % cache hits
+    assert hops["Combiner"]["ms_per_request"] == pytest.approx(0.9)  # 60 calls x 1.5 ms / 100
     assert hops["Content"]["p50_ms"] == pytest.approx(1.0 + 1.0 * 30 / 60)
     assert hops["Ingress app (segue_request_ms)"]["p99_ms"] == pytest.approx(2 + 3 * 49 / 50)
 
@@ -393,12 +445,20 @@ def test_server_latency_is_the_ingress_apps_own_histogram():
 
 def test_ratios_compare_graph_with_uvicorn_and_the_python_proxy():
     def run(variant, best, sat):
-        return {"variant": variant, "mix": "realistic", "status": "ok", "max_sustainable": best,
-                "saturation": {"rps": sat}}
+        return {
+            "variant": variant,
+            "mix": "realistic",
+            "status": "ok",
+            "max_sustainable": best,
+            "saturation": {"rps": sat},
+        }
 
     found = bh.ratios([run("uvicorn", 1000, 1500), run("graph", 600, 700), run("graph-python", 200, 350)])
-    assert found["graph/uvicorn realistic"] == {"sustainable": 0.6, "saturation": pytest.approx(700 / 1500),
-                                                "target": 0.5}
+    assert found["graph/uvicorn realistic"] == {
+        "sustainable": 0.6,
+        "saturation": pytest.approx(700 / 1500),
+        "target": 0.5,
+    }
     assert found["graph/graph-python realistic"]["sustainable"] == 3.0
     assert found["graph/graph-python realistic"]["target"] is None
     assert "graph/single realistic" not in found
@@ -409,10 +469,27 @@ def test_ratios_compare_graph_with_uvicorn_and_the_python_proxy():
 def test_new_song_queries_are_valid_requests_none_alike_and_none_a_catalog_song() -> None:
     from serve_app.shell.api import RecommendRequest
 
-    rows = [{"tags": "rock, indie", "genre": "Rock", "year": 2001.0, "danceability": 0.5, "energy": 0.99,
-             "valence": 0.01, "tempo": 120.0}] * 50 + [{"tags": None, "genre": "Jazz", "year": float("nan"),
-                                                       "danceability": 0.2, "energy": 0.3, "valence": 0.4,
-                                                       "tempo": 90.0}]
+    rows = [
+        {
+            "tags": "rock, indie",
+            "genre": "Rock",
+            "year": 2001.0,
+            "danceability": 0.5,
+            "energy": 0.99,
+            "valence": 0.01,
+            "tempo": 120.0,
+        }
+    ] * 50 + [
+        {
+            "tags": None,
+            "genre": "Jazz",
+            "year": float("nan"),
+            "danceability": 0.2,
+            "energy": 0.3,
+            "valence": 0.4,
+            "tempo": 90.0,
+        }
+    ]
     queries = seeds.new_song_table(rows, seed=3)
     assert len(queries) == 51
     for q in queries:
@@ -430,7 +507,11 @@ def test_autoscale_summary_names_what_scaled_and_when_it_came_back() -> None:
     def at(t: float, content: int) -> dict:
         return {"t": t, "replicas": {**mins, "Content": content}, "cores": dict.fromkeys(mins, 0.1)}
 
-    samples = [at(t, 1) for t in range(0, 30, 2)] + [at(t, 2) for t in range(30, 150, 2)] + [at(t, 1) for t in range(150, 200, 2)]
+    samples = (
+        [at(t, 1) for t in range(0, 30, 2)]
+        + [at(t, 2) for t in range(30, 150, 2)]
+        + [at(t, 1) for t in range(150, 200, 2)]
+    )
     samples.insert(3, {"t": 6.5, "error": "REST API busy"})  # a gap in the readings
     rows = [load.Sent(due=float(t) / 10, ms=500.0 if t < 400 else 50.0, status=200, ok=t >= 300) for t in range(1000)]
     windows = latency_windows(rows, 0.0, 100.0)

@@ -15,12 +15,12 @@ from serve_app.core.text import song_key
 # (name, artist, plays); row i = track i, most played first like a bundle's catalog.
 SONGS = [
     ("Mr. Brightside", "The Killers", 900),
-    ("Jolene", "Dolly Parton & Friends", 880),         # more played than the plain credit below
-    ("Hurt", "Johnny Cash", 800),                      # three songs called "Hurt"
+    ("Jolene", "Dolly Parton & Friends", 880),  # more played than the plain credit below
+    ("Hurt", "Johnny Cash", 800),  # three songs called "Hurt"
     ("Jóga", "Björk", 700),
     ("Ace of Spades", "Motörhead", 650),
     ("Stay (feat. Mikky Ekko)", "Rihanna", 600),
-    ("Love Story", "Taylor Swift", 580),               # "Love" is a prefix of it
+    ("Love Story", "Taylor Swift", 580),  # "Love" is a prefix of it
     ("Love", "Lana Del Rey", 550),
     ("Hurt", "Nine Inch Nails", 500),
     ("Get Lucky", "Daft Punk feat. Pharrell Williams", 450),
@@ -30,7 +30,7 @@ SONGS = [
     ("Mrs. Robinson", "Simon & Garfunkel", 300),
     ("Dancing with Myself", "Billy Idol", 250),
     ("Paranoid", "Black Sabbath", 200),
-    ("Dixie Chicken", "Little Feat", 180),             # a band name, not a credit
+    ("Dixie Chicken", "Little Feat", 180),  # a band name, not a credit
     ("Sunflower", "Post Malone feat. Someone", 150),
     ("Hurt", "Christina Aguilera", 100),
     ("Jolene", "Dolly Parton", 40),
@@ -51,13 +51,15 @@ def _track_id(row: int) -> str:
 
 
 def _catalog() -> pd.DataFrame:
-    return pd.DataFrame({
-        "track_id": [_track_id(i) for i in range(len(SONGS))],
-        "name": [n for n, _, _ in SONGS],
-        "artist": [a for _, a, _ in SONGS],
-        "plays": [p for _, _, p in SONGS],
-        "listeners": [p // 3 for _, _, p in SONGS],
-    })
+    return pd.DataFrame(
+        {
+            "track_id": [_track_id(i) for i in range(len(SONGS))],
+            "name": [n for n, _, _ in SONGS],
+            "artist": [a for _, a, _ in SONGS],
+            "plays": [p for _, _, p in SONGS],
+            "listeners": [p // 3 for _, _, p in SONGS],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,29 +74,36 @@ def _rows(candidates: list[Candidate]) -> list[int]:
 
 # --- exact and normalised ---------------------------------------------------------------
 
+
 def test_exact_name_and_artist(index):
     m = index.resolve("Mr. Brightside", "The Killers")
     assert m == Match(BRIGHTSIDE, "exact", 100.0, [], [])
 
 
-@pytest.mark.parametrize("name, artist, row", [
-    ("mr brightside", "the killers", BRIGHTSIDE),
-    ("  MR. BRIGHTSIDE ", "The   Killers!", BRIGHTSIDE),
-    ("Ace of Spades", "MOTORHEAD", ROW["Ace of Spades", "Motörhead"]),
-    ("joga", "bjork", JOGA),
-    ("JÓGA!!", "björk", JOGA),
-    ("Naive", "the kooks", ROW["Naïve", "The Kooks"]),
-])
+@pytest.mark.parametrize(
+    "name, artist, row",
+    [
+        ("mr brightside", "the killers", BRIGHTSIDE),
+        ("  MR. BRIGHTSIDE ", "The   Killers!", BRIGHTSIDE),
+        ("Ace of Spades", "MOTORHEAD", ROW["Ace of Spades", "Motörhead"]),
+        ("joga", "bjork", JOGA),
+        ("JÓGA!!", "björk", JOGA),
+        ("Naive", "the kooks", ROW["Naïve", "The Kooks"]),
+    ],
+)
 def test_case_accents_punctuation_and_whitespace(index, name, artist, row):
     m = index.resolve(name, artist)
     assert (m.track, m.how, m.score, m.suggestions) == (row, "normalized", 100.0, [])
 
 
-@pytest.mark.parametrize("name, artist, row", [
-    ("Mr. Brightside", "Killers", BRIGHTSIDE),
-    ("Naïve", "Kooks", ROW["Naïve", "The Kooks"]),
-    ("Paranoid", "The Black Sabbath", ROW["Paranoid", "Black Sabbath"]),
-])
+@pytest.mark.parametrize(
+    "name, artist, row",
+    [
+        ("Mr. Brightside", "Killers", BRIGHTSIDE),
+        ("Naïve", "Kooks", ROW["Naïve", "The Kooks"]),
+        ("Paranoid", "The Black Sabbath", ROW["Paranoid", "Black Sabbath"]),
+    ],
+)
 def test_leading_the_is_optional(index, name, artist, row):
     m = index.resolve(name, artist)
     assert (m.track, m.how) == (row, "normalized")
@@ -102,26 +111,39 @@ def test_leading_the_is_optional(index, name, artist, row):
 
 # --- feat. credits ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", [
-    "Stay", "Stay (feat. Mikky Ekko)", "stay feat mikky ekko", "Stay ft. Mikky Ekko", "Stay featuring Mikky Ekko",
-    "Stay [feat. Someone Else]", "Stay (with Mikky Ekko)", "Stay - feat. Mikky Ekko",
-])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Stay",
+        "Stay (feat. Mikky Ekko)",
+        "stay feat mikky ekko",
+        "Stay ft. Mikky Ekko",
+        "Stay featuring Mikky Ekko",
+        "Stay [feat. Someone Else]",
+        "Stay (with Mikky Ekko)",
+        "Stay - feat. Mikky Ekko",
+    ],
+)
 def test_feat_in_title_is_ignored(index, name):
     assert index.resolve(name, "Rihanna").track == STAY
     assert index.resolve(name).track == STAY
 
 
-@pytest.mark.parametrize("name, artist, row", [
-    ("Mr. Brightside (feat. Nobody)", "The Killers", BRIGHTSIDE),      # catalog has the plain title
-    ("Mr. Brightside", "The Killers feat. Someone", BRIGHTSIDE),       # catalog has the plain artist
-    ("Mr. Brightside", "The Killers ft. Someone", BRIGHTSIDE),
-    ("Mr. Brightside", "Killers & Friends", BRIGHTSIDE),
-    ("Mr. Brightside", "The Killers, Someone", BRIGHTSIDE),
-    ("Get Lucky", "Daft Punk", GET_LUCKY),                             # catalog credit has the feat.
-    ("Get Lucky", "Daft Punk featuring Pharrell Williams", GET_LUCKY),
-    ("Mrs. Robinson", "Simon", ROW["Mrs. Robinson", "Simon & Garfunkel"]),
-    ("Mrs Robinson", "Simon and Garfunkel", ROW["Mrs. Robinson", "Simon & Garfunkel"]),   # via "Simon"
-])
+@pytest.mark.parametrize(
+    "name, artist, row",
+    [
+        ("Mr. Brightside (feat. Nobody)", "The Killers", BRIGHTSIDE),  # catalog has the plain title
+        ("Mr. Brightside", "The Killers feat. Someone", BRIGHTSIDE),  # catalog has the plain artist
+        ("Mr. Brightside", "The Killers ft. Someone", BRIGHTSIDE),
+        ("Mr. Brightside", "Killers & Friends", BRIGHTSIDE),
+        ("Mr. Brightside", "The Killers, Someone", BRIGHTSIDE),
+        ("Get Lucky", "Daft Punk", GET_LUCKY),  # catalog credit has the feat.
+        ("Get Lucky", "Daft Punk featuring Pharrell Williams", GET_LUCKY),
+        ("Mrs. Robinson", "Simon", ROW["Mrs. Robinson", "Simon & Garfunkel"]),
+        ("Mrs Robinson", "Simon and Garfunkel", ROW["Mrs. Robinson", "Simon & Garfunkel"]),  # via "Simon"
+    ],
+)
 def test_feat_and_multi_artist_credits(index, name, artist, row):
     m = index.resolve(name, artist)
     assert (m.track, m.how) == (row, "normalized")
@@ -152,6 +174,7 @@ def test_with_outside_brackets_is_part_of_the_title(index):
 
 # --- artist omitted -----------------------------------------------------------------------
 
+
 def test_artist_omitted_picks_most_played_and_lists_the_others(index):
     m = index.resolve("Hurt")
     assert (m.track, m.how, m.score) == (HURT_CASH, "exact", 100.0)
@@ -171,7 +194,7 @@ def test_all_symbol_titles_and_artists_are_still_found(index):
     assert index.resolve("!!!", "!!!").track == SYMBOLS
     assert index.resolve(" !!! ").track == SYMBOLS
     assert index.search("!!")[0].track == SYMBOLS
-    assert index.resolve("Hurt", "!!!").track is None     # an artist, not a blank
+    assert index.resolve("Hurt", "!!!").track is None  # an artist, not a blank
 
 
 def test_given_artist_selects_a_less_played_song_without_alternatives(index):
@@ -190,29 +213,36 @@ def test_ordering_comes_from_plays_not_row_order():
 
 # --- typos ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, artist, row", [
-    ("Mr Brightsde", "The Killers", BRIGHTSIDE),
-    ("Mr. Brightside", "The Kilers", BRIGHTSIDE),
-    ("Mr Brightsde", "The Kilers", BRIGHTSIDE),
-    ("mr brihgtside", "killers", BRIGHTSIDE),
-    ("Ace of Spdes", "Motorhed", ROW["Ace of Spades", "Motörhead"]),
-    ("Mr Brightsde", None, BRIGHTSIDE),
-    ("Mrs Robinsin", "Simon & Garfunkle", ROW["Mrs. Robinson", "Simon & Garfunkel"]),
-])
+
+@pytest.mark.parametrize(
+    "name, artist, row",
+    [
+        ("Mr Brightsde", "The Killers", BRIGHTSIDE),
+        ("Mr. Brightside", "The Kilers", BRIGHTSIDE),
+        ("Mr Brightsde", "The Kilers", BRIGHTSIDE),
+        ("mr brihgtside", "killers", BRIGHTSIDE),
+        ("Ace of Spdes", "Motorhed", ROW["Ace of Spades", "Motörhead"]),
+        ("Mr Brightsde", None, BRIGHTSIDE),
+        ("Mrs Robinsin", "Simon & Garfunkle", ROW["Mrs. Robinson", "Simon & Garfunkel"]),
+    ],
+)
 def test_typos_resolve_fuzzily(index, name, artist, row):
     m = index.resolve(name, artist)
     assert (m.track, m.how, m.suggestions) == (row, "fuzzy", [])
     assert FUZZY_THRESHOLD <= m.score < 100.0
 
 
-@pytest.mark.parametrize("name, artist", [
-    ("Mellow", "Coldplay"),            # one letter off a 6-letter title: 83 < 85
-    ("Hurt", "Coldplay"),              # right title, wrong artist
-    ("Bohemian Rhapsody", "Queen"),
-    ("Wonderwall", None),
-    ("Stairway to Heaven", "Led Zeppelin"),
-    ("Paranoid", "Blur"),
-])
+@pytest.mark.parametrize(
+    "name, artist",
+    [
+        ("Mellow", "Coldplay"),  # one letter off a 6-letter title: 83 < 85
+        ("Hurt", "Coldplay"),  # right title, wrong artist
+        ("Bohemian Rhapsody", "Queen"),
+        ("Wonderwall", None),
+        ("Stairway to Heaven", "Led Zeppelin"),
+        ("Paranoid", "Blur"),
+    ],
+)
 def test_unrelated_strings_do_not_resolve(index, name, artist):
     m = index.resolve(name, artist)
     assert (m.track, m.how, m.score, m.alternatives) == (None, "unknown", 0.0, [])
@@ -229,11 +259,15 @@ def test_unknown_suggests_did_you_mean_candidates(index):
 
 # --- track ids ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, row", [
-    (_track_id(HURT_NIN), HURT_NIN),
-    (f"  {_track_id(HURT_NIN).lower()} ", HURT_NIN),
-    (ALIAS_ID, JOGA),
-])
+
+@pytest.mark.parametrize(
+    "text, row",
+    [
+        (_track_id(HURT_NIN), HURT_NIN),
+        (f"  {_track_id(HURT_NIN).lower()} ", HURT_NIN),
+        (ALIAS_ID, JOGA),
+    ],
+)
 def test_track_and_alias_ids(index, text, row):
     assert index.resolve(text) == Match(row, "track_id", 100.0)
     assert index.resolve(text, "Whoever").track == row
@@ -247,9 +281,33 @@ def test_unknown_track_id_is_just_unknown(index):
 # --- garbage never raises -------------------------------------------------------------------
 
 NASTY = [
-    "", " ", "\t\n\r", "!!!", "((((", "-", "🎵🎶", "💩" * 1000, "a" * 100_000, "\x00", "\x1f", "\ud800",
-    "\u200d\u200b", "e\u0301" * 50, "Ω≈ç√∫˜µ≤≥÷", "مرحبا بالعالم", "夜に駆ける", "ｆｕｌｌｗｉｄｔｈ",
-    "'; DROP TABLE songs; --", "%s%n{0}", "TR", "TR" + "A" * 17, "the", "feat.", "(feat. X)", "&", "\\",
+    "",
+    " ",
+    "\t\n\r",
+    "!!!",
+    "((((",
+    "-",
+    "🎵🎶",
+    "💩" * 1000,
+    "a" * 100_000,
+    "\x00",
+    "\x1f",
+    "\ud800",
+    "\u200d\u200b",
+    "e\u0301" * 50,
+    "Ω≈ç√∫˜µ≤≥÷",
+    "مرحبا بالعالم",
+    "夜に駆ける",
+    "ｆｕｌｌｗｉｄｔｈ",
+    "'; DROP TABLE songs; --",
+    "%s%n{0}",
+    "TR",
+    "TR" + "A" * 17,
+    "the",
+    "feat.",
+    "(feat. X)",
+    "&",
+    "\\",
 ]
 
 
@@ -280,6 +338,7 @@ def test_empty_catalog():
 
 # --- search -----------------------------------------------------------------------------------
 
+
 def test_search_prefix_matches_most_played_first(index):
     results = index.search("love")
     assert _rows(results)[:2] == [ROW["Love Story", "Taylor Swift"], ROW["Love", "Lana Del Rey"]]
@@ -301,14 +360,17 @@ def test_search_fuzzy_matches_follow_prefix_matches(index):
     assert [c.score for c in fuzzy] == sorted((c.score for c in fuzzy), reverse=True)
 
 
-@pytest.mark.parametrize("query, row", [
-    ("brightsde", BRIGHTSIDE),                       # typo, not a prefix
-    ("killers", BRIGHTSIDE),                         # artist word
-    ("brightside kilers", BRIGHTSIDE),
-    ("mr brightside the k", BRIGHTSIDE),             # last word still being typed
-    ("love story taylor", ROW["Love Story", "Taylor Swift"]),
-    ("nine inch", HURT_NIN),
-])
+@pytest.mark.parametrize(
+    "query, row",
+    [
+        ("brightsde", BRIGHTSIDE),  # typo, not a prefix
+        ("killers", BRIGHTSIDE),  # artist word
+        ("brightside kilers", BRIGHTSIDE),
+        ("mr brightside the k", BRIGHTSIDE),  # last word still being typed
+        ("love story taylor", ROW["Love Story", "Taylor Swift"]),
+        ("nine inch", HURT_NIN),
+    ],
+)
 def test_search_fuzzy(index, query, row):
     assert index.search(query)[0].track == row
 
@@ -330,12 +392,20 @@ def test_results_are_frozen(index):
 
 # --- bundle catalogs ------------------------------------------------------------------------
 
+
 def test_song_key_column_gives_the_same_answers(index):
     """A bundle catalog carries ``song_key``; building from it must not change any answer."""
     cat = _catalog()
     keyed = SongIndex.build(cat.assign(song_key=[song_key(n, a) for n, a in zip(cat["name"], cat["artist"])]))
-    queries = [("Hurt", None), ("mr brightsde", "kilers"), ("Stay", "Rihanna"), ("Get Lucky", "Daft Punk"),
-               ("Jolene", "The Dolly Parton"), ("Mellow", "Coldplay"), ("joga", "bjork")]
+    queries = [
+        ("Hurt", None),
+        ("mr brightsde", "kilers"),
+        ("Stay", "Rihanna"),
+        ("Get Lucky", "Daft Punk"),
+        ("Jolene", "The Dolly Parton"),
+        ("Mellow", "Coldplay"),
+        ("joga", "bjork"),
+    ]
     for name, artist in queries:
         assert keyed.resolve(name, artist) == index.resolve(name, artist)
     assert keyed.search("love st") == index.search("love st")
@@ -349,15 +419,18 @@ def real_index(shared_data) -> tuple[SongIndex, pd.DataFrame]:
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize("name, artist, expected, how", [
-    ("Mr. Brightside", "The Killers", ("Mr. Brightside", "The Killers"), "exact"),
-    ("mr brightside", "the killers", ("Mr. Brightside", "The Killers"), "normalized"),
-    ("Naive", "The Kooks", ("Naïve", "The Kooks"), "normalized"),
-    ("Ace of Spades", "MOTORHEAD", ("Ace of Spades", "Motörhead"), "normalized"),
-    ("Don't Fear the Reaper", "Blue Oyster Cult", ("(Don't Fear) The Reaper", "Blue Öyster Cult"), "normalized"),
-    ("Mr Brightsde", "The Kilers", ("Mr. Brightside", "The Killers"), "fuzzy"),
-    ("Wonderwal", None, ("Wonderwall", "Oasis"), "fuzzy"),
-])
+@pytest.mark.parametrize(
+    "name, artist, expected, how",
+    [
+        ("Mr. Brightside", "The Killers", ("Mr. Brightside", "The Killers"), "exact"),
+        ("mr brightside", "the killers", ("Mr. Brightside", "The Killers"), "normalized"),
+        ("Naive", "The Kooks", ("Naïve", "The Kooks"), "normalized"),
+        ("Ace of Spades", "MOTORHEAD", ("Ace of Spades", "Motörhead"), "normalized"),
+        ("Don't Fear the Reaper", "Blue Oyster Cult", ("(Don't Fear) The Reaper", "Blue Öyster Cult"), "normalized"),
+        ("Mr Brightsde", "The Kilers", ("Mr. Brightside", "The Killers"), "fuzzy"),
+        ("Wonderwal", None, ("Wonderwall", "Oasis"), "fuzzy"),
+    ],
+)
 def test_real_sample(real_index, name, artist, expected, how):
     index, cat = real_index
     m = index.resolve(name, artist)

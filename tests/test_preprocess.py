@@ -24,8 +24,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _catalog_row(track_id: str, name: str, artist: str, **extra: str) -> list[str]:
     row = dict.fromkeys(COLUMNS, "")
-    row.update(track_id=track_id, name=name, artist=artist, tags="rock, indie", genre="Rock", year="2004",
-               danceability="0.5", energy="0.7", tempo="120.5", key="1", mode="1", time_signature="4")
+    row.update(
+        track_id=track_id,
+        name=name,
+        artist=artist,
+        tags="rock, indie",
+        genre="Rock",
+        year="2004",
+        danceability="0.5",
+        energy="0.7",
+        tempo="120.5",
+        key="1",
+        mode="1",
+        time_signature="4",
+    )
     row.update(extra)
     return [row[c] for c in COLUMNS]
 
@@ -40,38 +52,38 @@ def dirty(tmp_path_factory, ray_session):
         w.writerow(_catalog_row("TRAAAAAAAAAAAAAAAA", "Jóga", "Björk", tags="icelandic, electronic, female_vocalists"))
         w.writerow(_catalog_row("TRBBBBBBBBBBBBBBBB", "Ace of Spades", "Motörhead", danceability="1.5e-05"))
         w.writerow(_catalog_row("TRCCCCCCCCCCCCCCCC", "夜に駆ける", "YOASOBI", genre=""))
-        w.writerow(_catalog_row("TRAAAAAAAAAAAAAAAA", "Other song, same id", "Nobody"))       # duplicate_track_id
-        w.writerow(_catalog_row("TRDDDDDDDDDDDDDDDD", "", "No Name"))                          # missing_name
-        w.writerow(_catalog_row("TREEEEEEEEEEEEEEEE", "joga!", "BJORK", energy="loud"))        # same song -> alias
-        w.writerow(_catalog_row("TRFFFFFFFFFFFFFFFF", "Ace of Spades", "Another Band"))         # same name, other artist
-        w.writerow(_catalog_row("", "No Id", "Someone"))                                       # missing_track_id
+        w.writerow(_catalog_row("TRAAAAAAAAAAAAAAAA", "Other song, same id", "Nobody"))  # duplicate_track_id
+        w.writerow(_catalog_row("TRDDDDDDDDDDDDDDDD", "", "No Name"))  # missing_name
+        w.writerow(_catalog_row("TREEEEEEEEEEEEEEEE", "joga!", "BJORK", energy="loud"))  # same song -> alias
+        w.writerow(_catalog_row("TRFFFFFFFFFFFFFFFF", "Ace of Spades", "Another Band"))  # same name, other artist
+        w.writerow(_catalog_row("", "No Id", "Someone"))  # missing_track_id
     with open(d / "catalog.csv", "a", encoding="utf-8") as fh:
-        fh.write("\n")                                                                          # blank line
-        fh.write('TRGGGGGGGGGGGGGGGG,Broken,"quote never closed,x,,,,,,,,,,,,,,,,,\n')         # broken quoting
+        fh.write("\n")  # blank line
+        fh.write('TRGGGGGGGGGGGGGGGG,Broken,"quote never closed,x,,,,,,,,,,,,,,,,,\n')  # broken quoting
     plays = [
         "track_id,user_id,playcount",
         "TRAAAAAAAAAAAAAAAA,alice,3",
-        "TRAAAAAAAAAAAAAAAA,alice,4",          # duplicate pair: summed to 7
+        "TRAAAAAAAAAAAAAAAA,alice,4",  # duplicate pair: summed to 7
         "TRBBBBBBBBBBBBBBBB,alice,1",
-        "TREEEEEEEEEEEEEEEE,bob,2",            # alias of TRAAAA…: counts for Jóga
-        "TRAAAAAAAAAAAAAAAA,bob,1",            # bob: 2 + 1 = 3 on Jóga
-        "TRCCCCCCCCCCCCCCCC, carol ,5",        # whitespace around the id
-        "TRBBBBBBBBBBBBBBBB,dave,0",           # playcount_not_positive
-        "TRBBBBBBBBBBBBBBBB,dave,-5",          # playcount_not_positive
-        "TRBBBBBBBBBBBBBBBB,dave,lots",        # playcount_not_numeric
-        "TRBBBBBBBBBBBBBBBB,dave,",            # playcount_not_numeric
-        "TRBBBBBBBBBBBBBBBB,dave,2.5",         # playcount_not_integer
-        "TRBBBBBBBBBBBBBBBB,dave,99999999999", # playcount_too_large
-        "TRBBBBBBBBBBBBBBBB,dave,1e400",       # playcount_too_large (inf)
-        "TRNOSUCHTRACK00000,erin,2",           # unknown_track_id
-        "TRDDDDDDDDDDDDDDDD,erin,2",           # unknown: its catalog row was rejected
-        ",frank,2",                            # missing_track_id
-        "TRBBBBBBBBBBBBBBBB,,2",               # missing_user_id
-        "",                                    # blank_line
-        'garbage line with "quote',            # malformed_row (1 field) — must not swallow the next line
+        "TREEEEEEEEEEEEEEEE,bob,2",  # alias of TRAAAA…: counts for Jóga
+        "TRAAAAAAAAAAAAAAAA,bob,1",  # bob: 2 + 1 = 3 on Jóga
+        "TRCCCCCCCCCCCCCCCC, carol ,5",  # whitespace around the id
+        "TRBBBBBBBBBBBBBBBB,dave,0",  # playcount_not_positive
+        "TRBBBBBBBBBBBBBBBB,dave,-5",  # playcount_not_positive
+        "TRBBBBBBBBBBBBBBBB,dave,lots",  # playcount_not_numeric
+        "TRBBBBBBBBBBBBBBBB,dave,",  # playcount_not_numeric
+        "TRBBBBBBBBBBBBBBBB,dave,2.5",  # playcount_not_integer
+        "TRBBBBBBBBBBBBBBBB,dave,99999999999",  # playcount_too_large
+        "TRBBBBBBBBBBBBBBBB,dave,1e400",  # playcount_too_large (inf)
+        "TRNOSUCHTRACK00000,erin,2",  # unknown_track_id
+        "TRDDDDDDDDDDDDDDDD,erin,2",  # unknown: its catalog row was rejected
+        ",frank,2",  # missing_track_id
+        "TRBBBBBBBBBBBBBBBB,,2",  # missing_user_id
+        "",  # blank_line
+        'garbage line with "quote',  # malformed_row (1 field) — must not swallow the next line
         "TRFFFFFFFFFFFFFFFF,grace,2",
-        "TRFFFFFFFFFFFFFFFF,grace,2,extra",    # malformed_row (4 fields)
-        "TRCCCCCCCCCCCCCCCC,Zoë,1",            # UTF-8 user id
+        "TRFFFFFFFFFFFFFFFF,grace,2,extra",  # malformed_row (4 fields)
+        "TRCCCCCCCCCCCCCCCC,Zoë,1",  # UTF-8 user id
     ]
     (d / "plays.csv").write_text("\n".join(plays) + "\n", encoding="utf-8")
     manifest = preprocess.run(str(d / "catalog.csv"), str(d / "plays.csv"), str(d / "bundle"), chunk_bytes=64)
@@ -81,8 +93,13 @@ def dirty(tmp_path_factory, ray_session):
 def test_catalog_rules_counted(dirty):
     _, manifest = dirty
     cat = manifest["counts"]["catalog"]
-    assert cat["rejected"] == {"malformed_row": 1, "blank_line": 1, "missing_track_id": 1, "missing_name": 1,
-                               "duplicate_track_id": 1}
+    assert cat["rejected"] == {
+        "malformed_row": 1,
+        "blank_line": 1,
+        "missing_track_id": 1,
+        "missing_name": 1,
+        "duplicate_track_id": 1,
+    }
     assert cat["rows_read"] == 10
     assert cat["merged_duplicate_songs"] == 1
     assert cat["invalid_numeric_cells"] == {"energy": 1}
@@ -93,9 +110,15 @@ def test_interaction_rules_counted(dirty):
     _, manifest = dirty
     counts = manifest["counts"]["interactions"]
     assert counts["rejected"] == {
-        "malformed_row": 2, "blank_line": 1, "missing_track_id": 1, "missing_user_id": 1,
-        "playcount_not_numeric": 2, "playcount_not_positive": 2, "playcount_not_integer": 1,
-        "playcount_too_large": 2, "unknown_track_id": 2,
+        "malformed_row": 2,
+        "blank_line": 1,
+        "missing_track_id": 1,
+        "missing_user_id": 1,
+        "playcount_not_numeric": 2,
+        "playcount_not_positive": 2,
+        "playcount_not_integer": 1,
+        "playcount_too_large": 2,
+        "unknown_track_id": 2,
     }
     assert counts["rows_read"] == 22
     assert counts["rows_kept"] == 8 and counts["duplicate_rows_summed"] == 2
@@ -112,12 +135,12 @@ def test_dirty_bundle_values(dirty):
     users = {u: int(np.searchsorted(b.user_hash, user_hash([u])[0])) for u in ["alice", "bob", "carol", "Zoë", "grace"]}
     m = b.user_items.toarray()
     assert m[users["alice"], row["TRAAAAAAAAAAAAAAAA"]] == 7
-    assert m[users["bob"], row["TRAAAAAAAAAAAAAAAA"]] == 3          # alias plays merged
-    assert m[users["carol"], row["TRCCCCCCCCCCCCCCCC"]] == 5        # trimmed id
+    assert m[users["bob"], row["TRAAAAAAAAAAAAAAAA"]] == 3  # alias plays merged
+    assert m[users["carol"], row["TRCCCCCCCCCCCCCCCC"]] == 5  # trimmed id
     assert m[users["Zoë"], row["TRCCCCCCCCCCCCCCCC"]] == 1
-    assert m[users["grace"], row["TRFFFFFFFFFFFFFFFF"]] == 2        # survived the stray quote above it
+    assert m[users["grace"], row["TRFFFFFFFFFFFFFFFF"]] == 2  # survived the stray quote above it
     assert b.user_items.shape[0] == 5 and m.sum() == 7 + 1 + 3 + 5 + 1 + 2
-    assert songs["track_id"].iloc[0] == "TRAAAAAAAAAAAAAAAA"        # most played first
+    assert songs["track_id"].iloc[0] == "TRAAAAAAAAAAAAAAAA"  # most played first
     assert b.aliases[["alias_track_id", "track_id"]].values.tolist() == [["TREEEEEEEEEEEEEEEE", "TRAAAAAAAAAAAAAAAA"]]
     assert songs.loc[row["TRBBBBBBBBBBBBBBBB"], "danceability"] == pytest.approx(1.5e-05)
 
@@ -167,13 +190,16 @@ def bundle_copy(demo_bundle, tmp_path):
     return dst
 
 
-@pytest.mark.parametrize("damage, named", [
-    ("flip", "collab/user_items.npz"),
-    ("truncate", "catalog.parquet"),
-    ("delete", "content/transform.json"),
-    ("extra", "content/extra.npy"),
-    ("manifest", "manifest.json"),
-])
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        ("flip", "collab/user_items.npz"),
+        ("truncate", "catalog.parquet"),
+        ("delete", "content/transform.json"),
+        ("extra", "content/extra.npy"),
+        ("manifest", "manifest.json"),
+    ],
+)
 def test_tampered_bundle_refused(bundle_copy, damage, named):
     path = bundle_copy / named
     if damage == "flip":
@@ -197,8 +223,9 @@ def test_real_catalog_sample(shared_data, ray_session, tmp_path):
     sample = shared_data / "music_info_sample.csv"
     tids = [r["track_id"] for r in csv.DictReader(open(sample, encoding="utf-8"))]
     plays = tmp_path / "plays.csv"
-    plays.write_text("track_id,user_id,playcount\n" + "".join(f"{t},u{i % 37},{i % 5 + 1}\n"
-                                                            for i, t in enumerate(tids[:300])))
+    plays.write_text(
+        "track_id,user_id,playcount\n" + "".join(f"{t},u{i % 37},{i % 5 + 1}\n" for i, t in enumerate(tids[:300]))
+    )
     manifest = preprocess.run(str(sample), str(plays), str(tmp_path / "b"))
     assert manifest["counts"]["catalog"]["rows_read"] == 490
     assert manifest["counts"]["catalog"]["rejected"] == {}
@@ -236,20 +263,59 @@ def test_cli_done_when(tmp_path):
     """The issue's command line: demo data, then preprocess, then every checksum verifies."""
     env_py = sys.executable
     d, b = tmp_path / "d", tmp_path / "b"
-    subprocess.run([env_py, "-m", "jobs.demo_data", "--out", str(d), "--songs", "800", "--plays", "20000"],
-                   check=True, cwd=ROOT, capture_output=True)
-    proc = subprocess.run([env_py, "-m", "jobs.preprocess", "--catalog", str(d / "Music Info.csv"),
-                           "--interactions", str(d / "User Listening History.csv"), "--out", str(b)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [env_py, "-m", "jobs.demo_data", "--out", str(d), "--songs", "800", "--plays", "20000"],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
+    proc = subprocess.run(
+        [
+            env_py,
+            "-m",
+            "jobs.preprocess",
+            "--catalog",
+            str(d / "Music Info.csv"),
+            "--interactions",
+            str(d / "User Listening History.csv"),
+            "--out",
+            str(b),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rejected" in proc.stderr
     manifest = bundle.verify(b)
-    assert set(manifest["files"]) == {"catalog.parquet", "catalog_aliases.parquet", "content/vectors.npz",
-                                      "content/transform.json", "content/item_neighbors.npz",
-                                      "collab/user_items.npz", "collab/user_hash.npy", "collab/item_neighbors.npz"}
-    again = subprocess.run([env_py, "-m", "jobs.preprocess", "--catalog", str(d / "Music Info.csv"),
-                            "--interactions", str(d / "User Listening History.csv"), "--out", str(b)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert set(manifest["files"]) == {
+        "catalog.parquet",
+        "catalog_aliases.parquet",
+        "content/vectors.npz",
+        "content/transform.json",
+        "content/item_neighbors.npz",
+        "collab/user_items.npz",
+        "collab/user_hash.npy",
+        "collab/item_neighbors.npz",
+    }
+    again = subprocess.run(
+        [
+            env_py,
+            "-m",
+            "jobs.preprocess",
+            "--catalog",
+            str(d / "Music Info.csv"),
+            "--interactions",
+            str(d / "User Listening History.csv"),
+            "--out",
+            str(b),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert not list(tmp_path.glob(".b.tmp-*")), "a refused run left its staging directory behind"
     assert bundle.verify(b) == manifest  # the existing bundle is untouched
@@ -261,29 +327,48 @@ def test_feedback_events_merge_into_the_next_bundle(demo_data, demo_bundle, ray_
     before = bundle.load(str(demo_bundle))
     raw = pd.read_csv(demo_data / "User Listening History.csv", dtype={"user_id": str})
     user, other = raw["user_id"].unique()[:2]
-    played = set(before.catalog["track_id"].to_numpy()[before.user_items[
-        int(np.searchsorted(before.user_hash, user_hash([user])[0]))].indices])
+    played = set(
+        before.catalog["track_id"].to_numpy()[
+            before.user_items[int(np.searchsorted(before.user_hash, user_hash([user])[0]))].indices
+        ]
+    )
     new_track = next(t for t in before.catalog["track_id"] if t not in played)
     disliked = raw.loc[raw["user_id"] == other, "track_id"].iloc[0]
     log = tmp_path / "events" / "dt=2026-11-26"
     log.mkdir(parents=True)
-    lines = [{"type": "feedback", "signal": "like", "user_id": user, "track_id": new_track},
-             {"type": "feedback", "signal": "play", "user_id": user, "track_id": new_track},
-             {"type": "feedback", "signal": "dislike", "user_id": other, "track_id": disliked},
-             {"type": "feedback", "signal": "like", "track_id": new_track},  # no user: not an interaction
-             {"type": "feedback", "signal": "like", "user_id": user, "track_id": "TR-NOT-IN-CATALOG"},
-             {"type": "feedback", "signal": "shrug", "user_id": user, "track_id": new_track},
-             {"type": "impression", "request_id": "r", "track_ids": [new_track]}]
+    lines = [
+        {"type": "feedback", "signal": "like", "user_id": user, "track_id": new_track},
+        {"type": "feedback", "signal": "play", "user_id": user, "track_id": new_track},
+        {"type": "feedback", "signal": "dislike", "user_id": other, "track_id": disliked},
+        {"type": "feedback", "signal": "like", "track_id": new_track},  # no user: not an interaction
+        {"type": "feedback", "signal": "like", "user_id": user, "track_id": "TR-NOT-IN-CATALOG"},
+        {"type": "feedback", "signal": "shrug", "user_id": user, "track_id": new_track},
+        {"type": "impression", "request_id": "r", "track_ids": [new_track]},
+    ]
     (log / "w.ndjson").write_text("\n".join(map(json.dumps, lines)) + "\n{not json\n")
 
-    manifest = preprocess.run(str(demo_data / "Music Info.csv"), str(demo_data / "User Listening History.csv"),
-                              str(tmp_path / "b"), events_uri=str(tmp_path / "events"))
+    manifest = preprocess.run(
+        str(demo_data / "Music Info.csv"),
+        str(demo_data / "User Listening History.csv"),
+        str(tmp_path / "b"),
+        events_uri=str(tmp_path / "events"),
+    )
     assert manifest["counts"]["feedback_events"] == {
-        "events_read": 8, "impressions": 1, "likes": 2, "plays": 1, "dislikes": 1, "without_user": 1,
-        "rejected": 2, "plays_rejected": 1, "dislikes_rejected": 0, "pairs_dropped_by_dislikes": 1}
+        "events_read": 8,
+        "impressions": 1,
+        "likes": 2,
+        "plays": 1,
+        "dislikes": 1,
+        "without_user": 1,
+        "rejected": 2,
+        "plays_rejected": 1,
+        "dislikes_rejected": 0,
+        "pairs_dropped_by_dislikes": 1,
+    }
     counts_before = before.manifest["counts"]["interactions"]
     assert manifest["counts"]["interactions"] == counts_before | {
-        "duplicate_rows_summed": counts_before["duplicate_rows_summed"] + 1}  # the like and the play: one pair
+        "duplicate_rows_summed": counts_before["duplicate_rows_summed"] + 1
+    }  # the like and the play: one pair
     after = bundle.load(str(tmp_path / "b"))
 
     def plays_of(b, uid):
@@ -296,7 +381,16 @@ def test_feedback_events_merge_into_the_next_bundle(demo_data, demo_bundle, ray_
 
 
 def test_a_missing_event_log_is_a_clear_error(demo_data, tmp_path):
-    code = preprocess.main(["--catalog", str(demo_data / "Music Info.csv"), "--interactions",
-                            str(demo_data / "User Listening History.csv"), "--out", str(tmp_path / "b"),
-                            "--events", str(tmp_path / "no-such-log")])
+    code = preprocess.main(
+        [
+            "--catalog",
+            str(demo_data / "Music Info.csv"),
+            "--interactions",
+            str(demo_data / "User Listening History.csv"),
+            "--out",
+            str(tmp_path / "b"),
+            "--events",
+            str(tmp_path / "no-such-log"),
+        ]
+    )
     assert code == 2 and not (tmp_path / "b").exists()

@@ -159,8 +159,10 @@ def test_single_seed_agrees_with_brute_force(rec, ref, listeners, cold_songs):
     warm = np.flatnonzero(listeners > 0)
     seeds = np.r_[rng.choice(warm, 180, replace=False), rng.choice(cold_songs, 20, replace=False)]
     overlaps = np.array([overlap(tracks(rec.similar([s], k=K)), ref.similar([s])) for s in seeds])
-    print(f"\nsingle seed top-{K} overlap: mean {overlaps.mean():.4f}, min {overlaps.min():.2f}, "
-          f"cold-seed mean {overlaps[-20:].mean():.4f}")
+    print(
+        f"\nsingle seed top-{K} overlap: mean {overlaps.mean():.4f}, min {overlaps.min():.2f}, "
+        f"cold-seed mean {overlaps[-20:].mean():.4f}"
+    )
     assert overlaps.mean() >= 0.95, f"mean {overlaps.mean():.4f}, min {overlaps.min():.2f}"
 
 
@@ -172,12 +174,20 @@ def test_sessions_and_histories_agree_with_brute_force(bundle, rec, ref, listene
     session_overlap = np.array([overlap(tracks(rec.similar(s, k=K)), ref.similar(s)) for s in sessions])
 
     sizes = np.diff(bundle.user_items.indptr)
-    users = np.r_[rng.choice(np.flatnonzero(sizes >= 3), 12, replace=False),
-                  rng.choice(np.flatnonzero(sizes > HybridConfig().history_limit), 3, replace=False)]
-    history_overlap = np.array([overlap(tracks(rec.for_history(*history(bundle, u), k=K)),
-                                        ref.for_history(*history(bundle, u))) for u in users])
-    print(f"\nsessions overlap: mean {session_overlap.mean():.4f} min {session_overlap.min():.2f}; "
-          f"histories overlap: mean {history_overlap.mean():.4f} min {history_overlap.min():.2f}")
+    users = np.r_[
+        rng.choice(np.flatnonzero(sizes >= 3), 12, replace=False),
+        rng.choice(np.flatnonzero(sizes > HybridConfig().history_limit), 3, replace=False),
+    ]
+    history_overlap = np.array(
+        [
+            overlap(tracks(rec.for_history(*history(bundle, u), k=K)), ref.for_history(*history(bundle, u)))
+            for u in users
+        ]
+    )
+    print(
+        f"\nsessions overlap: mean {session_overlap.mean():.4f} min {session_overlap.min():.2f}; "
+        f"histories overlap: mean {history_overlap.mean():.4f} min {history_overlap.min():.2f}"
+    )
     assert session_overlap.mean() >= 0.95, session_overlap
     assert history_overlap.mean() >= 0.95, history_overlap
 
@@ -333,8 +343,10 @@ def test_empty_history_is_popular(rec):
 
 def test_for_user_is_the_users_history(bundle, rec, demo_data):
     plays = pd.read_csv(demo_data / "User Listening History.csv", nrows=2000)
-    track_of = {**dict(zip(bundle.catalog["track_id"], range(rec.combiner.n))),
-                **dict(zip(bundle.aliases["track_id"], bundle.aliases["track"]))}
+    track_of = {
+        **dict(zip(bundle.catalog["track_id"], range(rec.combiner.n))),
+        **dict(zip(bundle.aliases["track_id"], bundle.aliases["track"])),
+    }
     for user_id in plays["user_id"].drop_duplicates().head(5):
         played, counts = rec.combiner.user_history(str(user_id))
         assert {track_of[t] for t in plays.loc[plays["user_id"] == user_id, "track_id"]} <= set(played)
@@ -343,9 +355,24 @@ def test_for_user_is_the_users_history(bundle, rec, demo_data):
     assert rec.run(Query("user", user_id="nobody-ever", k=5)) == rec.popular(5)
 
 
-ATTRIBUTE_COLUMNS = ["tags", "genre", "year", "duration_ms", "danceability", "energy", "key", "loudness", "mode",
-                     "speechiness", "acousticness", "instrumentalness", "liveness", "valence", "tempo",
-                     "time_signature"]
+ATTRIBUTE_COLUMNS = [
+    "tags",
+    "genre",
+    "year",
+    "duration_ms",
+    "danceability",
+    "energy",
+    "key",
+    "loudness",
+    "mode",
+    "speechiness",
+    "acousticness",
+    "instrumentalness",
+    "liveness",
+    "valence",
+    "tempo",
+    "time_signature",
+]
 
 
 @pytest.mark.parametrize("track", [0, 123, 777, 1400])
@@ -378,8 +405,12 @@ def test_popular_never_returns_cold_songs(rec, cold_songs):
 @pytest.mark.parametrize("tag", ["indie_rock", "Indie Rock", "HAPPY"])
 def test_popular_within_tags(bundle, rec, listeners, tag):
     wanted = "_".join(tag.lower().split())
-    has_tag = np.array([wanted in [t.strip().replace(" ", "_").lower() for t in str(s).split(",")]
-                        for s in bundle.catalog["tags"].fillna("")])
+    has_tag = np.array(
+        [
+            wanted in [t.strip().replace(" ", "_").lower() for t in str(s).split(",")]
+            for s in bundle.catalog["tags"].fillna("")
+        ]
+    )
     expected = np.flatnonzero(has_tag & (listeners > 0))
     plays = bundle.catalog["plays"].to_numpy()
     got = tracks(rec.popular(10, tags=[tag]))
@@ -447,9 +478,11 @@ def test_cold_songs_are_reachable(bundle, rec, cold_songs):
     seeds = sorted({int(t) for c in cold_songs for t in content_neighbors(bundle, c)[:5] if t not in cold})
     default = cold_reach(rec, seeds, cold)
     no_boost = cold_reach(Recommender.from_bundle(bundle, HybridConfig(cold_boost=0.0)), seeds, cold)
-    print(f"\ncold reach over {default.queries} seeds: default {default.hits} top-{K}s "
-          f"({default.rate:.1%}, {default.cold_items} cold items); cold_boost=0: {no_boost.hits} "
-          f"({no_boost.rate:.1%}, {no_boost.cold_items} cold items)")
+    print(
+        f"\ncold reach over {default.queries} seeds: default {default.hits} top-{K}s "
+        f"({default.rate:.1%}, {default.cold_items} cold items); cold_boost=0: {no_boost.hits} "
+        f"({no_boost.rate:.1%}, {no_boost.cold_items} cold items)"
+    )
     assert default.hits > 0
     assert no_boost.hits < default.hits
 
@@ -470,8 +503,9 @@ def diversity_seeds(listeners) -> list[int]:
 
 def test_diversity_raises_intra_list_diversity(rec, diversity_seeds):
     base = np.mean([intra_list_diversity(rec.vectors, tracks(rec.similar([s], k=K))) for s in diversity_seeds])
-    diverse = np.mean([intra_list_diversity(rec.vectors, tracks(rec.similar([s], k=K, diversity=0.8)))
-                       for s in diversity_seeds])
+    diverse = np.mean(
+        [intra_list_diversity(rec.vectors, tracks(rec.similar([s], k=K, diversity=0.8))) for s in diversity_seeds]
+    )
     print(f"\nintra-list diversity over {len(diversity_seeds)} seeds: {base:.3f} (0) -> {diverse:.3f} (0.8)")
     assert diverse > base
 

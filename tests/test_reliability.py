@@ -26,8 +26,15 @@ def test_the_request_log_is_read_and_cut_into_windows(tmp_path):
     assert w["requests"] == 60 and w["failed"] == 2 and w["failed_statuses"] == {"0": 1, "500": 1}
     assert w["max_ms"] == 900.0 and w["p50_ms"] == pytest.approx(np.percentile(rows[40:, 1], 50), abs=0.1)
     assert w["achieved_rps"] == 10.0
-    assert window(rows, 0, 1) == {"requests": 0, "failed": 0, "failed_statuses": {}, "p50_ms": None,
-                                  "p99_ms": None, "max_ms": None, "achieved_rps": 0.0}
+    assert window(rows, 0, 1) == {
+        "requests": 0,
+        "failed": 0,
+        "failed_statuses": {},
+        "p50_ms": None,
+        "p99_ms": None,
+        "max_ms": None,
+        "achieved_rps": 0.0,
+    }
     assert read_requests(tmp_path / "none.tsv").shape == (0, 4)
 
 
@@ -67,12 +74,16 @@ def test_the_metrics_scrape_holds_only_once_every_counter_it_asks_for_is_exporte
 
     from loadtest.reliability import metric_figures, metrics_hold
 
-    found = {"segue_requests": [Sample("segue_requests_total", {"route": "/recommend", "code": c, "method": "POST"}, 3)
-                                for c in ("200", "404")],
-             "segue_request_ms": [Sample("segue_request_ms_count", {}, 6)],
-             "segue_fallbacks": [Sample("segue_fallbacks_total", {"fallback": "new_user"}, 1)],
-             "segue_unknown_songs": [Sample("segue_unknown_songs_total", {}, 1)],
-             "segue_bundle": [Sample("segue_bundle", {"version": "b-1"}, 1.0)]}
+    found = {
+        "segue_requests": [
+            Sample("segue_requests_total", {"route": "/recommend", "code": c, "method": "POST"}, 3)
+            for c in ("200", "404")
+        ],
+        "segue_request_ms": [Sample("segue_request_ms_count", {}, 6)],
+        "segue_fallbacks": [Sample("segue_fallbacks_total", {"fallback": "new_user"}, 1)],
+        "segue_unknown_songs": [Sample("segue_unknown_songs_total", {}, 1)],
+        "segue_bundle": [Sample("segue_bundle", {"version": "b-1"}, 1.0)],
+    }
     assert not metrics_hold(metric_figures(found))
     found["segue_fallbacks"].append(Sample("segue_fallbacks_total", {"fallback": "new_song"}, 1))
     figures = metric_figures(found)

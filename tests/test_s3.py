@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import boto3
 import pandas as pd
@@ -69,6 +69,7 @@ def _count_uploads(monkeypatch, before: Callable[[int], None]) -> list[str]:
             before(len(uploaded))
             upload_file(filename, bucket, key, **kwargs)
             uploaded.append(key)
+
         return counted
 
     _patch_client(monkeypatch, "upload_file", wrap)
@@ -93,7 +94,9 @@ def test_parquet_inputs_on_s3_to_s3_bundle(s3_endpoint, ray_session, demo_data, 
     manifest = preprocess.run(f"s3://{BUCKET}/raw/catalog.parquet", f"s3://{BUCKET}/raw/plays", out)
     version = manifest["version"]
     keys = _keys("bundles/")
-    assert keys == sorted([f"bundles/{version}/{f}" for f in [*manifest["files"], bundle.MANIFEST]] + ["bundles/LATEST"])
+    assert keys == sorted(
+        [f"bundles/{version}/{f}" for f in [*manifest["files"], bundle.MANIFEST]] + ["bundles/LATEST"]
+    )
     for key in keys:
         assert client.head_object(Bucket=BUCKET, Key=key)["ServerSideEncryption"] == "AES256"
     pointer = json.loads(storage.read_text(f"{out}/LATEST"))
@@ -112,8 +115,12 @@ def test_csv_input_from_s3(s3_endpoint, ray_session, demo_data, demo_bundle, tmp
     client = storage.s3_client()
     client.upload_file(str(demo_data / "Music Info.csv"), BUCKET, "csv/Music Info.csv")
     client.upload_file(str(demo_data / "User Listening History.csv"), BUCKET, "csv/User Listening History.csv")
-    manifest = preprocess.run(f"s3://{BUCKET}/csv/Music Info.csv", f"s3://{BUCKET}/csv/User Listening History.csv",
-                              str(tmp_path / "b"), chunk_bytes=256 << 10)
+    manifest = preprocess.run(
+        f"s3://{BUCKET}/csv/Music Info.csv",
+        f"s3://{BUCKET}/csv/User Listening History.csv",
+        str(tmp_path / "b"),
+        chunk_bytes=256 << 10,
+    )
     assert manifest["files"] == bundle.verify(demo_bundle)["files"]
 
 
@@ -159,6 +166,7 @@ def test_an_upload_that_does_not_check_out_fails_loudly(s3_endpoint, demo_bundle
             else:
                 sse["SSEKMSKeyId"] = "some-other-key"
             client.put_object(Bucket=bucket, Key=key, Body=body, **sse)
+
         return upload_file
 
     _patch_client(monkeypatch, "upload_file", wrap)
@@ -264,6 +272,7 @@ def test_cache_is_per_version_and_holds_only_verified_downloads(s3_endpoint, dem
             if len(calls) == 3:
                 raise ConnectionError("connection reset")
             download_file(bucket, key, filename)
+
         return failing
 
     _patch_client(monkeypatch, "download_file", wrap)
@@ -287,14 +296,20 @@ def test_a_pointer_naming_a_path_is_refused(s3_endpoint, tmp_path):
 
 # boto3's and pyarrow's key arguments, and an access key id; the chain's own environment
 # variables (upper case, e.g. a loopback test server's dummies) are the standard chain.
-CREDENTIAL = re.compile(r"aws_access_key_id|aws_secret_access_key|aws_session_token"
-                        r"|\b(?:access|secret)_key\s*=|AKIA[0-9A-Z]{16}")
+CREDENTIAL = re.compile(
+    r"aws_access_key_id|aws_secret_access_key|aws_session_token"
+    r"|\b(?:access|secret)_key\s*=|AKIA[0-9A-Z]{16}"
+)
 
 
 def test_no_credentials_in_the_sources():
     """Credentials come only from the standard AWS chain: no source passes or holds a key."""
     sources = [p for d in ("serve_app", "jobs", "ui", "loadtest") for p in sorted((ROOT / d).rglob("*.py"))]
     assert len(sources) > 10
-    found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for p in sources
-             for n, line in enumerate(p.read_text().splitlines(), 1) if CREDENTIAL.search(line)]
+    found = [
+        f"{p.relative_to(ROOT)}:{n}: {line.strip()}"
+        for p in sources
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if CREDENTIAL.search(line)
+    ]
     assert not found, "credentials in the sources:\n" + "\n".join(found)

@@ -35,10 +35,13 @@ def test_replicas_for_spreads_the_work_at_the_target() -> None:
 
 
 def ctx(current: int, busy: dict, ongoing: float = 0.0, target_ongoing: float = 16.0) -> SimpleNamespace:
-    return SimpleNamespace(current_num_replicas=current, target_num_replicas=current,
-                           aggregated_metrics={BUSY: busy} if busy is not None else None,
-                           total_num_requests=ongoing,
-                           config=SimpleNamespace(get_target_ongoing_requests=lambda: target_ongoing))
+    return SimpleNamespace(
+        current_num_replicas=current,
+        target_num_replicas=current,
+        aggregated_metrics={BUSY: busy} if busy is not None else None,
+        total_num_requests=ongoing,
+        config=SimpleNamespace(get_target_ongoing_requests=lambda: target_ongoing),
+    )
 
 
 def test_busy_policy_takes_the_larger_of_cpu_and_queue() -> None:

@@ -35,8 +35,9 @@ def bundles(demo_bundle, ray_session, tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("serve-bundles")
     demo_data.generate(root / "data-b", songs=1200, plays=40_000, seed=11)
-    preprocess.run(str(root / "data-b" / "Music Info.csv"), str(root / "data-b" / "User Listening History.csv"),
-                   str(root / "b"))
+    preprocess.run(
+        str(root / "data-b" / "Music Info.csv"), str(root / "data-b" / "User Listening History.csv"), str(root / "b")
+    )
     tampered = root / "tampered"
     shutil.copytree(demo_bundle, tampered)
     target = tampered / "collab" / "item_neighbors.npz"
@@ -93,8 +94,11 @@ def test_minimal_form_answers_ten_unique_songs(http, local):
     recs = [(x["song"], x["artist"]) for x in r.json()["recommendations"]]
     assert len(recs) == len(set(recs)) == 10 and (seed["song"], seed["artist"]) not in recs
     # curl -d sends form encoding: the JSON body is still read
-    curl = http.post("/recommend", content=f'{{"song": "{seed["song"]}", "artist": "{seed["artist"]}", "k": 10}}',
-                     headers={"content-type": "application/x-www-form-urlencoded"})
+    curl = http.post(
+        "/recommend",
+        content=f'{{"song": "{seed["song"]}", "artist": "{seed["artist"]}", "k": 10}}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     g = http.get("/recommend", params={**seed, "k": 10})
     assert curl.status_code == g.status_code == 200
     assert curl.json()["recommendations"] == g.json()["recommendations"] == r.json()["recommendations"]
@@ -104,11 +108,14 @@ def test_the_graph_answers_exactly_like_the_in_process_service(http, local):
     """CB and CF in separate deployments, candidate pools across the hops: the same answers."""
     cat = local.front.bundle.catalog
     bodies = [{**song(local, i), "k": 10} for i in (0, 3, 17, 60, 250, 700, 1100, 1450)]
-    bodies += [{**song(local, 9), "diversity": 0.6}, {**song(local, 30), "w1": 1.0, "w2": 0.0},
-               {"songs": [song(local, 2), song(local, 40), song(local, 500)], "k": 15},
-               {"user_id": "u-unknown", "k": 5},
-               {"attributes": {"tags": cat.tags[5], "energy": 0.5}},
-               {"user_id": "never-seen", "tags": [cat.tags[0].split(",")[0]]}]
+    bodies += [
+        {**song(local, 9), "diversity": 0.6},
+        {**song(local, 30), "w1": 1.0, "w2": 0.0},
+        {"songs": [song(local, 2), song(local, 40), song(local, 500)], "k": 15},
+        {"user_id": "u-unknown", "k": 5},
+        {"attributes": {"tags": cat.tags[5], "energy": 0.5}},
+        {"user_id": "never-seen", "tags": [cat.tags[0].split(",")[0]]},
+    ]
     for body in bodies:
         r = http.post("/recommend", json=body)
         assert r.status_code == 200, (body, r.text)
@@ -149,8 +156,10 @@ def test_error_paths(http, local):
     assert bad.status_code == 422
     assert http.get("/recommend", params={"song": "x", "k": 500}).status_code == 422
     assert http.post("/adjust_weights", json={"w1": 0.4, "w2": 0.6}).status_code == 401
-    assert http.post("/adjust_weights", json={"w1": 0.4, "w2": 0.6},
-                     headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert (
+        http.post("/adjust_weights", json={"w1": 0.4, "w2": 0.6}, headers={"Authorization": "Bearer nope"}).status_code
+        == 403
+    )
     assert http.post("/adjust_weights", json={"w1": 2, "w2": 0.6}, headers=ADMIN).status_code == 422
     assert http.get("/admin/weights").status_code == 401
 
@@ -164,8 +173,10 @@ def test_feedback_is_logged_counted_and_a_dislike_reaches_every_ingress_replica(
     ask = {**song(local, 0), "k": 10, "user_id": "serve-listener"}
     first = http.post("/recommend", json=ask).json()
     gone = first["recommendations"][0]["track_id"]
-    r = http.post("/feedback", json={"request_id": first["request_id"], "track_id": gone, "signal": "dislike",
-                                     "user_id": "serve-listener"})
+    r = http.post(
+        "/feedback",
+        json={"request_id": first["request_id"], "track_id": gone, "signal": "dislike", "user_id": "serve-listener"},
+    )
     assert r.status_code == 200 and r.json()["recorded"] is True
     # the event is on disk when acknowledged
     logged = [json.loads(line) for f in cluster.events.glob("dt=*/*.ndjson") for line in f.read_text().splitlines()]
@@ -174,20 +185,26 @@ def test_feedback_is_logged_counted_and_a_dislike_reaches_every_ingress_replica(
     for _ in range(12):
         again = http.post("/recommend", json=ask).json()["recommendations"]
         assert len(again) == 10 and gone not in [x["track_id"] for x in again]
-    assert http.post("/recommend", json={**ask, "user_id": "someone-else"}).json()["recommendations"][0][
-        "track_id"] == gone
+    assert (
+        http.post("/recommend", json={**ask, "user_id": "someone-else"}).json()["recommendations"][0]["track_id"]
+        == gone
+    )
     # counters at Ray's metrics endpoint (exported every few seconds)
     deadline, text = time.monotonic() + 40, ""
     while time.monotonic() < deadline and "segue_feedback" not in text:
         time.sleep(2)
         text = httpx.get(f"http://127.0.0.1:{cluster.metrics_port}/metrics", timeout=5).text
     lines = [x for x in text.splitlines() if x.startswith(("segue_feedback", "ray_segue_feedback"))]
-    assert any('signal="dislike"' in x and 'weights="0.3/0.7"' in x and float(x.rsplit(" ", 1)[1]) >= 1
-               for x in lines), lines
+    assert any(
+        'signal="dislike"' in x and 'weights="0.3/0.7"' in x and float(x.rsplit(" ", 1)[1]) >= 1 for x in lines
+    ), lines
     for name in ("segue_impressions", "segue_requests", "segue_request_ms", "segue_bundle"):
         assert name in text, name
-    assert any('route="/recommend"' in x and 'code="200"' in x for x in text.splitlines()
-               if "segue_requests" in x and not x.startswith("#"))
+    assert any(
+        'route="/recommend"' in x and 'code="200"' in x
+        for x in text.splitlines()
+        if "segue_requests" in x and not x.startswith("#")
+    )
 
 
 def test_adjust_weights_reaches_every_replica_within_2s(http, local):
@@ -212,12 +229,24 @@ def test_weights_survive_a_replica_kill_and_an_upgrade(http, cluster, bundles, l
     pids = cluster.running("pid")["Combiner"]
     assert len(pids) == 2
     psutil.Process(pids[0]).kill()
-    wait_for(lambda: len(set(k for k, v in replicas_at(http).items() if k.startswith("Combiner#") and v == gen)
-                         - before) == 1, 90, "a new Combiner replica with the adjusted weights")
+    wait_for(
+        lambda: (
+            len(set(k for k, v in replicas_at(http).items() if k.startswith("Combiner#") and v == gen) - before) == 1
+        ),
+        90,
+        "a new Combiner replica with the adjusted weights",
+    )
     # a code rollout replaces every replica; the adjusted weights stay
     cluster.deploy(bundles["a"], revision="2")
-    wait_for(lambda: not (set(replicas_at(http)) & before) and len(replicas_at(http)) >= 4
-             and all(v == gen for v in replicas_at(http).values()), 180, "replicas replaced by the upgrade")
+    wait_for(
+        lambda: (
+            not (set(replicas_at(http)) & before)
+            and len(replicas_at(http)) >= 4
+            and all(v == gen for v in replicas_at(http).values())
+        ),
+        180,
+        "replicas replaced by the upgrade",
+    )
     cluster.wait_ready()
     assert http.post("/recommend", json=song(local, 2)).json()["weights_used"]["w1"] == 0.45
     assert '"w1": 0.45' in cluster.weights_store.read_text()
@@ -231,8 +260,9 @@ def test_weights_survive_a_replica_kill_and_an_upgrade(http, cluster, bundles, l
 
 # ---------------------------------------------------------------------------- a hung side
 @pytest.mark.parametrize("deployment, fallback", [("Collab", "collab_unavailable"), ("Content", "content_unavailable")])
-def test_a_hung_side_is_done_without_within_the_budget_and_used_again_once_back(http, cluster, local, deployment,
-                                                                                fallback):
+def test_a_hung_side_is_done_without_within_the_budget_and_used_again_once_back(
+    http, cluster, local, deployment, fallback
+):
     """Every replica of a side stopped (SIGSTOP: alive to Serve, no answers): uncached requests
     are answered without it, saying so; only the first ones wait out its share of the budget
     (the breaker then stops waiting); full answers again soon after it resumes."""
@@ -276,7 +306,9 @@ def test_hot_reload_switches_bundles_under_traffic_without_a_failure(cluster, bu
         time.sleep(2)
         cluster.deploy(bundles["b"])
         cluster.wait_ready(versions["b"])
-        wait_for(lambda: traffic.answers and traffic.answers[-1]["model_version"] == versions["b"], 30, "answers from b")
+        wait_for(
+            lambda: traffic.answers and traffic.answers[-1]["model_version"] == versions["b"], 30, "answers from b"
+        )
         time.sleep(1)
     assert not traffic.errors and set(traffic.statuses) <= {200, 404}, (traffic.statuses, traffic.errors[:3])
     answered = Counter(a["model_version"] for a in traffic.answers)
@@ -288,8 +320,10 @@ def test_hot_reload_switches_bundles_under_traffic_without_a_failure(cluster, bu
         cluster.deploy(bundles["a"])
         cluster.wait_ready(versions["a"])
     assert not back.errors and set(back.statuses) <= {200, 404}, back.statuses
-    print(f"\nhot reload a->b under traffic: {sum(traffic.statuses.values())} requests, {dict(traffic.statuses)}, "
-          f"answers by version {dict(answered)}; b->a: {dict(back.statuses)}")
+    print(
+        f"\nhot reload a->b under traffic: {sum(traffic.statuses.values())} requests, {dict(traffic.statuses)}, "
+        f"answers by version {dict(answered)}; b->a: {dict(back.statuses)}"
+    )
 
 
 @pytest.mark.parametrize("bad", ["tampered", "missing"])
@@ -297,8 +331,11 @@ def test_a_bad_bundle_is_refused_and_the_old_one_keeps_serving(cluster, bundles,
     bodies = [{**song(local, i), "k": 10} for i in range(0, 100, 9)]
     with Traffic(cluster, bodies) as traffic:
         cluster.deploy(bundles[bad])
-        ready = wait_for(lambda: (lambda b: b if len(b.get("refused", {})) == 4 else None)(
-            cluster.client.get("/readyz").json()), 60, "refusal reported by every part")
+        ready = wait_for(
+            lambda: (lambda b: b if len(b.get("refused", {})) == 4 else None)(cluster.client.get("/readyz").json()),
+            60,
+            "refusal reported by every part",
+        )
     assert cluster.client.get("/readyz").status_code == 200
     assert {p["version"] for p in ready["parts"].values()} == {versions["a"]}
     assert all(r["uri"] == str(bundles[bad]) for r in ready["refused"].values())
@@ -309,16 +346,33 @@ def test_a_bad_bundle_is_refused_and_the_old_one_keeps_serving(cluster, bundles,
 
 
 # ---------------------------------------------------------------------------- no input makes a 5xx
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                                          max_size=4), max_leaves=10)
-fields = st.sampled_from(["song", "artist", "k", "w1", "w2", "diversity", "user_id", "songs", "attributes",
-                          "exclude_played", "tags", "genres"]) | st.text(max_size=8)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+fields = st.sampled_from(
+    [
+        "song",
+        "artist",
+        "k",
+        "w1",
+        "w2",
+        "diversity",
+        "user_id",
+        "songs",
+        "attributes",
+        "exclude_played",
+        "tags",
+        "genres",
+    ]
+) | st.text(max_size=8)
 bodies = st.dictionaries(fields, json_values, max_size=6)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(body=bodies)
 def test_no_request_body_makes_a_5xx(cluster, body):
     # json.dumps writes NaN and Infinity as bare tokens: not JSON, and sent anyway

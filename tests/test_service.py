@@ -10,34 +10,40 @@ from serve_app.shell.api import RecommendRequest
 from serve_app.shell.service import Service, UnknownSong
 
 
-@pytest.mark.parametrize("body", [
-    {"song": "Shape of You", "artist": "Ed Sheeran", "k": 10},
-    {"song": "Shape of You"},
-    {"songs": [{"song": "a"}, {"song": "b", "artist": "c"}], "k": 100, "diversity": 1},
-    {"user_id": "u1", "w1": 0, "w2": 1, "exclude_played": False},
-    {"user_id": "new", "tags": ["indie"], "genres": ["Rock"]},
-    {"attributes": {"tags": ["rock", "indie"], "genre": "Rock", "energy": 0.8, "tempo": 120}},
-    {"song": "x", "user_id": "listener-7"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"song": "Shape of You", "artist": "Ed Sheeran", "k": 10},
+        {"song": "Shape of You"},
+        {"songs": [{"song": "a"}, {"song": "b", "artist": "c"}], "k": 100, "diversity": 1},
+        {"user_id": "u1", "w1": 0, "w2": 1, "exclude_played": False},
+        {"user_id": "new", "tags": ["indie"], "genres": ["Rock"]},
+        {"attributes": {"tags": ["rock", "indie"], "genre": "Rock", "energy": 0.8, "tempo": 120}},
+        {"song": "x", "user_id": "listener-7"},
+    ],
+)
 def test_valid_requests(body):
     RecommendRequest.model_validate(body)
 
 
-@pytest.mark.parametrize("body, problem", [
-    ({"song": "x", "k": 0}, "k"),
-    ({"song": "x", "k": 101}, "k"),
-    ({"song": "x", "w1": 1.5}, "w1"),
-    ({"song": "x", "w2": -0.1}, "w2"),
-    ({"song": "x", "w1": 0, "w2": 0}, "both be 0"),
-    ({"song": "x" * 201}, "song"),
-    ({"song": "x", "artist": "y" * 201}, "artist"),
-    ({}, "give a song"),
-    ({"song": "x", "songs": [{"song": "y"}]}, "give one of"),
-    ({"songs": []}, "songs"),
-    ({"attributes": {"tags": ["a"], "bogus": 1}}, "bogus"),
-    ({"song": "x", "k": "ten"}, "k"),
-    ({"song": ["not", "a", "string"]}, "song"),
-])
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ({"song": "x", "k": 0}, "k"),
+        ({"song": "x", "k": 101}, "k"),
+        ({"song": "x", "w1": 1.5}, "w1"),
+        ({"song": "x", "w2": -0.1}, "w2"),
+        ({"song": "x", "w1": 0, "w2": 0}, "both be 0"),
+        ({"song": "x" * 201}, "song"),
+        ({"song": "x", "artist": "y" * 201}, "artist"),
+        ({}, "give a song"),
+        ({"song": "x", "songs": [{"song": "y"}]}, "give one of"),
+        ({"songs": []}, "songs"),
+        ({"attributes": {"tags": ["a"], "bogus": 1}}, "bogus"),
+        ({"song": "x", "k": "ten"}, "k"),
+        ({"song": ["not", "a", "string"]}, "song"),
+    ],
+)
 def test_invalid_requests_name_the_problem(body, problem):
     with pytest.raises(pydantic.ValidationError) as err:
         RecommendRequest.model_validate(body)
@@ -79,8 +85,9 @@ def test_weights_reach_the_response(service):
 
 def test_other_query_kinds(service):
     cat = service.front.bundle.catalog
-    session = service.recommend(RecommendRequest(songs=[{"song": cat.name[i], "artist": cat.artist[i]}
-                                                         for i in (1, 2, 3)], k=5))
+    session = service.recommend(
+        RecommendRequest(songs=[{"song": cat.name[i], "artist": cat.artist[i]} for i in (1, 2, 3)], k=5)
+    )
     assert session.query.kind == "songs" and len(session.query.seeds) == 3
     assert not {s.track_id for s in session.query.seeds} & {r.track_id for r in session.recommendations}
     fresh = service.recommend(RecommendRequest(user_id="never-seen-user", k=4))

@@ -17,8 +17,13 @@ from serve_app.core.sides import ContentSide, Diversify, ForAttributes, PoolScor
 
 def protocol_methods(proto: type) -> set[str]:
     """The methods a Protocol declares, its base Protocols' included."""
-    return {n for cls in proto.__mro__ if cls in (PoolScorer, ContentSide)
-            for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
+    return {
+        n
+        for cls in proto.__mro__
+        if cls in (PoolScorer, ContentSide)
+        for n, v in vars(cls).items()
+        if callable(v) and not n.startswith("_")
+    }
 
 
 @pytest.mark.parametrize("proto, scorer", [(ContentSide, ContentScorer), (PoolScorer, CollabScorer)])
@@ -48,6 +53,9 @@ def test_a_calls_side_routes_it_to_the_scorer_that_has_its_method(rec) -> None:
 
 def test_the_in_process_recommender_runs_every_call_kind(rec) -> None:
     seed = int(np.argmax(rec.combiner.listeners))
-    asked = [Query("songs", seeds=(seed,), k=5, diversity=0.5), Query("attributes", attributes=(("tags", "rock"),), k=5)]
+    asked = [
+        Query("songs", seeds=(seed,), k=5, diversity=0.5),
+        Query("attributes", attributes=(("tags", "rock"),), k=5),
+    ]
     for query in asked:
         assert len(rec.run(query).items) == 5

@@ -63,8 +63,9 @@ def test_a_thumbs_down_is_recorded_and_the_song_leaves_the_list(service, tmp_pat
     note = feedback_note(api, view.shown, first["track_id"], "dislike")
     assert note.startswith("Noted:") and first["song"] in note
     logged = [e for e in read_events(str(tmp_path)) if e["type"] == "feedback"]
-    assert [(e["track_id"], e["signal"], e["user_id"]) for e in logged] == [(first["track_id"], "dislike",
-                                                                              "ui-listener")]
+    assert [(e["track_id"], e["signal"], e["user_id"]) for e in logged] == [
+        (first["track_id"], "dislike", "ui-listener")
+    ]
     again = recommend_view(api, f"{name}{SEP}{artist}", None, "ui-listener", 0.3, 0.7, 0.0, 10)
     assert first["track_id"] not in [r["track_id"] for r in again.shown["recs"]]
     assert feedback_note(api, view.shown, "not-shown", "like") == "That song is no longer on the list."
@@ -79,8 +80,19 @@ def test_feedback_without_an_event_log_says_so(api, service):
 
 
 def test_table_escapes_and_labels():
-    table = results_table([{"song": "<b>x</b>", "artist": "a&b", "score": 0.5, "cb_score": 0.2, "cf_score": 0.9,
-                            "because": "why", "preview_url": "https://p/x.mp3"}])
+    table = results_table(
+        [
+            {
+                "song": "<b>x</b>",
+                "artist": "a&b",
+                "score": 0.5,
+                "cb_score": 0.2,
+                "cf_score": 0.9,
+                "because": "why",
+                "preview_url": "https://p/x.mp3",
+            }
+        ]
+    )
     assert "<b>x</b>" not in table and "&lt;b&gt;" in table and "a&amp;b" in table
     assert 'aria-label="preview of' in table and "<caption>" in table and 'data-track=""' in table
     assert split_choice("Song — Band", "ignored") == ("Song", "Band")

@@ -76,8 +76,15 @@ class ApiServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> None:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=f"segue-api-{self.port}", daemon=True)
         self.thread.start()
@@ -118,11 +125,13 @@ class UiStack:
         catalog = self.service.front.bundle.catalog
         return str(catalog.name[row]), str(catalog.artist[row])
 
-    def recommend(self, title: str, artist: str | None, w1: float = 0.3, w2: float = 0.7,
-                  diversity: float = 0.0, k: int = 10) -> list[str]:
+    def recommend(
+        self, title: str, artist: str | None, w1: float = 0.3, w2: float = 0.7, diversity: float = 0.0, k: int = 10
+    ) -> list[str]:
         """``title — artist`` of what the API answers for the body the UI would send."""
-        answer = self.api.recommend({"song": title, "artist": artist, "k": k, "w1": w1, "w2": w2,
-                                     "diversity": diversity})
+        answer = self.api.recommend(
+            {"song": title, "artist": artist, "k": k, "w1": w1, "w2": w2, "diversity": diversity}
+        )
         assert answer.status == 200, (answer.status, answer.body)
         return [f"{r['song']}{SEP}{r['artist']}" for r in answer.body["recommendations"]]
 
@@ -134,9 +143,12 @@ class UiStack:
                 title, artist = self.song(row)
                 prefix = title[: max(4, (len(title) * 2) // 3)].rstrip()
                 found = self.api.search(prefix)
-                if len(prefix) >= 4 and isinstance(found.body, list) and any(
-                        s["song"] == title and s["artist"] == artist for s in found.body) and (
-                        self.recommend(title, artist) != self.recommend(title, artist, w1=1.0, w2=0.0)):
+                if (
+                    len(prefix) >= 4
+                    and isinstance(found.body, list)
+                    and any(s["song"] == title and s["artist"] == artist for s in found.body)
+                    and (self.recommend(title, artist) != self.recommend(title, artist, w1=1.0, w2=0.0))
+                ):
                     self.chosen["typeable"] = prefix, f"{title}{SEP}{artist}"
                     break
             else:
@@ -171,8 +183,15 @@ def ui_stack(demo_bundle, tmp_path_factory):
     ui_api, direct, ui = Api(api_server.url), Api(api_server.url), None
     try:
         ui = build(ui_api)
-        ui.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                  show_error=False, ssr_mode=False, **launch_options())  # as `python -m ui.app` does
+        ui.launch(
+            server_name="127.0.0.1",
+            server_port=free_port(),
+            prevent_thread_lock=True,
+            quiet=True,
+            show_error=False,
+            ssr_mode=False,
+            **launch_options(),
+        )  # as `python -m ui.app` does
         yield UiStack(service, api_server, direct, ui, ui.local_url.rstrip("/"), events)
     finally:
         if ui is not None:
@@ -188,14 +207,19 @@ def browser(request):
     executable = find_chromium()
     if executable is None:
         given = os.environ.get("SEGUE_CHROMIUM")
-        pytest.skip(f"no Chromium executable at SEGUE_CHROMIUM={given!r}" if given else
-                    "no Chromium executable found (`make test` installs Debian's chromium with apt; "
-                    "or set SEGUE_CHROMIUM to one)")
+        pytest.skip(
+            f"no Chromium executable at SEGUE_CHROMIUM={given!r}"
+            if given
+            else "no Chromium executable found (`make test` installs Debian's chromium with apt; "
+            "or set SEGUE_CHROMIUM to one)"
+        )
     ui_stack = request.getfixturevalue("ui_stack")  # only once a browser is there to use it
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=executable, headless=True,
-            args=["--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--no-first-run"])
+            executable_path=executable,
+            headless=True,
+            args=["--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1", "--no-first-run"],
+        )
         try:
             page = _new_page(browser)
             SeguePage(page, ui_stack.ui_url).open(timeout=60_000)  # the first Gradio load is slow
@@ -229,7 +253,7 @@ class SeguePage:
     def __init__(self, page: Page, url: str) -> None:
         self.page, self.url = page, url
 
-    def open(self, timeout: float = TIMEOUT_MS) -> "SeguePage":
+    def open(self, timeout: float = TIMEOUT_MS) -> SeguePage:
         self.page.goto(self.url, wait_until="domcontentloaded", timeout=timeout)
         expect(self.song_box).to_be_editable(timeout=timeout)
         expect(self.recommend_button).to_be_enabled(timeout=timeout)

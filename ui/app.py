@@ -37,8 +37,12 @@ class Api:
         try:
             r = self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            return Answer(0, None, f"The recommendation service at {self.base_url} is not reachable "
-                                   f"({type(exc).__name__}). Is it running?")
+            return Answer(
+                0,
+                None,
+                f"The recommendation service at {self.base_url} is not reachable "
+                f"({type(exc).__name__}). Is it running?",
+            )
         try:
             body = r.json()
         except ValueError:
@@ -91,20 +95,29 @@ def results_table(recs: list[dict]) -> str:
     rows = []
     for i, r in enumerate(recs, 1):
         cb, cf = max(r.get("cb_score", 0.0), 0.0), max(r.get("cf_score", 0.0), 0.0)
-        bar = (f'<div class="segue-bar" role="img" aria-label="content {cb:.0%}, collaborative {cf:.0%}">'
-               f'<span style="display:inline-block;height:8px;width:{60 * min(cb, 1):.0f}px;background:#3b82f6"></span>'
-               f'<span style="display:inline-block;height:8px;width:{60 * min(cf, 1):.0f}px;background:#f59e0b"></span>'
-               f'</div>')
-        preview = (f'<audio controls preload="none" src="{html.escape(r["preview_url"])}" '
-                   f'data-track="{html.escape(r.get("track_id", ""))}" '
-                   f'aria-label="preview of {html.escape(r["song"])}"></audio>' if r.get("preview_url") else "")
-        rows.append(f"<tr><td>{i}</td><td>{html.escape(r['song'])}</td><td>{html.escape(r['artist'])}</td>"
-                    f"<td>{r.get('score', 0):.3f}{bar}<small>CB {cb:.2f} · CF {cf:.2f}</small></td>"
-                    f"<td>{html.escape(r.get('because', ''))}</td><td>{preview}</td></tr>")
-    return ('<table class="segue-results"><caption>Recommended songs</caption><thead><tr><th scope="col">#</th>'
-            '<th scope="col">Song</th><th scope="col">Artist</th><th scope="col">Score (CB blue, CF orange)</th>'
-            '<th scope="col">Why</th><th scope="col">Preview</th></tr></thead><tbody>' + "".join(rows)
-            + "</tbody></table>")
+        bar = (
+            f'<div class="segue-bar" role="img" aria-label="content {cb:.0%}, collaborative {cf:.0%}">'
+            f'<span style="display:inline-block;height:8px;width:{60 * min(cb, 1):.0f}px;background:#3b82f6"></span>'
+            f'<span style="display:inline-block;height:8px;width:{60 * min(cf, 1):.0f}px;background:#f59e0b"></span>'
+            f"</div>"
+        )
+        preview = (
+            f'<audio controls preload="none" src="{html.escape(r["preview_url"])}" '
+            f'data-track="{html.escape(r.get("track_id", ""))}" '
+            f'aria-label="preview of {html.escape(r["song"])}"></audio>'
+            if r.get("preview_url")
+            else ""
+        )
+        rows.append(
+            f"<tr><td>{i}</td><td>{html.escape(r['song'])}</td><td>{html.escape(r['artist'])}</td>"
+            f"<td>{r.get('score', 0):.3f}{bar}<small>CB {cb:.2f} · CF {cf:.2f}</small></td>"
+            f"<td>{html.escape(r.get('because', ''))}</td><td>{preview}</td></tr>"
+        )
+    return (
+        '<table class="segue-results"><caption>Recommended songs</caption><thead><tr><th scope="col">#</th>'
+        '<th scope="col">Song</th><th scope="col">Artist</th><th scope="col">Score (CB blue, CF orange)</th>'
+        '<th scope="col">Why</th><th scope="col">Preview</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
+    )
 
 
 def autocomplete(api: Api, text: str | None) -> list[str] | None:
@@ -129,8 +142,16 @@ class View:
     shown: dict = field(default_factory=dict)  # request_id, user_id, recs: what feedback refers to
 
 
-def recommend_view(api: Api, song_value: str | None, artist_value: str | None, user_value: str | None,
-                   w1: float, w2: float, diversity: float, k: float) -> View:
+def recommend_view(
+    api: Api,
+    song_value: str | None,
+    artist_value: str | None,
+    user_value: str | None,
+    w1: float,
+    w2: float,
+    diversity: float,
+    k: float,
+) -> View:
     """Ask the API and turn the answer (or the failure) into what the page shows."""
     title, by = split_choice(song_value, artist_value)
     body: dict = {"k": int(k), "w1": w1, "w2": w2, "diversity": diversity}
@@ -152,8 +173,11 @@ def recommend_view(api: Api, song_value: str | None, artist_value: str | None, u
     used = answer.body["weights_used"]
     weights = f"**Weights used:** content {used['w1']:.2f}, collaborative {used['w2']:.2f} — {used['reason']}"
     recs = answer.body["recommendations"]
-    shown = {"request_id": answer.body["request_id"], "user_id": body.get("user_id"),
-             "recs": [{"track_id": r["track_id"], "song": r["song"], "artist": r["artist"]} for r in recs]}
+    shown = {
+        "request_id": answer.body["request_id"],
+        "user_id": body.get("user_id"),
+        "recs": [{"track_id": r["track_id"], "song": r["song"], "artist": r["artist"]} for r in recs],
+    }
     return View("", None, weights, results_table(recs), shown)
 
 
@@ -168,9 +192,11 @@ def feedback_note(api: Api, shown: dict, track_id: str, signal: str) -> str:
     if answer.status != 200:
         return f"Your rating was not recorded (HTTP {answer.status})."
     name = f"'{rec['song']}' by {rec['artist']}"
-    return {"like": f"Thanks: you liked {name}.",
-            "dislike": f"Noted: {name} will not come back in this session.",
-            "play": f"Playing {name}."}[signal]
+    return {
+        "like": f"Thanks: you liked {name}.",
+        "dislike": f"Noted: {name} will not come back in this session.",
+        "play": f"Playing {name}.",
+    }[signal]
 
 
 PLAY_JS = """
@@ -196,8 +222,14 @@ def build(api: Api) -> gr.Blocks:
     with gr.Blocks(title="Segue") as demo:
         gr.Markdown("# Segue\nName a song you like; get songs to play next, each with the reason.")
         with gr.Row():
-            song = gr.Dropdown(label="Song", choices=[], value=None, allow_custom_value=True, filterable=True,
-                               info="Type a title, then pick it from the list")
+            song = gr.Dropdown(
+                label="Song",
+                choices=[],
+                value=None,
+                allow_custom_value=True,
+                filterable=True,
+                info="Type a title, then pick it from the list",
+            )
             artist = gr.Textbox(label="Artist (optional)")
             user = gr.Textbox(label="User id (optional: recommendations from that listener's history)")
         with gr.Row():
@@ -238,8 +270,12 @@ def build(api: Api) -> gr.Blocks:
         for slider in (w1, w2, diversity, k):
             slider.release(recommend, inputs, outputs, show_progress="hidden")
         suggestions.select(lambda picked: (picked, ""), suggestions, [song, artist]).then(recommend, inputs, outputs)
-        played_send.click(lambda current, track: feedback_note(api, current, track, "play"), [shown, played],
-                          message, show_progress="hidden")
+        played_send.click(
+            lambda current, track: feedback_note(api, current, track, "play"),
+            [shown, played],
+            message,
+            show_progress="hidden",
+        )
 
         @gr.render(inputs=shown)
         def rate(current: dict):
@@ -251,12 +287,22 @@ def build(api: Api) -> gr.Blocks:
                 for i, rec in enumerate(recs, 1):
                     with gr.Row(equal_height=True):
                         gr.Markdown(f"{i}. {html.escape(rec['song'])} — {html.escape(rec['artist'])}")
-                        like = gr.Button("👍 Like", size="sm", min_width=80, elem_id=f"segue-like-{i}",
-                                         elem_classes="segue-like")
-                        dislike = gr.Button("👎 Dislike", size="sm", min_width=80, elem_id=f"segue-dislike-{i}",
-                                            elem_classes="segue-dislike")
-                    like.click(lambda cur, t=rec["track_id"]: feedback_note(api, cur, t, "like"), shown, message,
-                               show_progress="hidden")
+                        like = gr.Button(
+                            "👍 Like", size="sm", min_width=80, elem_id=f"segue-like-{i}", elem_classes="segue-like"
+                        )
+                        dislike = gr.Button(
+                            "👎 Dislike",
+                            size="sm",
+                            min_width=80,
+                            elem_id=f"segue-dislike-{i}",
+                            elem_classes="segue-dislike",
+                        )
+                    like.click(
+                        lambda cur, t=rec["track_id"]: feedback_note(api, cur, t, "like"),
+                        shown,
+                        message,
+                        show_progress="hidden",
+                    )
 
                     def disliked(cur, *values, t=rec["track_id"]):
                         note = feedback_note(api, cur, t, "dislike")
@@ -264,6 +310,7 @@ def build(api: Api) -> gr.Blocks:
                         return (note if not fresh[0] else fresh[0], *fresh[1:])
 
                     dislike.click(disliked, [shown, *inputs], outputs)
+
     return demo
 
 

@@ -95,8 +95,11 @@ def code_zip(package: str | Path, revision: str, out: str | Path) -> Path:
         raise ValueError(f"not a revision: {revision!r}")
     package, out = Path(package), Path(out)
     top = f"{package.name}-{revision}/{package.name}"
-    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                   and p.relative_to(package).as_posix() != BUILD_MODULE)
+    files = sorted(
+        p
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.relative_to(package).as_posix() != BUILD_MODULE
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     build = f'"""Written by .github/scripts/serve_deploy.py: the commit of this zip."""\n\nREVISION = {revision!r}\n'
     entries = [(p.relative_to(package).as_posix(), p.read_bytes()) for p in files] + [(BUILD_MODULE, build.encode())]
@@ -132,12 +135,14 @@ def find_secrets(config: dict) -> list[str]:
         found += [f"{app.get('name')}: env var {name}" for name in env if SECRET_NAME.search(str(name))]
         for dep in app.get("deployments") or []:
             env = (((dep.get("ray_actor_options") or {}).get("runtime_env") or {}).get("env_vars")) or {}
-            found += [f"{app.get('name')}/{dep.get('name')}: env var {name}"
-                      for name in env if SECRET_NAME.search(str(name))]
+            found += [
+                f"{app.get('name')}/{dep.get('name')}: env var {name}" for name in env if SECRET_NAME.search(str(name))
+            ]
     if (config.get("http_options") or {}).get("ssl_keyfile_password"):
         found.append("http_options.ssl_keyfile_password")
-    found += ["a value that looks like an AWS access key or a private key"
-              for s in _strings(config) if SECRET_VALUE.search(s)][:1]
+    found += [
+        "a value that looks like an AWS access key or a private key" for s in _strings(config) if SECRET_VALUE.search(s)
+    ][:1]
     return found
 
 
@@ -195,8 +200,9 @@ def check(config: dict) -> None:
         raise ValueError("secrets do not belong in a deploy file: " + "; ".join(secrets))
 
 
-def render(template: dict, revision: str, image: str, values: dict[str, str] | None = None,
-           deps: str | None = None) -> dict:
+def render(
+    template: dict, revision: str, image: str, values: dict[str, str] | None = None, deps: str | None = None
+) -> dict:
     """The deploy file: the template filled in (the revision too), with every application's
     revision, image and dependency hash set."""
     if not REVISION.match(revision):
@@ -235,8 +241,10 @@ def deps_mismatches(config: dict, running_deps: str) -> list[str]:
     for app in applications(config):
         want = _env(app).get(DEPS_VAR)
         if want and str(want) != running_deps:
-            problems.append(f"{app.get('name')}: needs dependencies {str(want)[:12]}…, "
-                            f"the cluster's image has {running_deps[:12] + '…' if running_deps else 'no label'}")
+            problems.append(
+                f"{app.get('name')}: needs dependencies {str(want)[:12]}…, "
+                f"the cluster's image has {running_deps[:12] + '…' if running_deps else 'no label'}"
+            )
     return problems
 
 
@@ -245,8 +253,11 @@ HTTP_OPTION_KEYS = ("host", "port", "root_path", "request_timeout_s", "keep_aliv
 
 def snapshot(details: dict) -> dict | None:
     """The live config (``get_serve_details()``) as a deploy file; None when nothing is deployed."""
-    apps = [app["deployed_app_config"] for app in (details.get("applications") or {}).values()
-            if app.get("deployed_app_config")]
+    apps = [
+        app["deployed_app_config"]
+        for app in (details.get("applications") or {}).values()
+        if app.get("deployed_app_config")
+    ]
     if not apps:
         return None
     config: dict[str, Any] = {}
@@ -310,8 +321,10 @@ def rollout(details: dict, expected: dict[str, str | None], before: dict[str, di
                 counts[r.get("state")] = counts.get(r.get("state"), 0) + 1
                 left += r.get("replica_id") in old
         states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        parts.append(f"{name}: {status}; replicas {states or 'none'}; {left} from before"
-                     + (f"; {', '.join(unhealthy)}" if unhealthy else ""))
+        parts.append(
+            f"{name}: {status}; replicas {states or 'none'}; {left} from before"
+            + (f"; {', '.join(unhealthy)}" if unhealthy else "")
+        )
         if status != "RUNNING" or unhealthy or left or set(counts) - {"RUNNING"} or not counts:
             done = False
     return done, None, " | ".join(parts)
@@ -348,8 +361,9 @@ def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 
 
 def cmd_render(args) -> int:
-    config = render(load(args.template), args.revision, args.image, parse_placeholders(args.placeholders),
-                    deps_hash(args.pyproject))
+    config = render(
+        load(args.template), args.revision, args.image, parse_placeholders(args.placeholders), deps_hash(args.pyproject)
+    )
     dump(config, args.out)
     print(f"{args.out}: revision {args.revision}, image {args.image}")
     return 0
@@ -382,8 +396,11 @@ def cmd_image(args) -> int:
     if problems:
         images = sorted({str(_env(app).get(IMAGE_VAR)) for app in applications(config)})
         print("the dependencies changed (pyproject.toml): " + "; ".join(problems), file=sys.stderr)
-        print(f"The code cannot roll alone: set docker.image in cluster/aws.yaml to {', '.join(images)}, "
-              "`ray up` (cluster/README.md), then run this deploy again.", file=sys.stderr)
+        print(
+            f"The code cannot roll alone: set docker.image in cluster/aws.yaml to {', '.join(images)}, "
+            "`ray up` (cluster/README.md), then run this deploy again.",
+            file=sys.stderr,
+        )
         return 1
     print(f"the cluster's image has this deploy's dependencies ({args.running_deps.strip()[:12]}…)")
     return 0
@@ -408,7 +425,9 @@ def cmd_snapshot(args) -> int:
 
 def cmd_wait(args) -> int:
     expected = revisions(load(args.config))
-    before = json.loads(Path(args.before).read_text(encoding="utf-8")) if args.before and Path(args.before).exists() else {}
+    before = (
+        json.loads(Path(args.before).read_text(encoding="utf-8")) if args.before and Path(args.before).exists() else {}
+    )
     deadline = time.monotonic() + args.timeout
     client = _client(args.address)
     last = ""

@@ -47,23 +47,29 @@ def require_admin_token() -> None:
         return
     token = admin_token()
     if token is None:
-        raise RuntimeError("no admin token: set SEGUE_ADMIN_TOKEN or SEGUE_ADMIN_TOKEN_FILE "
-                           "(or SEGUE_DEMO=1 to run a demo without the admin routes)")
+        raise RuntimeError(
+            "no admin token: set SEGUE_ADMIN_TOKEN or SEGUE_ADMIN_TOKEN_FILE "
+            "(or SEGUE_DEMO=1 to run a demo without the admin routes)"
+        )
     if len(token) < MIN_TOKEN_CHARS:
-        raise RuntimeError(f"the admin token is too weak: use at least {MIN_TOKEN_CHARS} random characters "
-                           "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        raise RuntimeError(
+            f"the admin token is too weak: use at least {MIN_TOKEN_CHARS} random characters "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
 
 
 def admin_router(backend: Backend, limits: ClientLimits) -> APIRouter:
     """The admin routes; each needs ``Authorization: Bearer <admin token>`` (or ``X-Admin-Token``)
     and each client address gets at most ``ADMIN_RATE`` tries."""
 
-    def admin(request: Request, authorization: str | None = Header(default=None),
-              x_admin_token: str | None = Header(default=None)) -> None:
+    def admin(
+        request: Request,
+        authorization: str | None = Header(default=None),
+        x_admin_token: str | None = Header(default=None),
+    ) -> None:
         if not limits.allowed(ADMIN_RATE, "admin", request):
             raise HTTPException(429, f"too many admin requests (limit {ADMIN_RATE})", headers={"Retry-After": "1"})
-        given = x_admin_token or (authorization[7:] if authorization and authorization.startswith("Bearer ")
-                                  else None)
+        given = x_admin_token or (authorization[7:] if authorization and authorization.startswith("Bearer ") else None)
         expected = admin_token()
         if not given:
             raise HTTPException(401, "admin token required")

@@ -78,7 +78,7 @@ class RecommendRequest(BaseModel):
     genres: Annotated[list[Text], Field(max_length=20)] = []
 
     @model_validator(mode="after")
-    def _one_query(self) -> "RecommendRequest":
+    def _one_query(self) -> RecommendRequest:
         given = [name for name in ("song", "songs", "attributes") if getattr(self, name)]
         if len(given) > 1:
             raise ValueError(f"give one of song, songs, attributes (got {', '.join(given)})")

@@ -62,8 +62,13 @@ class Backend(Protocol):
 class LocalBackend:
     """A :class:`Backend` answering from one in-process :class:`Service`."""
 
-    def __init__(self, service: Service, events: EventLog | None = None, counts: Counts | None = None,
-                 sessions: Sessions | None = None) -> None:
+    def __init__(
+        self,
+        service: Service,
+        events: EventLog | None = None,
+        counts: Counts | None = None,
+        sessions: Sessions | None = None,
+    ) -> None:
         self.service = service
         self.events = events
         self.counts: Counts = counts or MemoryCounts()

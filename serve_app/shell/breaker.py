@@ -11,15 +11,14 @@ for another cooldown.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class Breaker:
     """``allow()`` before a call, then ``success()``, ``failure()`` or (cancelled, no verdict)
     ``abandon()`` for a call that was allowed."""
 
-    def __init__(self, failures: int = 3, cooldown_s: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, failures: int = 3, cooldown_s: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
         if failures < 1 or cooldown_s < 0:
             raise ValueError("failures must be >= 1 and cooldown_s >= 0")
         self.failures = failures

@@ -8,7 +8,8 @@ events to free the memory at once.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
 from cachetools import LRUCache
 
@@ -21,8 +22,9 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
 
-    async def get(self, key: Hashable, compute: Callable[[], Awaitable[Any]],
-                  keep: Callable[[Any], bool] = lambda value: True) -> Any:
+    async def get(
+        self, key: Hashable, compute: Callable[[], Awaitable[Any]], keep: Callable[[Any], bool] = lambda value: True
+    ) -> Any:
         """The cached value, or ``compute()``'s, stored when ``keep(value)``."""
         try:
             value = self._lru[key]

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -26,8 +27,9 @@ class Coalescer(Generic[T, R]):
     raises is raised to every caller of that batch. At most ``in_flight`` calls run at once,
     each with at most ``max_batch`` items."""
 
-    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R]]], max_batch: int = 64,
-                 in_flight: int = 1) -> None:
+    def __init__(
+        self, run: Callable[[list[T]], Awaitable[Sequence[R]]], max_batch: int = 64, in_flight: int = 1
+    ) -> None:
         if max_batch < 1 or in_flight < 1:
             raise ValueError("max_batch and in_flight must be >= 1")
         self.run = run
@@ -51,8 +53,8 @@ class Coalescer(Generic[T, R]):
         """Send what is pending, batch after batch, until nothing is."""
         try:
             while self._pending:
-                batch = [(i, f) for i, f in self._pending[:self.max_batch] if not f.done()]  # done: caller gone
-                del self._pending[:self.max_batch]
+                batch = [(i, f) for i, f in self._pending[: self.max_batch] if not f.done()]  # done: caller gone
+                del self._pending[: self.max_batch]
                 if batch:
                     await self._send(batch)
         finally:

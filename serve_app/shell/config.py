@@ -87,8 +87,11 @@ AUTOSCALING: dict[str, Any] = {
     "downscale_delay_s": 60,
     "policy": {"policy_function": "serve_app.shell.scaling:BusyPolicy", "policy_kwargs": {"target_busy": 0.4}},
 }
-COMMON: dict[str, Any] = {"max_ongoing_requests": 100, "ray_actor_options": {"num_cpus": 0.125},
-                          "health_check_period_s": 2}
+COMMON: dict[str, Any] = {
+    "max_ongoing_requests": 100,
+    "ray_actor_options": {"num_cpus": 0.125},
+    "health_check_period_s": 2,
+}
 DEPLOYMENTS: dict[str, dict[str, Any]] = {
     # two ingresses at least: HAProxy keeps answering while one is replaced (a kill, a rollout)
     "Ingress": {**COMMON, "autoscaling_config": {**AUTOSCALING, "min_replicas": 2}},

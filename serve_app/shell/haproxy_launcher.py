@@ -34,8 +34,10 @@ from pathlib import Path
 # Sections of Ray's HAProxy template that are for operators on the node, not for clients.
 ADMIN_SECTIONS = ("listen stats", "frontend prometheus")
 DEFAULT_BACKEND = "backend default_backend"
-NOT_READY = ('    http-request return status 503 content-type text/plain hdr Retry-After 1 '
-             'string "Serve is starting: no routes yet, retry shortly."\n')
+NOT_READY = (
+    "    http-request return status 503 content-type text/plain hdr Retry-After 1 "
+    'string "Serve is starting: no routes yet, retry shortly."\n'
+)
 PR_SET_PDEATHSIG = 1
 _BIND = re.compile(r"^(\s*bind\s+)\S*?:(\d+)(.*)$")
 

@@ -111,8 +111,9 @@ def recommend_router(backend: Backend, cache: ResultCache | None) -> APIRouter:
             response = front.render(result, asked, new_request_id(w1, w2))
             impression(response, req.user_id, weights_bucket(w1, w2))
             return response
-        return JSONResponse(status_code=503, headers={"Retry-After": "1"},
-                            content={"detail": "switching bundles, retry in a second"})
+        return JSONResponse(
+            status_code=503, headers={"Retry-After": "1"}, content={"detail": "switching bundles, retry in a second"}
+        )
 
     def impression(response: RecommendResponse, user_id: str | None, bucket: str) -> None:
         """Log and count the songs a response showed (best effort: the response never waits)."""
@@ -122,20 +123,37 @@ def recommend_router(backend: Backend, cache: ResultCache | None) -> APIRouter:
         backend.counts.inc("segue_impressions", {"weights": bucket, "kind": response.query.kind}, len(shown))
         events = backend.event_log()
         if events is not None:
-            events.record({"type": "impression", "request_id": response.request_id, "user_id": user_id,
-                           "kind": response.query.kind, "weights": bucket, "track_ids": shown,
-                           "model_version": response.model_version})
+            events.record(
+                {
+                    "type": "impression",
+                    "request_id": response.request_id,
+                    "user_id": user_id,
+                    "kind": response.query.kind,
+                    "weights": bucket,
+                    "track_ids": shown,
+                    "model_version": response.model_version,
+                }
+            )
 
-    @router.post("/recommend", response_model=RecommendResponse,
-                 responses={404: {"model": UnknownSongBody}, 422: {"description": "invalid request"}})
+    @router.post(
+        "/recommend",
+        response_model=RecommendResponse,
+        responses={404: {"model": UnknownSongBody}, 422: {"description": "invalid request"}},
+    )
     async def recommend(req: RecommendRequest):
         """Top-K songs for ``{"song", "artist", "k"}`` (the minimal form) or any query kind."""
         return await answer(req)
 
     @router.get("/recommend", response_model=RecommendResponse, responses={404: {"model": UnknownSongBody}})
-    async def recommend_get(song: str | None = None, artist: str | None = None, k: int = 10,
-                            w1: float | None = None, w2: float | None = None, diversity: float = 0.0,
-                            user_id: str | None = None):
+    async def recommend_get(
+        song: str | None = None,
+        artist: str | None = None,
+        k: int = 10,
+        w1: float | None = None,
+        w2: float | None = None,
+        diversity: float = 0.0,
+        user_id: str | None = None,
+    ):
         """The same as POST, for links and curl: ``/recommend?song=X&artist=Y&k=10``."""
         try:
             req = RecommendRequest(song=song, artist=artist, k=k, w1=w1, w2=w2, diversity=diversity, user_id=user_id)
@@ -144,8 +162,9 @@ def recommend_router(backend: Backend, cache: ResultCache | None) -> APIRouter:
         return await answer(req)
 
     @router.get("/songs/search", response_model=list[Suggestion])
-    def search(q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT)],
-               limit: Annotated[int, Query(ge=1, le=50)] = 10):
+    def search(
+        q: Annotated[str, Query(min_length=1, max_length=MAX_TEXT)], limit: Annotated[int, Query(ge=1, le=50)] = 10
+    ):
         """Autocomplete: titles that start with ``q``, then fuzzy matches."""
         current = current_front(backend)
         return current if isinstance(current, JSONResponse) else current.search(q, limit)
@@ -157,16 +176,25 @@ def feedback_router(backend: Backend, limits: ClientLimits) -> APIRouter:
     """``/feedback``: likes, dislikes and plays, into the event log."""
     router = APIRouter()
 
-    @router.post("/feedback", response_model=FeedbackResponse,
-                 responses={404: {"description": "unknown track_id"}, 429: {"description": "too many requests"},
-                            503: {"description": "not recorded, retry"}})
+    @router.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses={
+            404: {"description": "unknown track_id"},
+            429: {"description": "too many requests"},
+            503: {"description": "not recorded, retry"},
+        },
+    )
     async def feedback(fb: FeedbackRequest, request: Request):
         """A listener liked, disliked or played (the preview of) a recommended song. Answers once
         the event is in the event log; a dislike with a ``user_id`` also keeps that song out of
         the user's recommendations for the session."""
         if not limits.allowed(FEEDBACK_RATE, "feedback", request):
-            return JSONResponse(status_code=429, headers={"Retry-After": "1"},
-                                content={"detail": f"too many feedback requests (limit {FEEDBACK_RATE})"})
+            return JSONResponse(
+                status_code=429,
+                headers={"Retry-After": "1"},
+                content={"detail": f"too many feedback requests (limit {FEEDBACK_RATE})"},
+            )
         current = current_front(backend)
         if isinstance(current, JSONResponse):
             return current
@@ -177,12 +205,23 @@ def feedback_router(backend: Backend, limits: ClientLimits) -> APIRouter:
             return _error(503, "feedback is not recorded by this server (no event log configured)")
         bucket = request_bucket(fb.request_id)
         try:
-            await events.append({"type": "feedback", "request_id": fb.request_id, "user_id": fb.user_id,
-                                 "track_id": fb.track_id, "signal": fb.signal, "weights": bucket,
-                                 "model_version": current.version})
+            await events.append(
+                {
+                    "type": "feedback",
+                    "request_id": fb.request_id,
+                    "user_id": fb.user_id,
+                    "track_id": fb.track_id,
+                    "signal": fb.signal,
+                    "weights": bucket,
+                    "model_version": current.version,
+                }
+            )
         except OSError as exc:
-            return JSONResponse(status_code=503, headers={"Retry-After": "1"},
-                                content={"detail": f"feedback not recorded ({exc}); retry"})
+            return JSONResponse(
+                status_code=503,
+                headers={"Retry-After": "1"},
+                content={"detail": f"feedback not recorded ({exc}); retry"},
+            )
         backend.counts.inc("segue_feedback", {"signal": fb.signal, "weights": bucket})
         if fb.signal == "dislike" and fb.user_id:
             await backend.dislike(fb.user_id, fb.track_id)
@@ -214,17 +253,24 @@ def ops_router(backend: Backend) -> APIRouter:
         if isinstance(current, JSONResponse):
             return current
         w1, w2 = backend.default_weights()
-        return {"model_version": current.version, "code_version": current.bundle.manifest.get("code_version"),
-                "code_revision": code_revision(), "weights": {"w1": w1, "w2": w2}}
+        return {
+            "model_version": current.version,
+            "code_version": current.bundle.manifest.get("code_version"),
+            "code_revision": code_revision(),
+            "weights": {"w1": w1, "w2": w2},
+        }
 
     return router
 
 
 def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
     """The FastAPI app: every route asks ``backend`` for the bundle of the moment."""
-    app = FastAPI(title="Segue", summary="Hybrid song recommender",
-                  description="Top-K songs for a song, a session, a user or a new song, each with its reason.",
-                  max_body_size=MAX_BODY_BYTES)
+    app = FastAPI(
+        title="Segue",
+        summary="Hybrid song recommender",
+        description="Top-K songs for a song, a session, a user or a new song, each with its reason.",
+        max_body_size=MAX_BODY_BYTES,
+    )
     app.add_middleware(JsonBodies, paths=frozenset({"/recommend", "/feedback"}))
 
     @app.exception_handler(RequestValidationError)
@@ -232,8 +278,12 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
         return _invalid(exc.errors(), skip=1)
 
     limits = ClientLimits()
-    routers = [recommend_router(backend, cache), feedback_router(backend, limits), admin_router(backend, limits),
-               ops_router(backend)]
+    routers = [
+        recommend_router(backend, cache),
+        feedback_router(backend, limits),
+        admin_router(backend, limits),
+        ops_router(backend),
+    ]
     for router in routers:
         app.include_router(router)
     paths = {getattr(r, "path", None) for r in [*app.routes, *(r for router in routers for r in router.routes)]}

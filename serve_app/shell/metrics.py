@@ -105,5 +105,11 @@ class RequestMetrics:
             self.counts.inc("segue_requests", {"route": route, "method": scope["method"], "code": str(status)})
             self.counts.observe("segue_request_ms", {"route": route}, ms)
             if status >= 400:  # access logs are off for speed; the refused and failed ones are logged
-                log.log(logging.ERROR if status >= 500 else logging.INFO, "%s %s -> %d in %.1f ms",
-                        scope["method"], route, status, ms)
+                log.log(
+                    logging.ERROR if status >= 500 else logging.INFO,
+                    "%s %s -> %d in %.1f ms",
+                    scope["method"],
+                    route,
+                    status,
+                    ms,
+                )

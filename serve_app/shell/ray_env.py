@@ -74,9 +74,11 @@ def haproxy_maxconn(fd_limit: int, asked: str | None = None) -> int:
     except ValueError:
         raise ValueError(f"RAY_SERVE_HAPROXY_MAXCONN={asked!r} is not a number of connections") from None
     if not 1 <= n <= most:
-        raise ValueError(f"RAY_SERVE_HAPROXY_MAXCONN={n}: HAProxy needs about {n * FDS_PER_CONNECTION + FD_RESERVE:,.0f} "
-                         f"open files for it and the hard limit here is {fd_limit:,} (`ulimit -Hn`): set at most "
-                         f"{most:,}, or leave it unset for that; spread more connections over more nodes")
+        raise ValueError(
+            f"RAY_SERVE_HAPROXY_MAXCONN={n}: HAProxy needs about {n * FDS_PER_CONNECTION + FD_RESERVE:,.0f} "
+            f"open files for it and the hard limit here is {fd_limit:,} (`ulimit -Hn`): set at most "
+            f"{most:,}, or leave it unset for that; spread more connections over more nodes"
+        )
     return n
 
 
@@ -91,8 +93,13 @@ def serve_env(proxy: str | None = None, fd_limit: int | None = None) -> dict[str
     proxy = proxy or os.environ.get("SEGUE_PROXY") or "haproxy"
     if proxy == "haproxy":
         maxconn = haproxy_maxconn(fd_limit or open_files_limit(), os.environ.get("RAY_SERVE_HAPROXY_MAXCONN"))
-        return {**BASE_ENV, "RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_HAPROXY_NBTHREAD": "1",
-                "RAY_SERVE_HAPROXY_BINARY_PATH": haproxy_launcher(), "RAY_SERVE_HAPROXY_MAXCONN": str(maxconn)}
+        return {
+            **BASE_ENV,
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+            "RAY_SERVE_HAPROXY_BINARY_PATH": haproxy_launcher(),
+            "RAY_SERVE_HAPROXY_MAXCONN": str(maxconn),
+        }
     if proxy == "python":
         return {**BASE_ENV, "RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
     raise ValueError(f"SEGUE_PROXY={proxy!r}: one of {', '.join(PROXIES)}")

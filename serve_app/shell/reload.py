@@ -15,7 +15,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import Callable, Collection, Generic, TypeVar
+from collections.abc import Callable, Collection
+from typing import Generic, TypeVar
 
 from serve_app.artifacts import bundle as bundle_mod
 
@@ -34,8 +35,13 @@ class BundleSlot(Generic[T]):
     read) into what the replica serves from; ``on_switch`` runs after each switch.
     """
 
-    def __init__(self, build: Callable[[bundle_mod.Bundle], T], parts: Collection[str] = (), keep: int = 2,
-                 on_switch: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        build: Callable[[bundle_mod.Bundle], T],
+        parts: Collection[str] = (),
+        keep: int = 2,
+        on_switch: Callable[[], None] | None = None,
+    ) -> None:
         self.build = build
         self.on_switch = on_switch
         self.parts = tuple(parts)
@@ -116,5 +122,10 @@ class BundleSlot(Generic[T]):
             raise VersionGone(f"bundle {version} is not loaded here (serving {self.version})") from None
 
     def status(self) -> dict:
-        return {"version": self.version, "uri": self.uri, "loaded": list(self._states), "loading": self.loading,
-                "refused": self.refused}
+        return {
+            "version": self.version,
+            "uri": self.uri,
+            "loaded": list(self._states),
+            "loading": self.loading,
+            "refused": self.refused,
+        }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import ray
 
@@ -16,8 +17,15 @@ def shared_actor(cls: type, name: str) -> Any:
     """The application's one named actor of ``cls`` (created by the first replica that asks,
     found by the others), restarted by Ray if it dies; placed on the head node, which
     outlives the workers an autoscaler removes, so it rarely has to restart at all."""
-    return ray.remote(cls).options(name=name, namespace="segue", lifetime="detached", get_if_exists=True,
-                                   num_cpus=0, max_restarts=-1, resources={HEAD_NODE: 0.001})
+    return ray.remote(cls).options(
+        name=name,
+        namespace="segue",
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        max_restarts=-1,
+        resources={HEAD_NODE: 0.001},
+    )
 
 
 async def once_more(call: Callable[[], Awaitable[T]]) -> T:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 BUSY = "busy"  # the custom autoscaling metric: CPU seconds per second of the replica's process
 
@@ -28,8 +29,9 @@ BUSY = "busy"  # the custom autoscaling metric: CPU seconds per second of the re
 class CpuMeter:
     """The share of a core this process used between two ``read()`` calls (all threads)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 cpu: Callable[[], float] = time.process_time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, cpu: Callable[[], float] = time.process_time
+    ) -> None:
         self.clock, self.cpu = clock, cpu
         self._t, self._c = clock(), cpu()
 

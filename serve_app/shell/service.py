@@ -10,8 +10,8 @@ query to the combiner deployment instead.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,15 +55,16 @@ class Front:
 
     def __post_init__(self) -> None:
         cat = self.bundle.catalog  # columns as arrays: a row lookup per result would cost ~0.1 ms
-        self._name, self._artist, self._track_id = (cat[c].astype(str).to_numpy() for c in ("name", "artist",
-                                                                                          "track_id"))
+        self._name, self._artist, self._track_id = (
+            cat[c].astype(str).to_numpy() for c in ("name", "artist", "track_id")
+        )
         previews = cat["spotify_preview_url"] if "spotify_preview_url" in cat else pd.Series([None] * len(cat))
         self._preview = [p if isinstance(p, str) and p else None for p in previews]
         self._index = {t: i for i, t in enumerate(self._track_id)}
         self._plays, self._listeners = (cat[c].to_numpy() for c in ("plays", "listeners"))
 
     @classmethod
-    def from_bundle(cls, b: Bundle) -> "Front":
+    def from_bundle(cls, b: Bundle) -> Front:
         return cls(b, SongIndex.build(b.catalog, b.aliases))
 
     @property
@@ -71,8 +72,9 @@ class Front:
         return self.bundle.version
 
     def suggestion(self, track: int, score: float = 100.0) -> Suggestion:
-        return Suggestion(song=self._name[track], artist=self._artist[track], track_id=self._track_id[track],
-                          score=round(score, 1))
+        return Suggestion(
+            song=self._name[track], artist=self._artist[track], track_id=self._track_id[track], score=round(score, 1)
+        )
 
     def _candidates(self, found: list[Candidate]) -> list[Suggestion]:
         return [self.suggestion(c.track, c.score) for c in found]
@@ -102,17 +104,20 @@ class Front:
     def without_graph(self, query: Query, why: str) -> Result:
         """The answer when the graph gave none within the request's budget: the most played
         songs (not the seeds nor the excluded ones), saying why."""
-        return most_played(self._plays, self._listeners, query.k,
-                           Weights(0.0, 0.0, f"{why}: most played songs", "parts_unavailable"),
-                           [*query.seeds, *query.exclude])
+        return most_played(
+            self._plays,
+            self._listeners,
+            query.k,
+            Weights(0.0, 0.0, f"{why}: most played songs", "parts_unavailable"),
+            [*query.seeds, *query.exclude],
+        )
 
     def song_query(self, track: int, default_weights: tuple[float, float]) -> Query:
         """The query of the minimal request ``{"song", "artist"}`` for ``track`` (what
         :meth:`ask` builds for it, so the two key the same cache entry)."""
         return Query("songs", seeds=(track,), **_common(RecommendRequest.model_construct(), default_weights))
 
-    def ask(self, req: RecommendRequest, default_weights: tuple[float, float],
-            exclude: Collection[str] = ()) -> Asked:
+    def ask(self, req: RecommendRequest, default_weights: tuple[float, float], exclude: Collection[str] = ()) -> Asked:
         """The query for a validated request, with the default weights filled in and the
         ``exclude``d track ids (a listener's dislikes) left out, so that the query alone
         determines the answer and can key a cache; raises UnknownSong."""
@@ -130,8 +135,14 @@ class Front:
         elif req.attributes:
             query = Query("attributes", attributes=tuple(sorted(req.attributes.as_row().items())), **common)
         else:
-            query = Query("user", user_id=req.user_id, tags=tuple(req.tags), genres=tuple(req.genres),
-                          exclude_played=req.exclude_played, **common)
+            query = Query(
+                "user",
+                user_id=req.user_id,
+                tags=tuple(req.tags),
+                genres=tuple(req.genres),
+                exclude_played=req.exclude_played,
+                **common,
+            )
         return Asked(query, seeds, alternatives)
 
     def render(self, result: Result, asked: Asked, request_id: str | None = None) -> RecommendResponse:
@@ -139,17 +150,32 @@ class Front:
         recs = []
         for item in result.items:
             t = item.track
-            recs.append(Recommendation(
-                song=self._name[t], artist=self._artist[t], track_id=self._track_id[t], score=round(item.score, 4),
-                cb_score=round(item.cb, 4), cf_score=round(item.cf, 4), preview_url=self._preview[t],
-                because=item.because))
+            recs.append(
+                Recommendation(
+                    song=self._name[t],
+                    artist=self._artist[t],
+                    track_id=self._track_id[t],
+                    score=round(item.score, 4),
+                    cb_score=round(item.cb, 4),
+                    cf_score=round(item.cf, 4),
+                    preview_url=self._preview[t],
+                    because=item.because,
+                )
+            )
         return RecommendResponse(
             recommendations=recs,
-            query=QueryEcho(kind=result.kind, seeds=[self.suggestion(s) for s in asked.seeds],
-                            alternatives=asked.alternatives),
-            weights_used=WeightsUsed(w1=round(result.weights.w1, 4), w2=round(result.weights.w2, 4),
-                                     reason=result.weights.reason, fallback=result.weights.fallback),
-            model_version=self.version, request_id=request_id or uuid.uuid4().hex)
+            query=QueryEcho(
+                kind=result.kind, seeds=[self.suggestion(s) for s in asked.seeds], alternatives=asked.alternatives
+            ),
+            weights_used=WeightsUsed(
+                w1=round(result.weights.w1, 4),
+                w2=round(result.weights.w2, 4),
+                reason=result.weights.reason,
+                fallback=result.weights.fallback,
+            ),
+            model_version=self.version,
+            request_id=request_id or uuid.uuid4().hex,
+        )
 
 
 def _common(req: RecommendRequest, default_weights: tuple[float, float]) -> dict:
@@ -167,7 +193,7 @@ class Service:
     rec: Recommender
 
     @classmethod
-    def from_bundle(cls, b: Bundle, config: HybridConfig | None = None) -> "Service":
+    def from_bundle(cls, b: Bundle, config: HybridConfig | None = None) -> Service:
         return cls(Front.from_bundle(b), Recommender.from_bundle(b, config))
 
     @property

@@ -39,10 +39,11 @@ class SideClient:
         or its breaker is open (it kept failing: no call waits for it until a probe gets through)."""
         if not self.breaker.allow():
             return [Unavailable(self.name, "circuit open")] * len(calls)
+
         async def send(chunk: list[Call]) -> list:
             return await once_more(lambda: self.handle.call_many.remote(version, chunk))
 
-        chunks = [calls[i:i + SIDE_CHUNK] for i in range(0, len(calls), SIDE_CHUNK)]
+        chunks = [calls[i : i + SIDE_CHUNK] for i in range(0, len(calls), SIDE_CHUNK)]
         try:
             parts = await asyncio.wait_for(asyncio.gather(*[send(c) for c in chunks]), self.timeout_s)
         except VersionGone as exc:  # the side answered: it has not loaded this version yet (or any more)
@@ -54,8 +55,9 @@ class SideClient:
         except Exception as exc:
             self.breaker.failure()
             why = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            log.warning("%s part unavailable for %d call(s): %s (breaker %s)", self.name, len(calls), why,
-                        self.breaker.state)
+            log.warning(
+                "%s part unavailable for %d call(s): %s (breaker %s)", self.name, len(calls), why, self.breaker.state
+            )
             self.counts.inc("segue_part_unavailable", {"part": self.name, "why": why})
             return [Unavailable(self.name, why)] * len(calls)
         self.breaker.success()

@@ -27,12 +27,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bundle", required=True, help="bundle directory or s3:// URI")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--cache-size", type=int, default=defaults["cache_size"].default,
-                        help="cached results (0: no cache)")
-    parser.add_argument("--warm-size", type=int, default=defaults["warm_size"].default,
-                        help="most-played songs whose answers are cached before serving (0: none)")
-    parser.add_argument("--events", default=defaults["events"].default,
-                        help="impression and feedback log: directory or s3:// prefix ('' refuses feedback)")
+    parser.add_argument(
+        "--cache-size", type=int, default=defaults["cache_size"].default, help="cached results (0: no cache)"
+    )
+    parser.add_argument(
+        "--warm-size",
+        type=int,
+        default=defaults["warm_size"].default,
+        help="most-played songs whose answers are cached before serving (0: none)",
+    )
+    parser.add_argument(
+        "--events",
+        default=defaults["events"].default,
+        help="impression and feedback log: directory or s3:// prefix ('' refuses feedback)",
+    )
     args = parser.parse_args(argv)
     require_admin_token()
     service = Service.from_bundle(bundle.load(args.bundle))

@@ -15,8 +15,8 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
 
 from serve_app.core.hybrid import Query, Result
 from serve_app.shell.cache import ResultCache
@@ -39,13 +39,27 @@ class WarmStatus:
     started: float = field(default=0.0, repr=False)
 
     def report(self) -> dict:
-        return {"state": self.state, "entries": self.entries, "target": self.target,
-                "seconds": round(self.seconds, 1), "detail": self.detail}
+        return {
+            "state": self.state,
+            "entries": self.entries,
+            "target": self.target,
+            "seconds": round(self.seconds, 1),
+            "detail": self.detail,
+        }
 
 
-async def warm(cache: ResultCache, front: Front, weights: tuple[float, float], run_many: RunMany, count: int,
-               status: WarmStatus, batch: int = 32, not_ready_s: float = 60.0, retry_s: float = 1.0,
-               duty: float = 0.5) -> None:
+async def warm(
+    cache: ResultCache,
+    front: Front,
+    weights: tuple[float, float],
+    run_many: RunMany,
+    count: int,
+    status: WarmStatus,
+    batch: int = 32,
+    not_ready_s: float = 60.0,
+    retry_s: float = 1.0,
+    duty: float = 0.5,
+) -> None:
     """Put the answers for ``front``'s ``count`` most-played songs (at most the cache's size)
     into ``cache``, most played first, ``batch`` queries per ``run_many`` call. Answers the
     graph cannot give yet (a part still loading this version: :class:`VersionGone`) are
@@ -60,7 +74,7 @@ async def warm(cache: ResultCache, front: Front, weights: tuple[float, float], r
     try:
         start = 0
         while start < len(tracks):
-            queries = [front.song_query(int(t), weights) for t in tracks[start:start + batch]]
+            queries = [front.song_query(int(t), weights) for t in tracks[start : start + batch]]
             asked = time.monotonic()
             results = await run_many(queries, front.version)
             took = time.monotonic() - asked
@@ -98,7 +112,6 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
 
 
 class WarmCache:

@@ -1,9 +1,9 @@
 """The default weights shared by every replica: one versioned value that replicas watch.
 
 A :class:`WeightBoard` (run as one named, detached Ray actor per Serve application, which each
-replica's ``serve_app.shell.follower.Follower`` finds or creates) holds ``(generation, w1, w2)`` and saves it to a small JSON object
-(local file or ``s3://``), so it outlives replica restarts, ``serve deploy`` upgrades and,
-with a saved file, the Ray cluster itself. Every replica that uses the defaults keeps
+replica's ``serve_app.shell.follower.Follower`` finds or creates) holds ``(generation, w1, w2)``
+and saves it to a small JSON object (local file or ``s3://``), so it outlives replica restarts,
+``serve deploy`` upgrades and, with a saved file, the Ray cluster itself. Every replica that uses the defaults keeps
 one long poll open (:meth:`WeightBoard.watch`): a change reaches all of them within
 milliseconds, and each poll also records which generation that replica has applied, so
 ``POST /adjust_weights`` can answer once every live replica has the new weights.
@@ -66,8 +66,9 @@ class WeightBoard:
         """New weights, saved before anyone sees them."""
         state = WeightState(self.state.generation + 1, w1, w2)
         if self.path:
-            await asyncio.to_thread(storage.write_text, self.path,
-                                    json.dumps({**asdict(state), "config": list(self.config)}))
+            await asyncio.to_thread(
+                storage.write_text, self.path, json.dumps({**asdict(state), "config": list(self.config)})
+            )
         self.state = state
         log.info("default weights w1=%s w2=%s (generation %d)", w1, w2, state.generation)
         async with self.changed:
@@ -88,7 +89,7 @@ class WeightBoard:
         async with self.changed:
             try:
                 await asyncio.wait_for(self.changed.wait_for(lambda: self.state.generation != applied), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return self.state
 
