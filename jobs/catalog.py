@@ -22,29 +22,11 @@ from serve_app.core.text import song_key
 
 CATALOG_FILE = "Music Info.csv"  # the public data set's file names
 HISTORY_FILE = "User Listening History.csv"
-COLUMNS = [
-    "track_id",
-    "name",
-    "artist",
-    "spotify_preview_url",
-    "spotify_id",
-    "tags",
-    "genre",
-    "year",
-    "duration_ms",
-    "danceability",
-    "energy",
-    "key",
-    "loudness",
-    "mode",
-    "speechiness",
-    "acousticness",
-    "instrumentalness",
-    "liveness",
-    "valence",
-    "tempo",
-    "time_signature",
-]
+COLUMNS = (
+    "track_id name artist spotify_preview_url spotify_id tags genre "  # text
+    "year duration_ms danceability energy key loudness mode speechiness acousticness instrumentalness liveness "
+    "valence tempo time_signature"
+).split()
 REQUIRED = ["track_id", "name", "artist"]
 TEXT_COLUMNS = COLUMNS[:7]
 NUMERIC_COLUMNS = COLUMNS[7:]

@@ -774,6 +774,18 @@ def with_rule(rule: dict) -> list[dict]:
     return copy.deepcopy(INGRESS) + [rule]
 
 
+def tcp(ports: tuple[int, int], peer: dict, description: str | None = None) -> dict:
+    """An ingress rule: TCP ``ports`` (first, last) from ``peer`` (a range or a security group)."""
+    rule = {"IpProtocol": "tcp", "FromPort": ports[0], "ToPort": ports[1], **copy.deepcopy(peer)}
+    if description is not None:
+        next(iter(v for k, v in rule.items() if k.endswith("Ranges")))[0]["Description"] = description
+    return rule
+
+
+FROM_LB = {"UserIdGroupPairs": [{"GroupId": LB_SG}]}
+FROM_OPERATOR = {"IpRanges": [{"CidrIp": OPERATOR_CIDR}]}
+
+
 def with_grant(action: str, resource: str) -> dict:
     policy = copy.deepcopy(SERVING_POLICY)
     policy["Statement"].append({"Effect": "Allow", "Action": action, "Resource": resource})
@@ -784,51 +796,18 @@ def with_grant(action: str, resource: str) -> dict:
     "check, broken",
     [
         pytest.param(
-            world_cidrs,
-            with_rule({"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}),
-            id="ssh-from-any-ipv6",
+            world_cidrs, with_rule(tcp((22, 22), {"Ipv6Ranges": [{"CidrIpv6": "::/0"}]})), id="ssh-from-any-ipv6"
         ),
+        pytest.param(ray_ports_open_outside, with_rule(tcp((8265, 8265), FROM_LB)), id="dashboard-to-lb"),
+        pytest.param(ray_ports_open_outside, with_rule(tcp((6000, 7000), FROM_OPERATOR)), id="gcs-in-a-range"),
+        pytest.param(ingress_ports_open_outside, with_rule(tcp((30000, 31000), FROM_LB)), id="direct-ingress-to-lb"),
         pytest.param(
-            ray_ports_open_outside,
-            with_rule(
-                {"IpProtocol": "tcp", "FromPort": 8265, "ToPort": 8265, "UserIdGroupPairs": [{"GroupId": LB_SG}]}
-            ),
-            id="dashboard-to-lb",
+            ingress_ports_open_outside, with_rule(tcp((8404, 8404), FROM_OPERATOR)), id="haproxy-stats-to-operator"
         ),
-        pytest.param(
-            ray_ports_open_outside,
-            with_rule({"IpProtocol": "tcp", "FromPort": 6000, "ToPort": 7000, "IpRanges": [{"CidrIp": OPERATOR_CIDR}]}),
-            id="gcs-in-a-range",
-        ),
-        pytest.param(
-            ingress_ports_open_outside,
-            with_rule(
-                {"IpProtocol": "tcp", "FromPort": 30000, "ToPort": 31000, "UserIdGroupPairs": [{"GroupId": LB_SG}]}
-            ),
-            id="direct-ingress-to-lb",
-        ),
-        pytest.param(
-            ingress_ports_open_outside,
-            with_rule({"IpProtocol": "tcp", "FromPort": 8404, "ToPort": 8404, "IpRanges": [{"CidrIp": OPERATOR_CIDR}]}),
-            id="haproxy-stats-to-operator",
-        ),
-        pytest.param(
-            ingress_ports_open_outside,
-            with_rule(
-                {"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8600, "UserIdGroupPairs": [{"GroupId": LB_SG}]}
-            ),
-            id="fallback-proxy-in-a-range",
-        ),
+        pytest.param(ingress_ports_open_outside, with_rule(tcp((8000, 8600), FROM_LB)), id="fallback-proxy-in-a-range"),
         pytest.param(
             bad_descriptions,
-            with_rule(
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": 22,
-                    "ToPort": 22,
-                    "IpRanges": [{"CidrIp": OPERATOR_CIDR, "Description": "the operator's SSH"}],
-                }
-            ),
+            with_rule(tcp((22, 22), FROM_OPERATOR, "the operator's SSH")),
             id="apostrophe-in-description",
         ),
         pytest.param(wildcard_grants, with_grant("s3:Get*", f"{BUCKET_ARN}/bundles/*"), id="wildcard-action"),

@@ -163,38 +163,33 @@ def test_validation_split_is_carved_from_train():
 
 def tiny_split() -> ev.Split:
     """4 users x 6 items, hand-made. Item 5 is cold."""
-    train = sp.csr_matrix(
-        np.array(
-            [
-                [5, 9, 0, 0, 0, 0],
-                [0, 3, 3, 0, 0, 0],  # tie 3/3: seed = item 1
-                [0, 0, 0, 0, 0, 0],  # no training item at all
-                [1, 0, 0, 0, 0, 0],
-            ],
-            dtype=np.float32,
-        )
+
+    def counts(rows: list[list[int]]) -> sp.csr_matrix:
+        return sp.csr_matrix(np.array(rows, dtype=np.float32))
+
+    train = counts(
+        [
+            [5, 9, 0, 0, 0, 0],
+            [0, 3, 3, 0, 0, 0],  # tie 3/3: seed = item 1
+            [0, 0, 0, 0, 0, 0],  # no training item at all
+            [1, 0, 0, 0, 0, 0],
+        ]
     )
-    test = sp.csr_matrix(
-        np.array(
-            [
-                [0, 0, 1, 1, 0, 0],
-                [1, 0, 0, 0, 1, 0],
-                [1, 0, 0, 0, 0, 0],
-                [0, 0, 0, 0, 0, 0],  # no warm test item: not in P1/P2
-            ],
-            dtype=np.float32,
-        )
+    test = counts(
+        [
+            [0, 0, 1, 1, 0, 0],
+            [1, 0, 0, 0, 1, 0],
+            [1, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 0],  # no warm test item: not in P1/P2
+        ]
     )
-    cold = sp.csr_matrix(
-        np.array(
-            [
-                [0, 0, 0, 0, 0, 0],
-                [0, 0, 0, 0, 0, 2],
-                [0, 0, 0, 0, 0, 0],
-                [0, 0, 0, 0, 0, 7],
-            ],
-            dtype=np.float32,
-        )
+    cold = counts(
+        [
+            [0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 2],
+            [0, 0, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0, 7],
+        ]
     )
     return ev.Split(
         train,

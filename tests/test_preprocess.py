@@ -93,13 +93,8 @@ def dirty(tmp_path_factory, ray_session):
 def test_catalog_rules_counted(dirty):
     _, manifest = dirty
     cat = manifest["counts"]["catalog"]
-    assert cat["rejected"] == {
-        "malformed_row": 1,
-        "blank_line": 1,
-        "missing_track_id": 1,
-        "missing_name": 1,
-        "duplicate_track_id": 1,
-    }
+    rejected = {"malformed_row": 1, "blank_line": 1, "missing_track_id": 1, "missing_name": 1, "duplicate_track_id": 1}
+    assert cat["rejected"] == rejected
     assert cat["rows_read"] == 10
     assert cat["merged_duplicate_songs"] == 1
     assert cat["invalid_numeric_cells"] == {"energy": 1}
@@ -269,23 +264,22 @@ def test_cli_done_when(tmp_path):
         cwd=ROOT,
         capture_output=True,
     )
-    proc = subprocess.run(
-        [
-            env_py,
-            "-m",
-            "jobs.preprocess",
-            "--catalog",
-            str(d / "Music Info.csv"),
-            "--interactions",
-            str(d / "User Listening History.csv"),
-            "--out",
-            str(b),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    preprocess = [
+        env_py,
+        "-m",
+        "jobs.preprocess",
+        "--catalog",
+        str(d / "Music Info.csv"),
+        "--interactions",
+        str(d / "User Listening History.csv"),
+        "--out",
+        str(b),
+    ]
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(preprocess, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    proc = run()
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rejected" in proc.stderr
     manifest = bundle.verify(b)
@@ -299,23 +293,7 @@ def test_cli_done_when(tmp_path):
         "collab/user_hash.npy",
         "collab/item_neighbors.npz",
     }
-    again = subprocess.run(
-        [
-            env_py,
-            "-m",
-            "jobs.preprocess",
-            "--catalog",
-            str(d / "Music Info.csv"),
-            "--interactions",
-            str(d / "User Listening History.csv"),
-            "--out",
-            str(b),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run()
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert not list(tmp_path.glob(".b.tmp-*")), "a refused run left its staging directory behind"
     assert bundle.verify(b) == manifest  # the existing bundle is untouched

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from jobs.catalog import COLUMNS
 from serve_app.artifacts import bundle as bundle_io
 from serve_app.core.hybrid import HybridConfig, Query, Recommender, Result
 
@@ -355,24 +356,7 @@ def test_for_user_is_the_users_history(bundle, rec, demo_data):
     assert rec.run(Query("user", user_id="nobody-ever", k=5)) == rec.popular(5)
 
 
-ATTRIBUTE_COLUMNS = [
-    "tags",
-    "genre",
-    "year",
-    "duration_ms",
-    "danceability",
-    "energy",
-    "key",
-    "loudness",
-    "mode",
-    "speechiness",
-    "acousticness",
-    "instrumentalness",
-    "liveness",
-    "valence",
-    "tempo",
-    "time_signature",
-]
+ATTRIBUTE_COLUMNS = COLUMNS[5:]  # every catalog column a song has besides its ids, name and artist
 
 
 @pytest.mark.parametrize("track", [0, 123, 777, 1400])

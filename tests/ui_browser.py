@@ -22,6 +22,7 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,6 +248,11 @@ def ui_page(browser, ui_stack, request):
     page.context.close()
 
 
+def located(find: Callable[[Page], Locator]) -> property:
+    """A page element as a read-only attribute, found afresh on each use."""
+    return property(lambda self: find(self.page))
+
+
 class SeguePage:
     """The Segue page as a person uses it: by roles, labels and the ``segue-*`` element ids."""
 
@@ -260,41 +266,18 @@ class SeguePage:
         return self
 
     # what is on the page
-    @property
-    def song_box(self) -> Locator:
-        return self.page.get_by_role("combobox", name="Song", exact=True)
-
-    @property
-    def artist_box(self) -> Locator:
-        return self.page.get_by_role("textbox", name="Artist (optional)")
-
-    @property
-    def recommend_button(self) -> Locator:
-        return self.page.get_by_role("button", name="Recommend", exact=True)
-
-    @property
-    def message(self) -> Locator:
-        return self.page.locator("#segue-message")
-
-    @property
-    def weights_line(self) -> Locator:
-        return self.page.locator("#segue-weights")
-
-    @property
-    def suggestions(self) -> Locator:
-        return self.page.locator("#segue-suggestions")
-
-    @property
-    def results(self) -> Locator:
-        return self.page.locator("#segue-results").get_by_role("table", name="Recommended songs")
+    song_box = located(lambda page: page.get_by_role("combobox", name="Song", exact=True))
+    artist_box = located(lambda page: page.get_by_role("textbox", name="Artist (optional)"))
+    recommend_button = located(lambda page: page.get_by_role("button", name="Recommend", exact=True))
+    message = located(lambda page: page.locator("#segue-message"))
+    weights_line = located(lambda page: page.locator("#segue-weights"))
+    suggestions = located(lambda page: page.locator("#segue-suggestions"))
+    results = located(lambda page: page.locator("#segue-results").get_by_role("table", name="Recommended songs"))
+    toasts = located(lambda page: page.get_by_test_id("toast-body"))
 
     @property
     def result_rows(self) -> Locator:
         return self.results.locator("tbody tr")
-
-    @property
-    def toasts(self) -> Locator:
-        return self.page.get_by_test_id("toast-body")
 
     def option(self, choice: str) -> Locator:
         """One entry of the song box's autocomplete list."""

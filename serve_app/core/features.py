@@ -25,18 +25,9 @@ import scipy.sparse as sp
 # scikit-learn is imported where it is used: of the Serve replicas only the content side
 # needs it (1.4 s of every other replica's start, and so of its recovery after a crash).
 
-AUDIO_COLUMNS = [
-    "danceability",
-    "energy",
-    "loudness",
-    "speechiness",
-    "acousticness",
-    "instrumentalness",
-    "liveness",
-    "valence",
-    "tempo",
-    "duration_ms",
-]
+AUDIO_COLUMNS = (
+    "danceability energy loudness speechiness acousticness instrumentalness liveness valence tempo duration_ms".split()
+)
 CATEGORICAL_COLUMNS = ["key", "mode", "time_signature", "decade"]
 BLOCK_WEIGHTS = {"tags": 0.6, "audio": 0.3, "categorical": 0.1}
 TRANSFORM_VERSION = 1
