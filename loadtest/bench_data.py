@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from loadtest.datasets import SUFFIX, ensure_data, label
+from loadtest.datasets import SUFFIX, ensure_data, label, preprocess_command
 from loadtest.machine import machine
 from loadtest.procs import TreeSampler
 from loadtest.wait import wait_for
@@ -236,28 +236,11 @@ def bench(
         jobs = {
             "ray": (
                 work / f"bundle-{tag}",
-                [
-                    sys.executable,
-                    "-m",
-                    "jobs.preprocess",
-                    "--catalog",
-                    str(catalog),
-                    "--interactions",
-                    str(interactions),
-                    "--overwrite",
-                ],
+                preprocess_command(catalog, interactions, "--overwrite"),
             ),
             "pandas": (
                 work / f"baseline-{tag}",
-                [
-                    sys.executable,
-                    "-m",
-                    "jobs.preprocess_pandas",
-                    "--catalog",
-                    str(catalog),
-                    "--interactions",
-                    str(interactions),
-                ],
+                preprocess_command(catalog, interactions, module="jobs.preprocess_pandas"),
             ),
         }
         for impl, (out, cmd) in jobs.items():

@@ -25,6 +25,12 @@ def label(n: int) -> str:
     return str(n)
 
 
+def preprocess_command(catalog: Path, interactions: Path, *options: str, module: str = "jobs.preprocess") -> list[str]:
+    """``python -m jobs.preprocess`` (or the job ``module``, e.g. the pandas baseline) on a catalog
+    and an interactions CSV; ``options`` the run's own (``--out``, ``--overwrite`` ...)."""
+    return [sys.executable, "-m", module, "--catalog", str(catalog), "--interactions", str(interactions), *options]
+
+
 def ensure_data(work: Path, songs: int, plays: int, seed: int) -> tuple[Path, Path, float | None]:
     """Catalog and interaction CSVs for one size, generated unless a complete set is there (seconds or None)."""
     data = work / f"data-{songs}-{plays}-seed{seed}"
@@ -63,18 +69,7 @@ def ensure_bundle(work: Path, songs: int, plays: int) -> Path:
     if not (out / "manifest.json").exists():
         catalog, interactions, _ = ensure_data(work, songs, plays, seed=0)
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "jobs.preprocess",
-                "--catalog",
-                str(catalog),
-                "--interactions",
-                str(interactions),
-                "--out",
-                str(out),
-                "--overwrite",
-            ],
+            preprocess_command(catalog, interactions, "--out", str(out), "--overwrite"),
             check=True,
             stdout=subprocess.DEVNULL,
         )

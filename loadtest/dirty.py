@@ -42,7 +42,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from loadtest.datasets import CATALOG_FILE, HISTORY_FILE
+from loadtest.datasets import CATALOG_FILE, HISTORY_FILE, preprocess_command
 from serve_app.artifacts import bundle
 
 KINDS = (
@@ -192,17 +192,7 @@ def check_preprocess(
     injected = make_dirty(Path(catalog_csv), Path(interactions_csv), data, seed)
     t0 = time.monotonic()
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.preprocess",
-            "--catalog",
-            str(data / CATALOG_FILE),
-            "--interactions",
-            str(data / HISTORY_FILE),
-            "--out",
-            str(out),
-        ],
+        preprocess_command(data / CATALOG_FILE, data / HISTORY_FILE, "--out", str(out)),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from loadtest import procs
 from loadtest.sampling import schedule
@@ -141,6 +141,37 @@ def open_loop_result(
     }
 
 
+def locust_command(host: str, seeds: Path, *options: str) -> list[str]:
+    """Headless Locust on loadtest/locustfile.py against ``host`` with the seed file ``seeds``: the
+    summary only, warnings and worse logged, exit code 0 when requests fail; ``options`` the run's own."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        host,
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--exit-code-on-error",
+        "0",
+        "--seeds",
+        str(seeds),
+        *options,
+    ]
+
+
+def start_locust(cmd: list[str], log: IO[str]) -> subprocess.Popen:
+    """Start ``cmd`` (a :func:`locust_command`) from the project root in a session of its own
+    (``procs.stop`` ends its whole tree), stdout and stderr to ``log``."""
+    return subprocess.Popen(
+        cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+
+
 @dataclass
 class Load:
     """How phases run: Locust against ``url`` with the seed file, results under ``out``."""
@@ -160,28 +191,7 @@ class Load:
     def command(self, tag: str, rate: float | None, duration: float, users: int | None) -> list[str]:
         """Locust's command line: open loop at ``rate`` req/s (one user, a request log, time to
         drain the answers), or closed loop (``rate`` None) with ``users`` unpaced users."""
-        cmd = [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(LOCUSTFILE),
-            "--headless",
-            "--host",
-            self.url,
-            "--csv",
-            str(self.out / tag),
-            "--only-summary",
-            "--loglevel",
-            "WARNING",
-            "--exit-code-on-error",
-            "0",
-            "--seeds",
-            str(self.seeds),
-            "--k",
-            str(self.k),
-            "--degraded-fails",
-        ]
+        cmd = locust_command(self.url, self.seeds, "--csv", str(self.out / tag), "--k", str(self.k), "--degraded-fails")
         if rate is None:
             return cmd + [
                 "-u",
@@ -222,14 +232,7 @@ class Load:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         with (self.out / f"{tag}.log").open("w") as log:
-            proc = subprocess.Popen(
-                self.command(tag, rate, duration, users),
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            proc = start_locust(self.command(tag, rate, duration, users), log)
             try:
                 proc.wait(duration + OPEN_GRACE_S + 90)
             except subprocess.TimeoutExpired:

@@ -44,11 +44,12 @@ import numpy as np
 import psutil
 
 from loadtest import procs
-from loadtest.datasets import CATALOG_FILE, HISTORY_FILE
+from loadtest.datasets import CATALOG_FILE, HISTORY_FILE, preprocess_command
 from loadtest.dirty import check_preprocess
 from loadtest.hostile import cases, fuzz_schema, run_cases
-from loadtest.load import LOCUSTFILE, read_request_log, users_for
+from loadtest.load import locust_command, read_request_log, start_locust, users_for
 from loadtest.machine import code_version, machine
+from loadtest.moto_s3 import start_moto_s3
 from loadtest.readyz import warming
 from loadtest.seeds import write_seeds
 from loadtest.serve_cluster import DEPLOYMENTS, ROOT, ServeCluster, free_port
@@ -104,41 +105,21 @@ class SteadyLoad:
     def __enter__(self) -> SteadyLoad:
         users = users_for(self.rate)
         self.log.unlink(missing_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(LOCUSTFILE),
-            "--headless",
-            "--host",
+        cmd = locust_command(
             self.url,
+            self.seeds,
             "-u",
             str(users),
             "-r",
             str(users),
             "-t",
             "3600s",
-            "--only-summary",
-            "--loglevel",
-            "WARNING",
-            "--exit-code-on-error",
-            "0",
-            "--seeds",
-            str(self.seeds),
             "--user-rate",
             str(self.rate / users),
             "--request-log",
             str(self.log),
-        ]
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=(self.out / "locust.log").open("w"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
         )
+        self.proc = start_locust(cmd, (self.out / "locust.log").open("w"))
         wait_for(lambda: len(self.requests()) >= 3 * self.rate, 60, "the steady load to start")
         return self
 
@@ -779,20 +760,9 @@ def dirty_preprocessing(data: Path, work: Path) -> dict[str, Any]:
 def build_second_bundle(data: Path, out: Path) -> Path:
     """The demo data with playcounts capped: the same songs, another bundle version."""
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.preprocess",
-            "--catalog",
-            str(data / CATALOG_FILE),
-            "--interactions",
-            str(data / HISTORY_FILE),
-            "--out",
-            str(out),
-            "--max-playcount",
-            "20",
-            "--overwrite",
-        ],
+        preprocess_command(
+            data / CATALOG_FILE, data / HISTORY_FILE, "--out", str(out), "--max-playcount", "20", "--overwrite"
+        ),
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -871,8 +841,6 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    from moto.server import ThreadedMotoServer
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the S3 server's per-request lines
 
     data = Path(args.data)
@@ -891,15 +859,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = work / "seeds.json"
     write_seeds(catalog, "realistic", seeds)
     first = json.loads(seeds.read_text())
-    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    s3.start()
-    host, port = s3.get_host_and_port()
-    s3_env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "reliability",
-        "AWS_SECRET_ACCESS_KEY": "reliability",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    s3, s3_env = start_moto_s3("reliability")
     os.environ.update(s3_env)
     cluster = ServeCluster(work / "weights.json", env=s3_env, replicas=2)
     try:

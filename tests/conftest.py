@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.moto_s3 import start_moto_s3
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SEGUE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -17,17 +19,7 @@ def s3_server():
 
     The AWS variables are set before Ray starts so Ray workers inherit them too.
     """
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    server, env = start_moto_s3("test")
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env["AWS_ENDPOINT_URL"]
