@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DIR := data/demo
 DEMO_BUNDLE := artifacts/demo
 
-.PHONY: install browser demo-data bundle run test docs-screenshot bench-data bench-core bench-http bench-autoscale bench-users reliability evaluate clean
+.PHONY: install browser demo-data bundle run lint test docs-screenshot bench-data bench-core bench-http bench-autoscale bench-users reliability evaluate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,7 +57,13 @@ run: install bundle $(ADMIN_TOKEN_FILE)
 	SEGUE_ADMIN_TOKEN_FILE=$${SEGUE_ADMIN_TOKEN_FILE:-$(CURDIR)/$(ADMIN_TOKEN_FILE)} \
 		RAY_AUTH_MODE=$${RAY_AUTH_MODE:-token} env $$($(PY) -m serve_app.shell.ray_env) $(VENV)/bin/serve run serve_config.yaml
 
-test: install browser
+# ruff (lint + format check, [tool.ruff]) and mypy ([tool.mypy]) over the tree: pyproject.toml
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint browser
 	$(PY) -m pytest -q
 
 # Refresh docs/ui.png (a result page) from the browser test that picks a song.
