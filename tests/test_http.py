@@ -211,3 +211,25 @@ def test_the_service_refuses_to_start_without_a_real_token(monkeypatch, env, ref
             require_admin_token()
     else:
         require_admin_token()
+
+
+def test_a_request_whose_client_left_counts_as_499_not_as_a_server_error(caplog):
+    """Serve cancels a request when its client disconnects: no answer went out, nothing failed."""
+    import asyncio
+
+    from serve_app.shell.metrics import MemoryCounts, RequestMetrics
+
+    async def cancelled_app(scope, receive, send):
+        raise asyncio.CancelledError
+
+    counts = MemoryCounts()
+    middleware = RequestMetrics(cancelled_app, counts, frozenset({"/recommend"}))
+
+    async def call() -> None:
+        await middleware({"type": "http", "path": "/recommend", "method": "POST"}, None, None)
+
+    with caplog.at_level("INFO", logger="segue.http"), pytest.raises(asyncio.CancelledError):
+        asyncio.run(call())
+    assert counts.get("segue_requests", route="/recommend", method="POST", code="499") == 1
+    assert counts.get("segue_requests", route="/recommend", method="POST", code="500") == 0
+    assert [r.levelname for r in caplog.records] == ["INFO"]

@@ -3,11 +3,13 @@ memory in one process), and the middleware that counts every HTTP request."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Protocol
 
 log = logging.getLogger("segue.http")
+CLIENT_GONE = 499  # the code a request is counted under when its client left before the answer (nginx's)
 
 
 class Counts(Protocol):
@@ -77,7 +79,8 @@ class RequestMetrics:
     """ASGI middleware: every request counted by route, method and status code
     (``segue_requests``) and its latency observed in ms (``segue_request_ms``); paths that
     are not routes count as ``other``, so the tags stay few. Answers >= 400 are logged one
-    line each (under Serve: JSON with the request id)."""
+    line each (under Serve: JSON with the request id). A request cancelled before its answer
+    (Serve cancels it when the client disconnects) counts as 499, not as a server error."""
 
     def __init__(self, app, counts: Counts, routes: frozenset[str]) -> None:
         self.app = app
@@ -99,6 +102,9 @@ class RequestMetrics:
 
         try:
             await self.app(scope, receive, send_status)
+        except asyncio.CancelledError:  # the client (or the proxy for it) went away: no answer was sent
+            status = CLIENT_GONE if status == 500 else status
+            raise
         finally:
             route = scope["path"] if scope["path"] in self.routes else "other"
             ms = (time.perf_counter() - started) * 1000
