@@ -233,3 +233,21 @@ def test_a_request_whose_client_left_counts_as_499_not_as_a_server_error(caplog)
     assert counts.get("segue_requests", route="/recommend", method="POST", code="499") == 1
     assert counts.get("segue_requests", route="/recommend", method="POST", code="500") == 0
     assert [r.levelname for r in caplog.records] == ["INFO"]
+
+
+@pytest.mark.parametrize(
+    "body", [{"k": 10}, {"k": 10, "diversity": 0.5, "w1": 0.8, "w2": 0.2}, {"attributes": {"tags": "rock"}}]
+)
+def test_each_result_carries_the_two_parts_of_its_score(client, service, body):
+    song = {"song": service.front.bundle.catalog.name[5], "artist": service.front.bundle.catalog.artist[5]}
+    recs = client.post("/recommend", json={**(song if "attributes" not in body else {}), **body}).json()
+    assert len(recs["recommendations"]) == 10
+    w1, w2 = recs["weights_used"]["w1"], recs["weights_used"]["w2"]
+    for r in recs["recommendations"]:
+        assert r["cb_part"] + r["cf_part"] == pytest.approx(r["score"], abs=2e-4)
+        assert 0 <= r["cb_part"] <= w1 + 1e-4 and 0 <= r["cf_part"] <= w2 + 1e-4
+
+
+def test_a_popularity_answer_has_no_parts(client):
+    recs = client.post("/recommend", json={"user_id": "never-seen-user"}).json()["recommendations"]
+    assert recs and all(r["cb_part"] is None and r["cf_part"] is None for r in recs)

@@ -101,3 +101,24 @@ def test_table_escapes_and_labels():
 
 def test_the_blocks_app_builds():
     assert build(Api("http://127.0.0.1:9")).title == "Segue"
+
+
+def test_the_score_bar_draws_the_parts_of_the_score_not_the_raw_similarities():
+    """0.7 of a default score comes from CF: the bar is mostly orange even when CF's raw
+    similarity is small (it is normalised within the query before it is weighted)."""
+    row = {
+        "song": "s",
+        "artist": "a",
+        "score": 0.808,
+        "cb_score": 0.26,
+        "cf_score": 0.04,
+        "cb_part": 0.208,
+        "cf_part": 0.6,
+        "because": "why",
+    }
+    table = results_table([row])
+    assert 'aria-label="content part 0.21, collaborative part 0.60"' in table
+    assert "width:12px;background:#3b82f6" in table and "width:36px;background:#f59e0b" in table
+    assert "CB 0.21 + CF 0.60 (similarity 0.26 / 0.04)" in table
+    popular = results_table([{**row, "cb_part": None, "cf_part": None}])
+    assert "segue-bar" not in popular and "popular" in popular

@@ -87,6 +87,26 @@ def split_choice(value: str | None, artist: str | None) -> tuple[str, str | None
     return value, (artist or "").strip() or None
 
 
+def score_bar(r: dict) -> tuple[str, str]:
+    """A result's score drawn as its two parts (``cb_part`` blue, ``cf_part`` orange: together the
+    bar is the score, 60 px for 1.0) and the parts in words, with the raw similarities they came
+    from; a popularity answer (no parts) gets no bar."""
+    cb_part, cf_part = r.get("cb_part"), r.get("cf_part")
+    if cb_part is None or cf_part is None:
+        return "", "popular"
+    cb_part, cf_part = max(cb_part, 0.0), max(cf_part, 0.0)
+    bar = (
+        f'<div class="segue-bar" role="img" aria-label="content part {cb_part:.2f}, collaborative part {cf_part:.2f}">'
+        f'<span style="display:inline-block;height:8px;width:{60 * min(cb_part, 1):.0f}px;background:#3b82f6"></span>'
+        f'<span style="display:inline-block;height:8px;width:{60 * min(cf_part, 1):.0f}px;background:#f59e0b"></span>'
+        f"</div>"
+    )
+    words = (
+        f"CB {cb_part:.2f} + CF {cf_part:.2f} (similarity {r.get('cb_score', 0.0):.2f} / {r.get('cf_score', 0.0):.2f})"
+    )
+    return bar, words
+
+
 def results_table(recs: list[dict]) -> str:
     """The results as an accessible HTML table: score with its CB and CF parts, the reason,
     an audio preview where there is one."""
@@ -94,13 +114,7 @@ def results_table(recs: list[dict]) -> str:
         return "<p>No songs to recommend for this query.</p>"
     rows = []
     for i, r in enumerate(recs, 1):
-        cb, cf = max(r.get("cb_score", 0.0), 0.0), max(r.get("cf_score", 0.0), 0.0)
-        bar = (
-            f'<div class="segue-bar" role="img" aria-label="content {cb:.0%}, collaborative {cf:.0%}">'
-            f'<span style="display:inline-block;height:8px;width:{60 * min(cb, 1):.0f}px;background:#3b82f6"></span>'
-            f'<span style="display:inline-block;height:8px;width:{60 * min(cf, 1):.0f}px;background:#f59e0b"></span>'
-            f"</div>"
-        )
+        bar, parts = score_bar(r)
         preview = (
             f'<audio controls preload="none" src="{html.escape(r["preview_url"])}" '
             f'data-track="{html.escape(r.get("track_id", ""))}" '
@@ -110,7 +124,7 @@ def results_table(recs: list[dict]) -> str:
         )
         rows.append(
             f"<tr><td>{i}</td><td>{html.escape(r['song'])}</td><td>{html.escape(r['artist'])}</td>"
-            f"<td>{r.get('score', 0):.3f}{bar}<small>CB {cb:.2f} · CF {cf:.2f}</small></td>"
+            f"<td>{r.get('score', 0):.3f}{bar}<small>{parts}</small></td>"
             f"<td>{html.escape(r.get('because', ''))}</td><td>{preview}</td></tr>"
         )
     return (

@@ -85,11 +85,18 @@ _PART_NAME = {"content": "content", "collab": "collaborative"}
 
 @dataclass(frozen=True)
 class Item:
+    """One result: ``score`` is ``cb_part + cf_part`` (``w1 * norm(CB)`` and ``w2 * norm(CF)``) for a
+    blended answer, the content cosine alone for a new song (all of it the CB part), relative
+    plays for a popularity answer (parts None: no similarity made it); ``cb`` / ``cf`` are the
+    raw similarities."""
+
     track: int
     score: float
     cb: float
     cf: float
     because: str
+    cb_part: float | None = None
+    cf_part: float | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +296,8 @@ class Combiner:
                 float(cb[i]),
                 float(cf[i]),
                 self.because(int(plan.pool[i]), part_cb[i], part_cf[i], bool(cold[i]), plan.seeds, seed_tags),
+                float(part_cb[i]),
+                float(part_cf[i]),
             )
             for i in picked
         ]
@@ -343,6 +352,8 @@ class Combiner:
                     float(cb[p]),
                     0.0,
                     "shares tags " + ", ".join(shared) if shared else "similar audio profile",
+                    float(cb[p]),
+                    0.0,
                 )
             )
         return Result(items, Weights(1.0, 0.0, "new song: content only", "new_song"), "attributes")

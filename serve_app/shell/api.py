@@ -98,9 +98,11 @@ class SongOut(BaseModel):
 
 
 class Recommendation(SongOut):
-    score: float
-    cb_score: float
-    cf_score: float
+    score: float = Field(description="cb_part + cf_part for a blended answer")
+    cb_score: float = Field(description="raw content similarity to the seed(s)")
+    cf_score: float = Field(description="raw collaborative similarity (the estimate for a song nobody played)")
+    cb_part: float | None = Field(None, description="w1 * norm(CB): the content part of score (None: popularity)")
+    cf_part: float | None = Field(None, description="w2 * norm(CF): the collaborative part of score (None: popularity)")
     preview_url: str | None = None
     because: str
 

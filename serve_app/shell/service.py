@@ -158,6 +158,8 @@ class Front:
                     score=round(item.score, 4),
                     cb_score=round(item.cb, 4),
                     cf_score=round(item.cf, 4),
+                    cb_part=None if item.cb_part is None else round(item.cb_part, 4),
+                    cf_part=None if item.cf_part is None else round(item.cf_part, 4),
                     preview_url=self._preview[t],
                     because=item.because,
                 )
