@@ -251,3 +251,23 @@ def test_each_result_carries_the_two_parts_of_its_score(client, service, body):
 def test_a_popularity_answer_has_no_parts(client):
     recs = client.post("/recommend", json={"user_id": "never-seen-user"}).json()["recommendations"]
     assert recs and all(r["cb_part"] is None and r["cf_part"] is None for r in recs)
+
+
+def test_recommend_uses_the_first_search_result_and_asks_when_songs_tie(client, service):
+    """``/recommend`` and ``/songs/search`` resolve typed text the same way; a title several
+    artists share, with no artist, is a 404 "did you mean" naming them, never a silent pick."""
+    names = service.front.bundle.catalog["name"]
+    shared = names[names.str.lower().duplicated(keep=False)].iloc[0]
+    r = client.post("/recommend", json={"song": shared.lower()})
+    assert r.status_code == 404 and "equally well" in r.json()["detail"]
+    assert len(r.json()["suggestions"]) >= 2 and {s["song"].lower() for s in r.json()["suggestions"]} == {
+        shared.lower()
+    }
+    for name in names[names.str.split().str.len() >= 3].head(20):
+        typed = " ".join(name.lower().split()[:2])
+        first = client.get("/songs/search", params={"q": typed}).json()[0]
+        answer = client.post("/recommend", json={"song": typed})
+        if answer.status_code == 200:
+            assert answer.json()["query"]["seeds"][0]["track_id"] == first["track_id"]
+        else:  # two titles start so: the search lists both first
+            assert answer.status_code == 404 and "equally well" in answer.json()["detail"]

@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from serve_app.core.lookup import FUZZY_THRESHOLD, Candidate, Match, SongIndex
-from serve_app.core.text import song_key
+from serve_app.core.lookup import (
+    FUZZY_THRESHOLD,
+    MAX_ALTERNATIVES,
+    MIN_PREFIX_WORDS,
+    Candidate,
+    How,
+    Match,
+    SongIndex,
+)
+from serve_app.core.text import normalize, song_key
 
 # (name, artist, plays); row i = track i, most played first like a bundle's catalog.
 SONGS = [
@@ -43,7 +53,7 @@ JOGA, STAY = ROW["Jóga", "Björk"], ROW["Stay (feat. Mikky Ekko)", "Rihanna"]
 GET_LUCKY, DANCING = ROW["Get Lucky", "Daft Punk feat. Pharrell Williams"], ROW["Dancing with Myself", "Billy Idol"]
 SYMBOLS = ROW["!!!", "!!!"]
 ALIAS_ID = "TRZZZZZZZZZZZZZZZZ"
-HOWS = {"exact", "normalized", "fuzzy", "track_id", "unknown"}
+HOWS = set(get_args(How))
 
 
 def _track_id(row: int) -> str:
@@ -156,9 +166,13 @@ def test_plain_credit_wins_over_a_more_played_multi_artist_credit(index):
 
 
 def test_first_artist_shared_by_two_credits_is_ambiguous(index):
+    """Neither credit is the artist given: "did you mean" with both, most played first, no guess."""
     m = index.resolve("Sunflower", "Post Malone")
-    assert m.track == ROW["Sunflower", "Post Malone & Swae Lee"]
-    assert _rows(m.alternatives) == [ROW["Sunflower", "Post Malone feat. Someone"]]
+    assert (m.track, m.how) == (None, "ambiguous")
+    assert _rows(m.suggestions) == [
+        ROW["Sunflower", "Post Malone & Swae Lee"],
+        ROW["Sunflower", "Post Malone feat. Someone"],
+    ]
 
 
 def test_feat_at_the_end_of_a_name_is_not_a_credit(index):
@@ -175,18 +189,24 @@ def test_with_outside_brackets_is_part_of_the_title(index):
 # --- artist omitted -----------------------------------------------------------------------
 
 
-def test_artist_omitted_picks_most_played_and_lists_the_others(index):
+def test_a_title_several_artists_share_asks_which_one(index):
+    """Without an artist that separates them, songs of one title match equally well: the
+    answer is "did you mean", most played first, never the most played taken silently."""
     m = index.resolve("Hurt")
-    assert (m.track, m.how, m.score) == (HURT_CASH, "exact", 100.0)
-    assert _rows(m.alternatives) == [HURT_NIN, HURT_XTINA]
-    assert [(c.artist, c.plays) for c in m.alternatives] == [("Nine Inch Nails", 500), ("Christina Aguilera", 100)]
-    assert index.resolve("HURT", None).how == "normalized"
+    assert (m.track, m.how, m.score) == (None, "ambiguous", 0.0)
+    assert _rows(m.suggestions) == [HURT_CASH, HURT_NIN, HURT_XTINA]
+    assert [(c.artist, c.plays) for c in m.suggestions] == [
+        ("Johnny Cash", 800),
+        ("Nine Inch Nails", 500),
+        ("Christina Aguilera", 100),
+    ]
+    assert index.resolve("HURT", None).how == "ambiguous"
 
 
 @pytest.mark.parametrize("artist", [None, "", "   ", "\t\n"])
 def test_blank_artist_counts_as_omitted(index, artist):
     m = index.resolve("Hurt", artist)
-    assert m.track == HURT_CASH and _rows(m.alternatives) == [HURT_NIN, HURT_XTINA]
+    assert m.track is None and _rows(m.suggestions) == [HURT_CASH, HURT_NIN, HURT_XTINA]
 
 
 def test_all_symbol_titles_and_artists_are_still_found(index):
@@ -197,17 +217,17 @@ def test_all_symbol_titles_and_artists_are_still_found(index):
     assert index.resolve("Hurt", "!!!").track is None  # an artist, not a blank
 
 
-def test_given_artist_selects_a_less_played_song_without_alternatives(index):
+def test_given_artist_selects_a_less_played_song_and_lists_the_other_versions(index):
     m = index.resolve("hurt", "nine inch nails")
-    assert (m.track, m.alternatives) == (HURT_NIN, [])
+    assert (m.track, _rows(m.alternatives)) == (HURT_NIN, [HURT_CASH, HURT_XTINA])
 
 
 def test_ordering_comes_from_plays_not_row_order():
     shuffled = _catalog().sample(frac=1.0, random_state=7).reset_index(drop=True)
     index = SongIndex.build(shuffled)
     m = index.resolve("Hurt")
-    assert shuffled.loc[m.track, "artist"] == "Johnny Cash"
-    assert [c.plays for c in m.alternatives] == [500, 100]
+    assert [shuffled.loc[c.track, "artist"] for c in m.suggestions][0] == "Johnny Cash"
+    assert [c.plays for c in m.suggestions] == [800, 500, 100]
     assert [c.plays for c in index.search("hurt")] == [800, 500, 100]
 
 
@@ -317,7 +337,7 @@ def test_garbage_never_raises(index, text):
     for m in (index.resolve(name, artist) for name, artist in queries):
         assert isinstance(m, Match) and m.how in HOWS and 0.0 <= m.score <= 100.0
         assert m.track is None or 0 <= m.track < len(SONGS)
-        assert (m.track is None) == (m.how == "unknown")
+        assert (m.track is None) == (m.how in ("unknown", "ambiguous"))
         assert all(isinstance(c, Candidate) for c in m.alternatives + m.suggestions)
     results = index.search(text)
     assert isinstance(results, list) and len(results) <= 10
@@ -340,8 +360,9 @@ def test_empty_catalog():
 
 
 def test_search_prefix_matches_most_played_first(index):
+    """After the song the query names, if it names one: "love" is a title, so it leads."""
     results = index.search("love")
-    assert _rows(results)[:2] == [ROW["Love Story", "Taylor Swift"], ROW["Love", "Lana Del Rey"]]
+    assert _rows(results)[:2] == [ROW["Love", "Lana Del Rey"], ROW["Love Story", "Taylor Swift"]]
     assert [c.score for c in results[:2]] == [100.0, 100.0]
     assert _rows(index.search("Hurt"))[:3] == [HURT_CASH, HURT_NIN, HURT_XTINA]
     assert _rows(index.search("mr"))[:2] == [BRIGHTSIDE, ROW["Mrs. Robinson", "Simon & Garfunkel"]]
@@ -451,3 +472,72 @@ def test_real_sample_search(real_index):
     assert index.search("wonderwal")[0].name == "Wonderwall"
     assert index.search("killers")[0].artist == "The Killers"
     assert index.resolve("Mr. Brightside", "Coldplay").suggestions[0].name == "Mr. Brightside"
+
+
+# --- the whole demo catalog -----------------------------------------------------------------
+
+
+FEAT_WORDS = {"feat", "ft", "featuring", "with"}
+
+
+@pytest.fixture(scope="module")
+def demo(bundle):
+    return SongIndex.build(bundle.catalog, bundle.aliases)
+
+
+def test_every_demo_song_is_found_by_its_title_and_by_a_prefix_of_two_words(demo):
+    """Each song by its exact title (with its artist where others share the title), and by the
+    shortest lower-case start of its title of 2+ words that no other title (with or without its
+    "feat." credit) starts with or is."""
+    forms = [demo._title_strings(row) for row in range(len(demo.names))]
+    shared = Counter(f for row_forms in forms for f in row_forms)
+    starts = Counter(
+        start
+        for row_forms in forms
+        for start in {" ".join(f.split()[:n]) for f in row_forms for n in range(MIN_PREFIX_WORDS, len(f.split()) + 1)}
+    )
+    by_prefix = 0
+    for row, (name, artist) in enumerate(zip(demo.names, demo.artists)):
+        title_shared = any(shared[f] > 1 for f in forms[row])
+        m = demo.resolve(name, artist if title_shared else None)
+        assert (m.track, m.how) == (row, "exact"), (name, artist)
+        words = normalize(name).split()
+        for n in range(MIN_PREFIX_WORDS, len(words) + 1):
+            typed = " ".join(words[:n])
+            if FEAT_WORDS & set(words[:n]):
+                break  # a credit is not part of the title a listener types
+            if starts[typed] == 1 and shared[typed] <= 1:
+                assert demo.resolve(typed).track == row, (typed, name)
+                assert demo.search(typed)[0].track == row  # the song used is the first search result
+                by_prefix += 1
+                break
+    assert by_prefix > len(demo.names) // 2
+
+
+def test_no_demo_query_resolves_to_a_title_it_merely_contains(demo):
+    """A title with a word added before or after it is not a typo of that title."""
+    rng = np.random.default_rng(0)
+    for row in rng.choice(len(demo.names), 300, replace=False).tolist():
+        for typed in (f"lonely {demo.names[row]}", f"{demo.names[row]} forever"):
+            m = demo.resolve(typed)
+            if m.track is not None and m.how != "title_artist":
+                title, query = normalize(demo.names[m.track]), normalize(typed)
+                assert not (title in query and title != query), (typed, demo.names[m.track], m.how)
+
+
+def test_a_shared_title_without_an_artist_asks_which_one(demo):
+    titles = Counter(normalize(n) for n in demo.names)
+    title = next(t for t, count in titles.items() if count > 1)
+    m = demo.resolve(title)
+    assert (m.track, m.how) == (None, "ambiguous") and len(m.suggestions) == min(titles[title], MAX_ALTERNATIVES)
+    assert [c.track for c in demo.search(title, len(m.suggestions))] == [c.track for c in m.suggestions]
+
+
+def test_title_and_artist_typed_in_one_box(demo):
+    titles = Counter(normalize(n) for n in demo.names)
+    for row in range(0, len(demo.names), 97):
+        name, artist = demo.names[row], demo.artists[row]
+        for typed in (f"{name} {artist}", f"{artist} {name}"):
+            m = demo.resolve(typed.lower())
+            assert m.track == row or (m.how == "ambiguous" and row in [c.track for c in m.suggestions]), typed
+        assert titles[normalize(name)] >= 1

@@ -22,40 +22,49 @@ bisections and one or two rapidfuzz ``cdist`` calls over unique strings.
    ("A feat. B", "A ft. B", "A featuring B", "A with B", "A & B", "A and B", "A x B",
    "A vs B", "A, B"; so "Simon & Garfunkel" is still matched whole first, and "Simon"
    alone finds it only when no song by a plain "Simon" exists).
-4. ``fuzzy`` - typos. rapidfuzz ``fuzz.ratio`` (normalised Indel similarity; stricter
+4. ``title_artist`` - no artist given, and the words split into a title and an artist (either
+   order: "wonderwall oasis", "oasis wonderwall") that rung 2 or 3 knows.
+5. ``prefix`` - ``MIN_PREFIX_WORDS`` (2) or more whole words that start a title ("lonely
+   street" for "Lonely Street Under"), by the given artist if any.
+6. ``fuzzy`` - typos. rapidfuzz ``fuzz.ratio`` (normalised Indel similarity; stricter
    than ``WRatio``, which rates a short title inside a longer one as a match) on those
    loose forms. It resolves when the title *and* the artist (if given) are each at least
    ``FUZZY_THRESHOLD`` (85) similar: one typo in a 7+ letter word passes ("Mr Brightsde",
-   "The Kilers"), while "Yellow"/"Mellow" (83) or "Blur"/"Blue" (75) do not. Among
-   passing songs the best ``NAME_WEIGHT * title + (1 - NAME_WEIGHT) * artist`` wins,
-   ties going to the most played.
-5. ``unknown`` - ``track=None`` plus up to ``MAX_SUGGESTIONS`` "did you mean"
+   "The Kilers"), while "Yellow"/"Mellow" (83) or "Blur"/"Blue" (75) do not. The typos must
+   sit inside the title's words: as many words, each at least ``WORD_TYPO`` (70) like its own,
+   so "lonely street" is no typo of "One Street", nor a query one typo of a shorter title it
+   contains. The best ``NAME_WEIGHT * title + (1 - NAME_WEIGHT) * artist`` wins.
+7. ``unknown`` - ``track=None`` plus up to ``MAX_SUGGESTIONS`` "did you mean"
    candidates scoring at least ``SUGGEST_CUTOFF`` (a right title by a wrong artist scores
    >= 60, so it is always suggested); empty for garbage.
+
+Never a guess: when a rung finds two or more songs that match equally well (one title by
+several artists and no artist given, two credits that share the given first artist, two titles
+the typed words start, typo matches within ``AMBIGUOUS_MARGIN`` of the best), the answer is
+``ambiguous``: ``track=None`` and those songs, most played first, in ``suggestions``.
 
 A title or artist made only of symbols (the band "!!!") is matched on its case-folded
 text, as :func:`normalize` would leave nothing of it.
 
-With the artist omitted (``None`` or blank) the most played song of that title is chosen
-and the other artists' songs of the same title are listed in ``alternatives``; they are
-also listed when a given artist matched several songs on a loose key. Inputs are cut to
-``MAX_QUERY_CHARS`` first, which bounds the fuzzy work.
+A resolved song lists the other artists' songs of its title in ``alternatives`` (the other
+versions). Inputs are cut to ``MAX_QUERY_CHARS`` first, which bounds the fuzzy work.
 
-``search(query)`` is for an autocomplete box: titles that start with the normalised query,
-most played first (score 100), then, to fill ``limit``, a word-level fuzzy match over
-"title artist": each query word scores every catalog word (itself 100; the last, possibly
-half-typed, word also every word it starts; an unknown word of 3+ letters every word with
-``fuzz.ratio`` >= ``SEARCH_CUTOFF``), a song scores the mean over query words of its best
-word, and songs scoring ``SEARCH_CUTOFF`` or more follow by score, then plays; only the
-first ``MAX_SEARCH_TOKENS`` words count. Scoring a ~40K-word vocabulary instead of 50K full
-strings with ``WRatio`` (~100 ms) keeps it in milliseconds.
+``search(query)`` is for an autocomplete box: first the song ``resolve(query)`` takes (or the
+songs an ambiguous query names), so the song a recommendation uses is always the first search
+result; then titles that start with the normalised query, most played first (score 100), then,
+to fill ``limit``, a word-level fuzzy match over "title artist": each query word scores every
+catalog word (itself 100; the last, possibly half-typed, word also every word it starts; an
+unknown word of 3+ letters every word with ``fuzz.ratio`` >= ``SEARCH_CUTOFF``), a song scores
+the mean over query words of its best word, and songs scoring ``SEARCH_CUTOFF`` or more follow
+by score, then plays; only the first ``MAX_SEARCH_TOKENS`` words count. Scoring a ~40K-word
+vocabulary instead of 50K full strings with ``WRatio`` (~100 ms) keeps it in milliseconds.
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Literal, NamedTuple, TypeVar
@@ -74,6 +83,9 @@ MAX_SUGGESTIONS = 5
 MAX_QUERY_CHARS = 200
 SEARCH_CUTOFF = 75.0
 MAX_SEARCH_TOKENS = 5
+MIN_PREFIX_WORDS = 2  # a shorter start of a title is autocomplete's job, not a choice of song
+AMBIGUOUS_MARGIN = 2.0  # typo matches this close to the best one match about equally well
+WORD_TYPO = 70.0  # each word of a typo match is at least this like its word in the title
 
 _TRACK_ID = re.compile(r"TR[A-Z0-9]{16}", re.IGNORECASE)
 _FEAT_IN_NAME = re.compile(
@@ -82,7 +94,7 @@ _FEAT_IN_NAME = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _ARTIST_SEPARATOR = re.compile(r"[,;&]|\s(?:feat|ft|featuring|with|and|x|vs)\.?\s", re.IGNORECASE)
-How = Literal["exact", "normalized", "fuzzy", "track_id", "unknown"]
+How = Literal["exact", "normalized", "title_artist", "prefix", "fuzzy", "track_id", "ambiguous", "unknown"]
 _SEP = "\x1f"
 _F = TypeVar("_F")
 _ABOVE_ALL = "\U0010ffff"
@@ -296,19 +308,30 @@ class SongIndex:
         title, credit = _title_forms(name, normalize(name)), _artist_forms(artist, normalize(artist))
         if not title.norm:
             return Match(None, "unknown", 0.0)
-        return self._by_keys(name, artist, title, credit) or self._fuzzy(title, credit)
+        return (
+            self._by_keys(name, artist, title, credit)
+            or (None if credit.norm else self._title_and_artist(title.norm))
+            or self._by_prefix(title, credit)
+            or self._fuzzy(title, credit)
+        )
 
     def search(self, query: str, limit: int = 10) -> list[Candidate]:
-        """Autocomplete: titles starting with ``query`` (most played first), then fuzzy matches."""
+        """Autocomplete: the song :meth:`resolve` takes ``query`` for first (or, when it is
+        ambiguous, the songs it asks about), then titles starting with ``query`` (most played
+        first), then fuzzy matches."""
         query = query[:MAX_QUERY_CHARS]
         text = _normal(query, normalize(query))
         if not text or limit < 1:
             return []
-        prefix = self._prefix_rows(text, limit)
-        found = [self._candidate(r, 100.0) for r in prefix.tolist()]
+        resolved = self.resolve(query)
+        head = [resolved.track] if resolved.track is not None else []
+        if resolved.how == "ambiguous":
+            head = [c.track for c in resolved.suggestions]
+        prefix = [r for r in self._prefix_rows(text, limit + len(head)).tolist() if r not in head]
+        found = [self._candidate(r, 100.0) for r in [*head, *prefix][:limit]]
         if len(found) < limit:
             scores = self._word_scores(text.split()[:MAX_SEARCH_TOKENS])
-            scores[prefix] = 0.0
+            scores[[c.track for c in found]] = 0.0
             rows = _top(scores, self.rank, np.flatnonzero(scores >= SEARCH_CUTOFF), limit - len(found))
             found += [self._candidate(r, float(scores[r])) for r in rows.tolist()]
         return found
@@ -339,11 +362,45 @@ class SongIndex:
             if rows:
                 best = rows[0]
                 exact = self.names[best] == name.strip() and (not credit.norm or self.artists[best] == artist.strip())
-                return Match(best, "exact" if exact else "normalized", 100.0, self._alternatives(rows[1:], 100.0))
+                return self._one_of(rows, "exact" if exact else "normalized")
         return None
+
+    def _one_of(self, rows: Sequence[int], how: How, score: float = 100.0) -> Match:
+        """The song when ``rows`` hold one; "did you mean" with all of them when they hold more
+        (they match equally well: choosing would be a guess)."""
+        if len(rows) > 1:
+            return Match(None, "ambiguous", 0.0, suggestions=self._alternatives(list(rows), score))
+        versions = [r for r in self._same_title(rows[0]) if r != rows[0]]
+        return Match(rows[0], how, score, self._alternatives(versions, score))
 
     def _alternatives(self, rows: list[int], score: float) -> list[Candidate]:
         return [self._candidate(r, score) for r in rows[:MAX_ALTERNATIVES]]
+
+    def _title_and_artist(self, text: str) -> Match | None:
+        """Title and artist typed into one box, either way round ("wonderwall oasis",
+        "oasis wonderwall"): every split of the words tried on the exact and loose keys."""
+        words = text.split()
+        found: dict[int, None] = {}
+        for i in range(1, len(words)):
+            for title, artist in ((words[:i], words[i:]), (words[i:], words[:i])):
+                t, a = " ".join(title), " ".join(artist)
+                match = self._by_keys(t, a, _title_forms(t, t), _artist_forms(a, a))
+                if match is not None:
+                    rows = [match.track] if match.track is not None else [c.track for c in match.suggestions]
+                    found.update(dict.fromkeys(rows))
+        return self._one_of(sorted(found, key=self.rank.__getitem__), "title_artist") if found else None
+
+    def _by_prefix(self, title: _TitleForms, credit: _ArtistForms) -> Match | None:
+        """Titles that start with the typed words (``MIN_PREFIX_WORDS`` or more, whole words),
+        by the given artist if any."""
+        if len(title.norm.split()) < MIN_PREFIX_WORDS:
+            return None
+        rows = self._prefix_rows(title.norm + " ", MAX_ALTERNATIVES + 1).tolist()
+        if credit.norm:
+            f = self.fuzzy
+            wanted = {credit.core, credit.primary}
+            rows = [r for r in rows if {f.artists[f.artist_codes[0, r]], f.artists[f.artist_codes[1, r]]} & wanted]
+        return self._one_of(rows, "prefix") if rows else None
 
     def _fuzzy(self, title: _TitleForms, credit: _ArtistForms) -> Match:
         """The typo rung, and the suggestions when it fails too."""
@@ -354,13 +411,19 @@ class SongIndex:
             artist_score = _form_scores({credit.core, credit.primary}, f.artists, f.artist_codes)
             score = NAME_WEIGHT * name_score + (1 - NAME_WEIGHT) * artist_score
             passing &= artist_score >= FUZZY_THRESHOLD
+        for row in np.flatnonzero(passing):  # "lonely street" is not a typo of "One Street"
+            passing[row] = any(_typo_of(title.norm, t) for t in self._title_strings(int(row)))
         if not passing.any():
             rows = _top(score, self.rank, np.flatnonzero(score >= SUGGEST_CUTOFF), MAX_SUGGESTIONS)
             suggestions = [self._candidate(r, float(score[r])) for r in rows.tolist()]
             return Match(None, "unknown", 0.0, suggestions=suggestions)
-        best = int(_top(score, self.rank, np.flatnonzero(passing), 1)[0])
-        others = [] if credit.norm else [r for r in self._same_title(best) if r != best]
-        return Match(best, "fuzzy", round(float(score[best]), 1), self._alternatives(others, float(score[best])))
+        top = _top(score, self.rank, np.flatnonzero(passing), MAX_ALTERNATIVES)
+        close = [int(r) for r in top if score[r] >= score[top[0]] - AMBIGUOUS_MARGIN]
+        return self._one_of(close, "fuzzy", round(float(score[top[0]]), 1))
+
+    def _title_strings(self, row: int) -> set[str]:
+        """A row's normalised and core title."""
+        return {self.fuzzy.titles[c] for c in self.fuzzy.title_codes[:, row]}
 
     def _same_title(self, row: int) -> list[int]:
         """Rows sharing ``row``'s core title, most played first."""
@@ -406,6 +469,15 @@ class SongIndex:
         scores = _ratio(token, words.keys)
         matched = np.flatnonzero(scores >= SEARCH_CUTOFF)
         return matched, scores[matched]
+
+
+def _typo_of(query: str, title: str) -> bool:
+    """``query`` is ``title`` with typos inside its words: as many words, each like its own
+    (``WORD_TYPO``), and not a longer text that merely contains the title."""
+    words, title_words = query.split(), title.split()
+    if len(words) != len(title_words) or (title in query and title != query):
+        return False
+    return all(fuzz.ratio(a, b) >= WORD_TYPO for a, b in zip(words, title_words))
 
 
 def _normalised(catalog: pd.DataFrame, names: list[str], artists: list[str]) -> tuple[list[str], list[str]]:

@@ -24,10 +24,15 @@ from serve_app.shell.reload import VersionGone
 
 
 class UnknownSong(LookupError):
-    """A named song is not in the catalog; ``suggestions`` are the ranked "did you mean"s."""
+    """A named song is not in the catalog, or several match it equally well (``ambiguous``);
+    ``suggestions`` are the ranked "did you mean"s."""
 
-    def __init__(self, asked: str, suggestions: list[Suggestion]) -> None:
-        super().__init__(f"song not found: {asked}")
+    def __init__(self, asked: str, suggestions: list[Suggestion], ambiguous: bool = False) -> None:
+        super().__init__(
+            f"{len(suggestions)} songs match {asked} equally well: which one? (give the artist, or pick one)"
+            if ambiguous
+            else f"song not found: {asked}"
+        )
         self.asked = asked
         self.suggestions = suggestions
 
@@ -84,7 +89,7 @@ class Front:
         match = self.songs.resolve(song, artist)
         if match.track is None:
             asked = f"{song!r}" + (f" by {artist!r}" if artist else "")
-            raise UnknownSong(asked, self._candidates(match.suggestions))
+            raise UnknownSong(asked, self._candidates(match.suggestions), ambiguous=match.how == "ambiguous")
         return match.track, self._candidates(match.alternatives)
 
     def search(self, query: str, limit: int = 10) -> list[Suggestion]:
