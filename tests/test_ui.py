@@ -3,6 +3,8 @@ picked suggestion, an unknown song, bad input and a server that is down."""
 
 from __future__ import annotations
 
+import html
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -35,7 +37,8 @@ def test_a_picked_song_gives_the_table_and_the_weights_used(api, service):
     name, artist = service.front.bundle.catalog.name[3], service.front.bundle.catalog.artist[3]
     view = recommend_view(api, f"{name}{SEP}{artist}", None, None, 0.3, 0.7, 0.0, 10)
     assert view.message == "" and view.table.count("<tr>") == 11  # header + 10 songs
-    assert view.weights.startswith("**Weights used:** content 0.30")
+    assert view.weights.startswith(f"**Songs like:** {html.escape(name)}{SEP}{html.escape(artist)}  \n")
+    assert "**Weights used:** content 0.30" in view.weights
     content_only = recommend_view(api, f"{name}{SEP}{artist}", None, None, 1.0, 0.0, 0.0, 10)
     assert content_only.table != view.table and "collaborative 0.00" in content_only.weights
 
@@ -122,3 +125,11 @@ def test_the_score_bar_draws_the_parts_of_the_score_not_the_raw_similarities():
     assert "CB 0.21 + CF 0.60 (similarity 0.26 / 0.04)" in table
     popular = results_table([{**row, "cb_part": None, "cf_part": None}])
     assert "segue-bar" not in popular and "popular" in popular
+
+
+def test_a_title_several_artists_share_asks_which_one(api, service):
+    names = service.front.bundle.catalog["name"]
+    shared = names[names.str.lower().duplicated(keep=False)].iloc[0]
+    view = recommend_view(api, shared, None, None, 0.3, 0.7, 0.0, 10)
+    assert view.message.endswith("Which one do you mean?") and len(view.suggestions) >= 2
+    assert all(choice.startswith(shared) for choice in view.suggestions) and view.table == ""

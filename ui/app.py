@@ -180,12 +180,18 @@ def recommend_view(
     answer = api.recommend(body)
     if answer.status == 404 and isinstance(answer.body, dict):
         options = [song_choice(s) for s in answer.body.get("suggestions", [])]
-        text = f"We could not find {title!r}" + (f" by {by!r}" if by else "") + "."
+        asked = f"{title!r}" + (f" by {by!r}" if by else "")
+        if "equally well" in answer.body.get("detail", ""):
+            return View(f"{len(options)} songs match {asked}. Which one do you mean?", options)
+        text = f"We could not find {asked}."
         return View(text + (" Did you mean one of these?" if options else " Try another spelling."), options)
     if answer.message:
         return View(answer.message)
     used = answer.body["weights_used"]
     weights = f"**Weights used:** content {used['w1']:.2f}, collaborative {used['w2']:.2f} — {used['reason']}"
+    seeds = answer.body["query"].get("seeds") or []
+    if seeds:  # the song the answer is for, named where the results are: never only implied
+        weights = "**Songs like:** " + ", ".join(html.escape(song_choice(s)) for s in seeds) + "  \n" + weights
     recs = answer.body["recommendations"]
     shown = {
         "request_id": answer.body["request_id"],
