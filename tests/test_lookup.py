@@ -450,6 +450,9 @@ def real_index(shared_data) -> tuple[SongIndex, pd.DataFrame]:
         ("Don't Fear the Reaper", "Blue Oyster Cult", ("(Don't Fear) The Reaper", "Blue Öyster Cult"), "normalized"),
         ("Mr Brightsde", "The Kilers", ("Mr. Brightside", "The Killers"), "fuzzy"),
         ("Wonderwal", None, ("Wonderwall", "Oasis"), "fuzzy"),
+        ("wonderwall oasis", None, ("Wonderwall", "Oasis"), "title_artist"),
+        ("Oasis Wonderwall", "", ("Wonderwall", "Oasis"), "title_artist"),
+        ("mr brightside the killers", None, ("Mr. Brightside", "The Killers"), "title_artist"),
     ],
 )
 def test_real_sample(real_index, name, artist, expected, how):
@@ -470,6 +473,10 @@ def test_every_real_song_resolves_to_itself(real_index):
 def test_real_sample_search(real_index):
     index, _ = real_index
     assert index.search("wonderwal")[0].name == "Wonderwall"
+    assert (index.search("wonderwall oasis")[0].name, index.search("wonderwall oasis")[0].artist) == (
+        "Wonderwall",
+        "Oasis",
+    )
     assert index.search("killers")[0].artist == "The Killers"
     assert index.resolve("Mr. Brightside", "Coldplay").suggestions[0].name == "Mr. Brightside"
 
