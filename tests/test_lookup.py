@@ -523,8 +523,7 @@ def test_every_demo_song_is_found_by_its_title_and_by_a_prefix_of_two_words(demo
 
 def test_no_demo_query_resolves_to_a_title_it_merely_contains(demo):
     """A title with a word added before or after it is not a typo of that title."""
-    rng = np.random.default_rng(0)
-    for row in rng.choice(len(demo.names), 300, replace=False).tolist():
+    for row in range(len(demo.names)):
         for typed in (f"lonely {demo.names[row]}", f"{demo.names[row]} forever"):
             m = demo.resolve(typed)
             if m.track is not None and m.how != "title_artist":
