@@ -115,9 +115,9 @@ class Candidate:
 class Match:
     """The outcome of :meth:`SongIndex.resolve`.
 
-    ``track`` is the row index, ``None`` when nothing resolved (``how="unknown"``, score 0,
-    candidates in ``suggestions``); ``score`` is the 0-100 similarity of the resolved song
-    (100 for every rung but ``fuzzy``).
+    ``track`` is the row index, ``None`` when nothing resolved (``how="unknown"``) or several
+    songs match equally well (``how="ambiguous"``): score 0, the candidates in ``suggestions``.
+    ``score`` is the 0-100 similarity of the resolved song (100 for every rung but ``fuzzy``).
     """
 
     track: int | None
@@ -347,6 +347,15 @@ class SongIndex:
 
     def _by_keys(self, name: str, artist: str, title: _TitleForms, credit: _ArtistForms) -> Match | None:
         """The exact and loose rungs: first table that knows the key wins."""
+        rows = self._key_rows(title, credit)
+        if not rows:
+            return None
+        best = rows[0]
+        exact = self.names[best] == name.strip() and (not credit.norm or self.artists[best] == artist.strip())
+        return self._one_of(rows, "exact" if exact else "normalized")
+
+    def _key_rows(self, title: _TitleForms, credit: _ArtistForms) -> list[int]:
+        """The rows of the first exact or loose key table that knows the title (and artist)."""
         k = self.keys
         if credit.norm:
             tries = [
@@ -360,10 +369,8 @@ class SongIndex:
         for table, key in tries:
             rows = table.get(key)
             if rows:
-                best = rows[0]
-                exact = self.names[best] == name.strip() and (not credit.norm or self.artists[best] == artist.strip())
-                return self._one_of(rows, "exact" if exact else "normalized")
-        return None
+                return rows
+        return []
 
     def _one_of(self, rows: Sequence[int], how: How, score: float = 100.0) -> Match:
         """The song when ``rows`` hold one; "did you mean" with all of them when they hold more
@@ -384,10 +391,7 @@ class SongIndex:
         for i in range(1, len(words)):
             for title, artist in ((words[:i], words[i:]), (words[i:], words[:i])):
                 t, a = " ".join(title), " ".join(artist)
-                match = self._by_keys(t, a, _title_forms(t, t), _artist_forms(a, a))
-                if match is not None:
-                    rows = [match.track] if match.track is not None else [c.track for c in match.suggestions]
-                    found.update(dict.fromkeys(rows))
+                found.update(dict.fromkeys(self._key_rows(_title_forms(t, t), _artist_forms(a, a))))
         return self._one_of(sorted(found, key=self.rank.__getitem__), "title_artist") if found else None
 
     def _by_prefix(self, title: _TitleForms, credit: _ArtistForms) -> Match | None:
