@@ -48,10 +48,15 @@ class ContentScorer:
         cb = (self.vectors @ query)[pool] if pool.size > n // 8 else rows_dot(self.vectors, pool, query)
         return cb.clip(min=0).astype(np.float32)
 
-    def for_attributes(self, song: dict[str, Any], m: int) -> tuple[np.ndarray, np.ndarray]:
+    def for_attributes(
+        self, song: dict[str, Any], m: int, within: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``m`` tracks closest to a song outside the catalog (``song`` in the catalog's
-        columns), best first, as ``(int64 tracks, float32 cosines > 0)``."""
+        columns), among the int64 tracks ``within`` (None: all), best first, as ``(int64 tracks,
+        float32 cosines > 0)``."""
         cb = scores(self.vectors, features.transform(self.transform, pd.DataFrame([song])))
+        if within is not None:
+            cb = np.where(np.isin(np.arange(cb.size), within), cb, 0).astype(np.float32)
         order = top_indices(cb, m)
         order = order[cb[order] > 0]
         return order, cb[order]

@@ -36,9 +36,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from serve_app.core import features
+from serve_app.core.blend import evidence_factor, norm
 from serve_app.core.collaborative import CollabScorer
 from serve_app.core.content import ContentScorer
+from serve_app.core.filters import FilterIndex, Filters
 from serve_app.core.neighbors import row_entries, top_indices
+from serve_app.core.segue import PathFinder
 from serve_app.core.sides import Call, ContentSide, Diversify, ForAttributes, PoolScorer, Score, run_call
 from serve_app.core.users import user_hash
 
@@ -57,6 +60,7 @@ class HybridConfig:
     history_limit: int = 50  # most-played songs of a user used as seeds
     mmr_pool: int = 100  # candidates re-ranked for diversity
     diversify_pool: int = 500  # ranked candidates sent to the diversity step
+    avoid_strength: float = 1.0  # a candidate as like the avoided songs as like the seeds scores 0
 
 
 @dataclass(frozen=True)
@@ -97,13 +101,20 @@ class Item:
     because: str
     cb_part: float | None = None
     cf_part: float | None = None
+    toward: float | None = None  # a segue's song: its content cosine with the last song
 
 
 @dataclass(frozen=True)
 class Result:
+    """A ranked answer, or a segue's songs in path order (``score``: the similarity of the step
+    into the song, 0 for the first). ``note`` says why a list is shorter than asked or what a segue is;
+    ``complete`` is False for a segue that could not keep every rule."""
+
     items: list[Item]
     weights: Weights
     kind: str
+    note: str | None = None
+    complete: bool = True
 
     @property
     def degraded(self) -> bool:
@@ -118,7 +129,10 @@ class Query:
 
     ``kind`` is ``songs`` (one song or a session in ``seeds``), ``user`` (``user_id``'s
     history; popularity for an unknown id), ``attributes`` (a new song: catalog-column
-    ``(name, value)`` pairs) or ``popular`` (a new user, narrowed by ``tags``/``genres``).
+    ``(name, value)`` pairs), ``popular`` (a new user, narrowed by ``tags``/``genres``) or
+    ``segue`` (``k`` songs from ``seeds[0]`` to ``to``; a continuation without ``to``, at most
+    ``max_run`` songs of one artist in a row). ``filters`` hold for every song returned;
+    ``avoid``ed songs are never returned and songs like them are pushed down.
     """
 
     kind: str
@@ -133,18 +147,26 @@ class Query:
     diversity: float = 0.0
     exclude_played: bool = True
     exclude: tuple[int, ...] = ()
+    filters: Filters | None = None
+    avoid: tuple[int, ...] = ()
+    to: int | None = None
+    max_run: int = 2
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A scored query's inputs: ``seeds`` (int64) with ``seed_weights`` (float32, sum 1) and
-    the candidate ``pool`` (int64, sorted): the seeds' CF and content neighbours."""
+    """A scored query's inputs: ``seeds`` (int64) with ``seed_weights`` (float32, sum 1), the
+    candidate ``pool`` (int64, sorted): the seeds' CF and content neighbours that pass the
+    filters (every song that passes when too few neighbours do: ``widened``), and the songs
+    to ``avoid`` (int64)."""
 
     seeds: np.ndarray
     seed_weights: np.ndarray
     pool: np.ndarray
     weights: Weights
     kind: str
+    avoid: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    filtered: bool = False
 
 
 Steps = Generator[list[Call], list[Any], Result]
@@ -157,9 +179,11 @@ class Combiner:
     """Plans queries, blends the CB and CF scores of the pool and explains the results.
 
     ``catalog`` row ``i`` is track ``i`` (needs ``name``, ``artist``, ``tags``, ``genre``,
-    ``listeners``, ``plays``); ``content_nn`` and ``cf_nn`` are ``(n, n)`` CSR neighbour
-    lists (their patterns make the candidate pool); ``user_items`` ``(n_users, n)``
-    playcounts with rows ordered by the sorted uint64 ``user_hash``.
+    ``listeners``, ``plays``; the filtered columns when present); ``content_nn`` and
+    ``cf_nn`` are ``(n, n)`` CSR neighbour lists (their patterns make the candidate pool);
+    ``user_items`` ``(n_users, n)`` playcounts with rows ordered by the sorted uint64
+    ``user_hash``; ``vectors`` the ``(n, f)`` content vectors segues travel through (None: no
+    segues).
     """
 
     catalog: pd.DataFrame
@@ -168,6 +192,7 @@ class Combiner:
     config: HybridConfig = field(default_factory=HybridConfig)
     user_items: sp.csr_matrix | None = None
     user_hash: np.ndarray | None = None
+    vectors: sp.csr_matrix | None = None
 
     def __post_init__(self) -> None:
         self.n = len(self.catalog)
@@ -176,6 +201,14 @@ class Combiner:
         self.artists = pd.factorize(self.catalog["artist"])[0]
         self.names = self.catalog["name"].astype(str).to_numpy()
         self.tags = [features.song_tokens(t if isinstance(t, str) else None, None) for t in self.catalog["tags"]]
+        self.filters = FilterIndex(self.catalog)
+        self.paths = (
+            None
+            if self.vectors is None
+            else PathFinder(
+                self.vectors, self.content_nn, self.cf_nn, self.artists, self.listeners, self.config.evidence_shrink
+            )
+        )
 
     # ------------------------------------------------------------------ weights
     def weights(
@@ -184,7 +217,7 @@ class Combiner:
         """Requested (or default) weights with the CF share shrunk by the query's evidence."""
         w1 = self.config.w1 if w1 is None else w1
         w2 = self.config.w2 if w2 is None else w2
-        factor = evidence / (evidence + self.config.evidence_shrink) if evidence > 0 else 0.0
+        factor = float(evidence_factor(np.asarray(evidence), self.config.evidence_shrink))
         if evidence <= 0:
             reason = f"{what} has no plays: content only"
             w1 = w1 if w1 > 0 else 1.0  # a CF-only request still gets an answer: the content ranking
@@ -193,8 +226,18 @@ class Combiner:
         return Weights(w1, w2 * factor, reason, "cold_seed" if evidence <= 0 else None)
 
     # ------------------------------------------------------------------ plans
-    def plan_songs(self, seeds: Sequence[int], w1: float | None, w2: float | None, exclude: Sequence[int] = ()) -> Plan:
-        """One song or a session of songs as seeds."""
+    def plan_songs(
+        self,
+        seeds: Sequence[int],
+        w1: float | None,
+        w2: float | None,
+        exclude: Sequence[int] = (),
+        avoid: Sequence[int] = (),
+        within: np.ndarray | None = None,
+        want: int = 0,
+    ) -> Plan:
+        """One song or a session of songs as seeds (``within``: bool ``(n,)`` filter mask; ``want``:
+        the answer's length, which the filtered pool widens to reach)."""
         ids = np.unique(np.asarray(seeds, dtype=np.int64))
         evidence = float(self.listeners[ids].min()) if len(ids) == 1 else float(self.listeners[ids].sum())
         what = f"'{self.names[ids[0]]}'" if len(ids) == 1 else f"{len(ids)} seed songs"
@@ -205,6 +248,9 @@ class Combiner:
             np.asarray(exclude, np.int64),
             True,
             "song" if len(ids) == 1 else "songs",
+            np.asarray(avoid, np.int64),
+            within,
+            want,
         )
 
     def plan_history(
@@ -215,6 +261,9 @@ class Combiner:
         w2: float | None,
         exclude_played: bool = True,
         exclude: Sequence[int] = (),
+        avoid: Sequence[int] = (),
+        within: np.ndarray | None = None,
+        want: int = 0,
     ) -> Plan:
         """A listener's most-played songs as seeds, weighted by log plays."""
         top = np.argsort(-plays, kind="stable")[: self.config.history_limit]
@@ -222,7 +271,15 @@ class Combiner:
         weights = self.weights(w1, w2, float(len(tracks)), "the user's history", unit="song(s)")
         played = tracks.astype(np.int64) if exclude_played else np.zeros(0, np.int64)
         return self._plan(
-            seeds, seed_w, weights, np.concatenate([played, np.asarray(exclude, np.int64)]), exclude_played, "user"
+            seeds,
+            seed_w,
+            weights,
+            np.concatenate([played, np.asarray(exclude, np.int64)]),
+            exclude_played,
+            "user",
+            np.asarray(avoid, np.int64),
+            within,
+            want,
         )
 
     def _plan(
@@ -233,13 +290,24 @@ class Combiner:
         exclude: np.ndarray,
         drop_seeds: bool,
         kind: str,
+        avoid: np.ndarray,
+        within: np.ndarray | None,
+        want: int,
     ) -> Plan:
         pool = np.zeros(self.n, bool)
         for nn in (self.cf_nn, self.content_nn):
             pool[nn.indices[row_entries(nn, seeds)[0]]] = True
+        dropped = np.concatenate([exclude, avoid, seeds if drop_seeds else np.zeros(0, np.int64)])
+        if within is not None:
+            pool &= within
+            pool[dropped] = False
+            if pool.sum() < want:  # too few neighbours pass: every song that passes is a candidate
+                pool = within.copy()
         pool[seeds] = not drop_seeds
         pool[exclude] = False
-        return Plan(seeds, (seed_weights / seed_weights.sum()).astype(np.float32), np.flatnonzero(pool), weights, kind)
+        pool[avoid] = False
+        seed_w = (seed_weights / seed_weights.sum()).astype(np.float32)
+        return Plan(seeds, seed_w, np.flatnonzero(pool), weights, kind, avoid, within is not None)
 
     def user_history(self, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         """A known user's ``(tracks, plays)``; None for an id the bundle has never seen."""
@@ -257,32 +325,53 @@ class Combiner:
     def steps(self, q: Query) -> Steps:
         """Answer ``q``: yields the scorer calls needed (each batch may run concurrently) and
         receives their results in order; returns the :class:`Result`."""
+        within = self.filters.mask(q.filters)
+        if q.kind == "segue":
+            return self.segue(q, within)
         if q.kind == "attributes":
-            return (yield from self.attribute_steps(dict(q.attributes), q.k, q.diversity, q.exclude))
+            return (
+                yield from self.attribute_steps(dict(q.attributes), q.k, q.diversity, (*q.exclude, *q.avoid), within)
+            )
         if q.kind == "songs":
-            plan = self.plan_songs(q.seeds, q.w1, q.w2, q.exclude)
+            plan = self.plan_songs(q.seeds, q.w1, q.w2, q.exclude, q.avoid, within, q.k)
         else:
             history = self.user_history(q.user_id) if q.kind == "user" and q.user_id else None
             if history is None or len(history[0]) == 0:
-                return self.popular(q.k, q.tags, q.genres, q.exclude)
-            plan = self.plan_history(*history, q.w1, q.w2, q.exclude_played, q.exclude)
+                return self.popular(q.k, q.tags, q.genres, (*q.exclude, *q.avoid), within)
+            plan = self.plan_history(*history, q.w1, q.w2, q.exclude_played, q.exclude, q.avoid, within, q.k)
         return (yield from self.plan_steps(plan, q.k, q.diversity))
 
     def plan_steps(self, plan: Plan, k: int, diversity: float) -> Steps:
         """Score a plan's pool on both sides, blend, rank, diversify, explain."""
         if plan.pool.size == 0:
-            return Result([], plan.weights, plan.kind)
-        cb, cf = yield [Score(side, plan.seeds, plan.seed_weights, plan.pool) for side in ("content", "collab")]
+            return Result([], plan.weights, plan.kind, _short_note(0, k) if plan.filtered else None)
+        calls: list[Call] = [Score(side, plan.seeds, plan.seed_weights, plan.pool) for side in ("content", "collab")]
+        if plan.avoid.size:  # how like the avoided songs each candidate is, on both sides
+            avoid_w = np.full(plan.avoid.size, 1 / plan.avoid.size, np.float32)
+            calls += [Score(side, plan.avoid, avoid_w, plan.pool) for side in ("content", "collab")]
+        cb, cf, *avoided = yield calls
         if isinstance(cb, Unavailable) and isinstance(cf, Unavailable):
-            return self.unavailable_popular(k, plan.seeds)
+            return self.unavailable_popular(k, np.concatenate([plan.seeds, plan.avoid]))
         weights = plan.weights
         for side, scores, w in (("content", cb, weights.w1), ("collab", cf, weights.w2)):
             if isinstance(scores, Unavailable) and w > 0:  # a side weighted 0 is not missed
                 weights = self.without(side, weights)
-        cb, cf = (np.zeros(plan.pool.size, np.float32) if isinstance(x, Unavailable) else x for x in (cb, cf))
-        part_cb, part_cf = weights.w1 * _norm(cb), weights.w2 * _norm(cf)
+        cb, cf, *avoided = (
+            np.zeros(plan.pool.size, np.float32) if isinstance(x, Unavailable) else x for x in (cb, cf, *avoided)
+        )
+        part_cb, part_cf = weights.w1 * norm(cb), weights.w2 * norm(cf)
+        if avoided:
+            part_cb = part_cb - self.config.avoid_strength * weights.w1 * norm(avoided[0])
+            part_cf = part_cf - self.config.avoid_strength * weights.w2 * norm(avoided[1])
         y = part_cb + part_cf
-        order = top_indices(y, self.config.diversify_pool if diversity > 0 else k)
+        if plan.filtered:  # a widened pool holds songs unrelated to the seeds: never list those
+            keep = (cb > 0) | (cf > 0)
+            y = np.where(keep, y, -np.inf)
+            k_ranked = min(k, int(keep.sum()))
+        else:
+            k_ranked = k
+        order = top_indices(y, self.config.diversify_pool if diversity > 0 else max(1, k_ranked))
+        order = order[np.isfinite(y[order])]
         positions = yield from self._pick(plan.pool[order], y[order], diversity, k)
         if positions is None:  # the content side could not diversify: the ranking as it is
             positions, weights = np.arange(min(k, order.size)), self.without("content", weights, "diversity")
@@ -301,7 +390,7 @@ class Combiner:
             )
             for i in picked
         ]
-        return Result(items, weights, plan.kind)
+        return Result(items, weights, plan.kind, _short_note(len(items), k) if plan.filtered else None)
 
     def without(self, side: str, weights: Weights, what: str = "") -> Weights:
         """The weights of an answer that had to do without ``side`` (for ``what``: its scores
@@ -329,9 +418,18 @@ class Combiner:
             exclude,
         )
 
-    def attribute_steps(self, song: dict[str, Any], k: int, diversity: float, exclude: Sequence[int] = ()) -> Steps:
-        """A song outside the catalog, described by its attributes: content only."""
-        [found] = yield [ForAttributes(song, max(k, self.config.mmr_pool) + len(exclude))]
+    def attribute_steps(
+        self,
+        song: dict[str, Any],
+        k: int,
+        diversity: float,
+        exclude: Sequence[int] = (),
+        within: np.ndarray | None = None,
+    ) -> Steps:
+        """A song outside the catalog, described by its attributes: content only (among
+        ``within``, a bool ``(n,)`` filter mask)."""
+        allowed = None if within is None else np.flatnonzero(within)
+        [found] = yield [ForAttributes(song, max(k, self.config.mmr_pool) + len(exclude), allowed)]
         if isinstance(found, Unavailable):
             return self.unavailable_popular(k, exclude)
         order, cb = found
@@ -356,7 +454,8 @@ class Combiner:
                     0.0,
                 )
             )
-        return Result(items, Weights(1.0, 0.0, "new song: content only", "new_song"), "attributes")
+        note = _short_note(len(items), k) if within is not None else None
+        return Result(items, Weights(1.0, 0.0, "new song: content only", "new_song"), "attributes", note)
 
     def _pick(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> PickSteps:
         """Positions of the ranked ``tracks`` to return: the first ``k``, or the content side's
@@ -382,17 +481,22 @@ class Combiner:
         return f"sounds like {seed_name}"
 
     def popular(
-        self, k: int = 10, tags: Sequence[str] = (), genres: Sequence[str] = (), exclude: Sequence[int] = ()
+        self,
+        k: int = 10,
+        tags: Sequence[str] = (),
+        genres: Sequence[str] = (),
+        exclude: Sequence[int] = (),
+        filtered: np.ndarray | None = None,
     ) -> Result:
-        """A new user: the most played songs, optionally within tags or genres."""
-        within = np.ones(self.n, bool)
+        """A new user: the most played songs, optionally within tags or genres (and a filter mask)."""
+        within = np.ones(self.n, bool) if filtered is None else filtered.copy()
         if tags:
             wanted = {"_".join(t.lower().split()) for t in tags}
             within &= np.array([bool(wanted & set(ts)) for ts in self.tags])
         if genres:
             wanted_g = {g.strip().lower() for g in genres}
             within &= self.catalog["genre"].fillna("").str.lower().isin(wanted_g).to_numpy()
-        return most_played(
+        result = most_played(
             self.catalog["plays"].to_numpy(),
             self.listeners,
             k,
@@ -400,6 +504,43 @@ class Combiner:
             exclude,
             within,
         )
+        if filtered is None:
+            return result
+        return dataclasses.replace(result, note=_short_note(len(result.items), k))
+
+    # ------------------------------------------------------------------ segues
+    def segue(self, q: Query, within: np.ndarray | None) -> Result:
+        """A path of ``q.k`` songs from ``q.seeds[0]`` (to ``q.to``; a continuation without), in
+        order, each after the first scored by the step into it."""
+        if self.paths is None:
+            raise ValueError("this combiner was built without content vectors: no segues")
+        w1 = self.config.w1 if q.w1 is None else q.w1
+        w2 = self.config.w2 if q.w2 is None else q.w2
+        path = self.paths.find(q.seeds[0], q.k, w1, w2, q.to, within, q.max_run)
+        part_cb, part_cf = self.paths.parts(path.tracks[:-1], path.cb, path.cf, w1, w2)
+        toward = [None] * len(path.tracks) if path.toward is None else [float(x) for x in path.toward]
+        start = int(path.tracks[0])
+        items = [Item(start, 0.0, 0.0, 0.0, "where the playlist starts", toward=toward[0])]
+        for i, track in enumerate(path.tracks[1:]):
+            prev = path.tracks[i : i + 1]
+            because = self.because(
+                int(track), part_cb[i], part_cf[i], bool(self.cold[track]), prev, set(self.tags[prev[0]])
+            )
+            items.append(
+                Item(
+                    int(track),
+                    float(path.similarity[i]),
+                    float(path.cb[i]),
+                    float(path.cf[i]),
+                    because,
+                    float(part_cb[i]),
+                    float(part_cf[i]),
+                    toward[i + 1],
+                )
+            )
+        reason = "step similarity: the blended score of each song as a recommendation for the one before it"
+        kind = "segue" if q.to is not None else "continuation"
+        return Result(items, Weights(w1, w2, reason), kind, path.reason, path.complete)
 
 
 def most_played(
@@ -501,7 +642,7 @@ class Recommender:
     ) -> None:
         config = config or HybridConfig()
         self._vectors = vectors
-        self.combiner = Combiner(catalog, content_nn, cf_nn, config, user_items, user_hash)
+        self.combiner = Combiner(catalog, content_nn, cf_nn, config, user_items, user_hash, vectors)
         self.content: ContentSide = ContentScorer(vectors, transform, self.combiner.artists, config.mmr_pool)
         self.collab: PoolScorer = CollabScorer(
             cf_nn, content_nn, self.combiner.listeners, config.cold_boost, config.cold_neighbors
@@ -574,6 +715,8 @@ class Recommender:
         return self.combiner.popular(k, tags, genres)
 
 
-def _norm(x: np.ndarray) -> np.ndarray:
-    top = float(x.max()) if x.size else 0.0
-    return x / top if top > 0 else np.zeros_like(x)
+def _short_note(found: int, k: int) -> str | None:
+    """Why a filtered answer holds fewer songs than asked (None when it does not)."""
+    if found >= k:
+        return None
+    return f"only {found} song(s) pass the filters and relate to the query (asked for {k})"

@@ -34,8 +34,11 @@ class PoolScorer(Protocol):
 class ContentSide(PoolScorer, Protocol):
     """The content (CB) side: also new songs by attributes and the diversity re-ranking."""
 
-    def for_attributes(self, song: dict[str, Any], m: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``m`` tracks closest to a song outside the catalog: ``(int64 tracks, float32 cosines)``."""
+    def for_attributes(
+        self, song: dict[str, Any], m: int, within: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``m`` tracks closest to a song outside the catalog (among the int64 tracks
+        ``within``; None: all): ``(int64 tracks, float32 cosines)``."""
         ...
 
     def diversify(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> np.ndarray:
@@ -62,10 +65,11 @@ class ForAttributes:
 
     song: dict[str, Any]
     m: int
+    within: np.ndarray | None = None
     side: ClassVar[SideName] = "content"
 
     def run(self, scorer: ContentSide) -> tuple[np.ndarray, np.ndarray]:
-        return scorer.for_attributes(self.song, self.m)
+        return scorer.for_attributes(self.song, self.m, self.within)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ message, unknown songs 404 with suggestions, admin calls without a valid token 4
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from serve_app import code_revision
+from serve_app.core.filters import Unmet
 from serve_app.core.hybrid import Query as RecQuery
 from serve_app.core.hybrid import Result
 from serve_app.shell.admin import admin_router
@@ -27,6 +28,8 @@ from serve_app.shell.api import (
     FeedbackResponse,
     RecommendRequest,
     RecommendResponse,
+    SegueRequest,
+    SegueResponse,
     Suggestion,
     UnknownSongBody,
 )
@@ -36,7 +39,7 @@ from serve_app.shell.feedback import new_request_id, request_bucket, weights_buc
 from serve_app.shell.metrics import RequestMetrics
 from serve_app.shell.ratelimit import FEEDBACK_RATE, ClientLimits
 from serve_app.shell.reload import VersionGone
-from serve_app.shell.service import Front, Overdue, UnknownSong
+from serve_app.shell.service import Asked, Front, Overdue, SameSong, UnknownSong
 
 MAX_BODY_BYTES = 64 * 1024  # larger request bodies are refused with 413
 
@@ -74,7 +77,7 @@ class JsonBodies:
 
 
 def recommend_router(backend: Backend, cache: ResultCache | None) -> APIRouter:
-    """``/recommend`` (POST and GET) and ``/songs/search``. Results are cached by (query, bundle
+    """``/recommend`` (POST and GET), ``/segue`` and ``/songs/search``. Results are cached by (query, bundle
     version) when a ``cache`` is given: the query holds the effective weights, so neither a weight
     change nor a bundle switch can serve a stale one."""
     router = APIRouter()
@@ -85,35 +88,50 @@ def recommend_router(backend: Backend, cache: ResultCache | None) -> APIRouter:
         # an answer without a part of the graph is served, not kept
         return await cache.get((query, version), lambda: backend.run(query, version), keep=lambda r: not r.degraded)
 
-    async def answer(req: RecommendRequest):
+    async def resolve(ask: Callable[[Front], Asked], fallback: bool):
+        """``(front, asked, result)`` for a request, from the newest bundle that still serves
+        (an older one answers while the graph switches), or the error response to give: 404 for
+        an unknown song, 422 for filters no song meets, 503 while no bundle serves. ``fallback``:
+        an overdue answer becomes the most played songs (else a 503)."""
         current = current_front(backend)
         if isinstance(current, JSONResponse):
             return current
-        weights = backend.default_weights()
-        disliked = await backend.disliked(req.user_id) if req.user_id else frozenset()
-        for front in backend.fronts():  # newest first; an older bundle answers while the graph switches
+        for front in backend.fronts():  # newest first
             try:
-                asked = front.ask(req, weights, disliked)
+                asked = ask(front)
                 try:
                     result = await run(asked.query, front.version)
                 except Overdue as exc:  # the graph is stuck or swamped: something now beats a 503
+                    if not fallback:
+                        return JSONResponse(status_code=503, headers={"Retry-After": "1"}, content={"detail": str(exc)})
                     result = front.without_graph(asked.query, str(exc))
             except UnknownSong as exc:
                 backend.counts.inc("segue_unknown_songs", {})
                 body = UnknownSongBody(detail=str(exc), suggestions=exc.suggestions)
                 return JSONResponse(status_code=404, content=body.model_dump())
+            except (Unmet, SameSong) as exc:
+                return _error(422, str(exc))
             except VersionGone:
                 continue
-            q = asked.query
-            w1, w2 = (q.w1, q.w2) if q.w1 is not None and q.w2 is not None else weights  # asked fills them in
             if result.weights.fallback:
                 backend.counts.inc("segue_fallbacks", {"fallback": result.weights.fallback})
-            response = front.render(result, asked, new_request_id(w1, w2))
-            impression(response, req.user_id, weights_bucket(w1, w2))
-            return response
+            return front, asked, result
         return JSONResponse(
             status_code=503, headers={"Retry-After": "1"}, content={"detail": "switching bundles, retry in a second"}
         )
+
+    async def answer(req: RecommendRequest):
+        weights = backend.default_weights()
+        disliked = await backend.disliked(req.user_id) if req.user_id else frozenset()
+        found = await resolve(lambda front: front.ask(req, weights, disliked), fallback=True)
+        if isinstance(found, JSONResponse):
+            return found
+        front, asked, result = found
+        q = asked.query
+        w1, w2 = (q.w1, q.w2) if q.w1 is not None and q.w2 is not None else weights  # asked fills them in
+        response = front.render(result, asked, new_request_id(w1, w2))
+        impression(response, req.user_id, weights_bucket(w1, w2))
+        return response
 
     def impression(response: RecommendResponse, user_id: str | None, bucket: str) -> None:
         """Log and count the songs a response showed (best effort: the response never waits)."""
@@ -160,6 +178,22 @@ def recommend_router(backend: Backend, cache: ResultCache | None) -> APIRouter:
         except ValidationError as exc:
             return _invalid(exc.errors(), skip=0)
         return await answer(req)
+
+    @router.post(
+        "/segue",
+        response_model=SegueResponse,
+        responses={404: {"model": UnknownSongBody}, 422: {"description": "invalid request"}},
+    )
+    async def segue(req: SegueRequest):
+        """A playlist of ``length`` songs from ``from`` to ``to``, each close to the one before it
+        and closer to ``to``; without ``to``, a continuation of ``from`` ordered for flow."""
+        weights = backend.default_weights()
+        found = await resolve(lambda front: front.ask_segue(req, weights), fallback=False)
+        if isinstance(found, JSONResponse):
+            return found
+        front, asked, result = found
+        q = asked.query
+        return front.render_segue(result, asked, new_request_id(q.w1 or 0.0, q.w2 or 0.0))
 
     @router.get("/songs/search", response_model=list[Suggestion])
     def search(
@@ -271,7 +305,7 @@ def create_app(backend: Backend, cache: ResultCache | None = None) -> FastAPI:
         description="Top-K songs for a song, a session, a user or a new song, each with its reason.",
         max_body_size=MAX_BODY_BYTES,
     )
-    app.add_middleware(JsonBodies, paths=frozenset({"/recommend", "/feedback"}))
+    app.add_middleware(JsonBodies, paths=frozenset({"/recommend", "/segue", "/feedback"}))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -17,9 +17,24 @@ import numpy as np
 import pandas as pd
 
 from serve_app.artifacts.bundle import Bundle
+from serve_app.core import filters as core_filters
+from serve_app.core.filters import FilterIndex
 from serve_app.core.hybrid import HybridConfig, Query, Recommender, Result, Weights, most_played
 from serve_app.core.lookup import Candidate, SongIndex
-from serve_app.shell.api import QueryEcho, Recommendation, RecommendRequest, RecommendResponse, Suggestion, WeightsUsed
+from serve_app.core.segue import progress_share
+from serve_app.shell.api import (
+    Filters,
+    QueryEcho,
+    Recommendation,
+    RecommendRequest,
+    RecommendResponse,
+    SegueRequest,
+    SegueResponse,
+    SegueStep,
+    SegueSummary,
+    Suggestion,
+    WeightsUsed,
+)
 from serve_app.shell.reload import VersionGone
 
 
@@ -35,6 +50,10 @@ class UnknownSong(LookupError):
         )
         self.asked = asked
         self.suggestions = suggestions
+
+
+class SameSong(ValueError):
+    """A segue asked from a song to itself."""
 
 
 class Overdue(TimeoutError):
@@ -67,6 +86,7 @@ class Front:
         self._preview = [p if isinstance(p, str) and p else None for p in previews]
         self._index = {t: i for i, t in enumerate(self._track_id)}
         self._plays, self._listeners = (cat[c].to_numpy() for c in ("plays", "listeners"))
+        self.filters = FilterIndex(cat)  # a filter no song meets is refused before the graph runs
 
     @classmethod
     def from_bundle(cls, b: Bundle) -> Front:
@@ -122,12 +142,16 @@ class Front:
         :meth:`ask` builds for it, so the two key the same cache entry)."""
         return Query("songs", seeds=(track,), **_common(RecommendRequest.model_construct(), default_weights))
 
-    def ask(self, req: RecommendRequest, default_weights: tuple[float, float], exclude: Collection[str] = ()) -> Asked:
-        """The query for a validated request, with the default weights filled in and the
-        ``exclude``d track ids (a listener's dislikes) left out, so that the query alone
-        determines the answer and can key a cache; raises UnknownSong."""
+    def ask(self, req: RecommendRequest, default_weights: tuple[float, float], disliked: Collection[str] = ()) -> Asked:
+        """The query for a validated request, with the default weights filled in and the songs
+        to avoid (``req.avoid`` and the ``disliked`` track ids of the listener's session), so that
+        the query alone determines the answer and can key a cache; raises UnknownSong, and
+        :class:`~serve_app.core.filters.Unmet` for filters no song meets."""
         common = _common(req, default_weights)
-        common["exclude"] = tuple(sorted(i for i in map(self.track_index, exclude) if i is not None))
+        avoid = {i for i in map(self.track_index, disliked) if i is not None}
+        avoid |= {self.resolve(ref.song, ref.artist)[0] for ref in req.avoid}
+        common["avoid"] = tuple(sorted(avoid))
+        common["filters"] = self._filters(req.filters)
         seeds: list[int] = []
         alternatives: list[Suggestion] = []
         if req.song:
@@ -149,6 +173,73 @@ class Front:
                 **common,
             )
         return Asked(query, seeds, alternatives)
+
+    def _filters(self, given: Filters | None) -> core_filters.Filters | None:
+        """The core filters of a request's, checked against this catalog (raises Unmet)."""
+        if given is None:
+            return None
+        core = given.to_core()
+        self.filters.check(core)
+        return core
+
+    def ask_segue(self, req: SegueRequest, default_weights: tuple[float, float]) -> Asked:
+        """The query for a validated ``/segue`` request; raises UnknownSong and Unmet."""
+        start = self.resolve(req.from_.song, req.from_.artist)[0]
+        end = self.resolve(req.to.song, req.to.artist)[0] if req.to else None
+        if end == start:
+            raise SameSong(f"from and to are the same song: {self._name[start]!r} by {self._artist[start]!r}")
+        w1 = default_weights[0] if req.w1 is None else req.w1
+        w2 = default_weights[1] if req.w2 is None else req.w2
+        query = Query(
+            "segue",
+            seeds=(start,),
+            to=end,
+            k=req.length,
+            w1=w1,
+            w2=w2,
+            max_run=req.max_artist_run,
+            filters=self._filters(req.filters),
+        )
+        return Asked(query, [start] if end is None else [start, end], [])
+
+    def render_segue(self, result: Result, asked: Asked, request_id: str | None = None) -> SegueResponse:
+        """The ``/segue`` response: the first song, then each next one with the step into it."""
+        path = []
+        for i, item in enumerate(result.items):
+            t = item.track
+            path.append(
+                SegueStep(
+                    song=self._name[t],
+                    artist=self._artist[t],
+                    track_id=self._track_id[t],
+                    similarity=round(item.score, 4) if i else None,
+                    cb_score=round(item.cb, 4) if i else None,
+                    cf_score=round(item.cf, 4) if i else None,
+                    toward=None if item.toward is None else round(item.toward, 4),
+                    preview_url=self._preview[t],
+                    because=item.because,
+                )
+            )
+        sims = [item.score for item in result.items[1:]] or [0.0]
+        toward = [item.toward for item in result.items]
+        progress = None
+        if result.kind == "segue" and len(toward) > 1:
+            progress = round(progress_share(np.array(toward, np.float64)), 4)
+        return SegueResponse(
+            path=path,
+            complete=result.complete,
+            reason=result.note or "",
+            summary=SegueSummary(
+                mean_similarity=round(sum(sims) / len(sims), 4),
+                min_similarity=round(min(sims), 4),
+                progress=progress,
+                artists=len({p.artist for p in path}),
+            ),
+            query=QueryEcho(kind=result.kind, seeds=[self.suggestion(s) for s in asked.seeds]),
+            weights_used=_weights_used(result.weights),
+            model_version=self.version,
+            request_id=request_id or uuid.uuid4().hex,
+        )
 
     def render(self, result: Result, asked: Asked, request_id: str | None = None) -> RecommendResponse:
         """The API response for a result computed from this bundle."""
@@ -174,15 +265,15 @@ class Front:
             query=QueryEcho(
                 kind=result.kind, seeds=[self.suggestion(s) for s in asked.seeds], alternatives=asked.alternatives
             ),
-            weights_used=WeightsUsed(
-                w1=round(result.weights.w1, 4),
-                w2=round(result.weights.w2, 4),
-                reason=result.weights.reason,
-                fallback=result.weights.fallback,
-            ),
+            weights_used=_weights_used(result.weights),
             model_version=self.version,
             request_id=request_id or uuid.uuid4().hex,
+            note=result.note,
         )
+
+
+def _weights_used(w: Weights) -> WeightsUsed:
+    return WeightsUsed(w1=round(w.w1, 4), w2=round(w.w2, 4), reason=w.reason, fallback=w.fallback)
 
 
 def _common(req: RecommendRequest, default_weights: tuple[float, float]) -> dict:
@@ -216,6 +307,11 @@ class Service:
         if version != self.version:
             raise VersionGone(f"bundle {version} is not loaded here (serving {self.version})")
         return [self.rec.run(q) for q in queries]
+
+    def segue(self, req: SegueRequest, request_id: str | None = None) -> SegueResponse:
+        """The response to one validated ``/segue`` request; raises UnknownSong, SameSong, Unmet."""
+        asked = self.front.ask_segue(req, self.default_weights)
+        return self.front.render_segue(self.rec.run(asked.query), asked, request_id)
 
     def recommend(self, req: RecommendRequest, request_id: str | None = None) -> RecommendResponse:
         """The response to one validated request; raises UnknownSong for an unknown seed."""
