@@ -517,7 +517,7 @@ class Combiner:
         w1 = self.config.w1 if q.w1 is None else q.w1
         w2 = self.config.w2 if q.w2 is None else q.w2
         path = self.paths.find(q.seeds[0], q.k, w1, w2, q.to, within, q.max_run)
-        part_cb, part_cf = self.paths.parts(path.tracks[:-1], path.cb, path.cf, w1, w2)
+        _, _, _, part_cb, part_cf = self.paths.measure(path.tracks[:-1], path.tracks[1:], w1, w2)
         toward = [None] * len(path.tracks) if path.toward is None else [float(x) for x in path.toward]
         start = int(path.tracks[0])
         items = [Item(start, 0.0, 0.0, 0.0, "where the playlist starts", toward=toward[0])]

@@ -10,11 +10,11 @@ of more than ``max_run`` songs by one artist, and is closer to ``to`` than the s
 (progress). Each beam path scores the sum of its step similarities plus ``pull`` times each
 song's closeness to its target; the final step into ``to`` counts like any other.
 
-A step's similarity is the blended score the next song would get as a recommendation for the
-previous one, divided by the weights' sum: ``(w1 * cb / max_cb + w2' * cf / max_cf) / (w1 + w2')``
-in [0, 1], where the maxima are the previous song's best neighbours on each side and ``w2'`` is
-the CF weight shrunk by that song's listeners (``serve_app.core.blend``). 1.0 means "its best
-recommendation on both sides".
+A step's similarity is the blended score one of its two songs would give the other as a
+recommendation, the better of the two directions, divided by the weights' sum:
+``(w1 * cb / max_cb + w2' * cf / max_cf) / (w1 + w2')`` in [0, 1], where the maxima are the
+recommending song's best neighbours on each side and ``w2'`` is the CF weight shrunk by that
+song's listeners (``serve_app.core.blend``). 1.0 means "its best recommendation on both sides".
 
 Without ``to`` (a continuation) the same search runs without progress, and the target is the
 first song itself: each next song close to the one before it, the whole list near the start.
@@ -31,6 +31,10 @@ from serve_app.core.blend import evidence_factor
 from serve_app.core.neighbors import row_entries, top_indices
 
 UTILITY_FLOOR = 0.05
+# a step a listener accepts: about a typical neighbour-list entry (the median step into a song's
+# CF neighbours, the lower quartile into its content neighbours, on the demo data and at 30K songs)
+MIN_STEP = 0.2
+JOIN_PENALTY = 10.0  # a joined path that repeats a song or an artist too often, or turns back
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class Path:
     target for a segue); per step into ``tracks[i + 1]``: ``similarity``, ``cb`` (content
     cosine), ``cf`` (collaborative similarity), all float ``(L-1,)``; ``toward`` ``(L,)`` the
     content cosine of each song with the target (None for a continuation). ``complete`` is
-    False when no path of this length kept every rule; ``reason`` says what the path is."""
+    False when no path of this length kept every rule (every step at least ``MIN_STEP``, every
+    step closer to the target); ``reason`` says what the path is."""
 
     tracks: np.ndarray
     similarity: np.ndarray
@@ -59,6 +64,7 @@ class PathConfig:
     line_candidates: int = 12  # catalog songs nearest each target added to the graph neighbours
     corridor: int = 300  # songs nearest each end (and their midpoint) the line targets are looked for among
     shortlist: int = 8  # candidates measured exactly per beam path, of those ranked on the graphs' values
+    join_beam: int = 48  # partial paths each half keeps where the two halves meet
 
 
 @dataclass
@@ -87,6 +93,10 @@ class PathFinder:
         self._cb_max = _row_max(self.content_nn)
         self._cf_max = _row_max(self.cf_nn)
         self._factor = evidence_factor(self.listeners, self.evidence_shrink)
+        # pair lookups: dense content vectors (a dot per pair) and CF rows sorted by column
+        # (a binary search per pair); a few MB per 10K songs, kept once per bundle
+        self._dense = self.vectors.toarray().astype(np.float32)
+        self._cf_sorted = self.cf_nn if self.cf_nn.has_sorted_indices else self.cf_nn.sorted_indices()
 
     # ------------------------------------------------------------------ similarity of steps
     def _cosines(self, track: int) -> np.ndarray:
@@ -95,25 +105,17 @@ class PathFinder:
 
     def _cb(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         """Content cosine of each pair (``prev[i]``, ``nxt[i]``), clipped at 0."""
-        if prev.size == 0:
-            return np.zeros(0)
-        firsts, inverse = np.unique(prev, return_inverse=True)
-        dense = self.vectors[firsts].toarray()
-        pos, owner = row_entries(self.vectors, nxt)
-        dots = self.vectors.data[pos] * dense[inverse[owner], self.vectors.indices[pos]]
-        return np.bincount(owner, weights=dots, minlength=nxt.size).clip(min=0)
+        return np.einsum("ij,ij->i", self._dense[prev], self._dense[nxt]).astype(np.float64).clip(min=0)
 
     def _cf(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-        """Collaborative similarity of each pair (0 when ``nxt`` is not among ``prev``'s neighbours)."""
-        if prev.size == 0:
-            return np.zeros(0)
-        return np.asarray(self.cf_nn[prev, nxt]).ravel().astype(np.float64)
+        """Collaborative similarity of each pair as ``prev``'s list holds it (0 when it does not)."""
+        return _lookup(self._cf_sorted, prev, nxt)
 
     def parts(
         self, prev: np.ndarray, cb: np.ndarray, cf: np.ndarray, w1: float, w2: float
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The content and collaborative parts of steps from ``prev`` with raw ``cb`` and ``cf``:
-        ``(w1 * cb / max_cb, w2' * cf / max_cf) / (w1 + w2')``, summing to the step similarity."""
+        """The content and collaborative parts of ``prev`` recommending a song with raw ``cb`` and
+        ``cf`` (``cf`` as ``prev``'s list holds it): ``(w1 * cb / max_cb, w2' * cf / max_cf) / (w1 + w2')``."""
         w2s = w2 * self._factor[prev]
         w1s = np.where((w1 > 0) | (w2s > 0), w1, 1.0)  # a CF-only ask from a cold song: content
         total = np.maximum(w1s + w2s, 1e-12)
@@ -122,19 +124,28 @@ class PathFinder:
         return part_cb, part_cf
 
     def blend(self, prev: np.ndarray, cb: np.ndarray, cf: np.ndarray, w1: float, w2: float) -> np.ndarray:
-        """Step similarities in [0, 1] of pairs starting at ``prev`` with raw ``cb`` and ``cf``."""
+        """How well ``prev`` recommends a song with raw ``cb`` and ``cf``, in [0, 1]."""
         part_cb, part_cf = self.parts(prev, cb, cf, w1, w2)
         return part_cb + part_cf
 
+    def measure(
+        self, prev: np.ndarray, nxt: np.ndarray, w1: float, w2: float, cb: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(similarity, cb, cf, part_cb, part_cf)`` of steps ``prev[i] -> nxt[i]``: the better of
+        the two songs recommending each other (a step is as acceptable in either direction), its
+        parts, the content cosine (given as ``cb`` when known) and the collaborative similarity that
+        direction's list holds."""
+        cb = self._cb(prev, nxt) if cb is None else cb
+        cf_ab, cf_ba = self._cf(prev, nxt), self._cf(nxt, prev)
+        ab, ba = self.parts(prev, cb, cf_ab, w1, w2), self.parts(nxt, cb, cf_ba, w1, w2)
+        back = ba[0] + ba[1] > ab[0] + ab[1]
+        part_cb, part_cf = np.where(back, ba[0], ab[0]), np.where(back, ba[1], ab[1])
+        return part_cb + part_cf, cb, np.where(back, cf_ba, cf_ab), part_cb, part_cf
+
     def steps(self, tracks: np.ndarray, w1: float, w2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(similarity, cb, cf)`` of each step of a path ``tracks`` (any songs, in order)."""
-        prev, nxt = tracks[:-1], tracks[1:]
-        cb, cf = self._cb(prev, nxt), self._cf(prev, nxt)
-        return self.blend(prev, cb, cf, w1, w2), cb, cf
-
-    def connected(self, a: int, b: int) -> bool:
-        """Whether ``b`` is among ``a``'s neighbours on either side, or ``a`` among ``b``'s."""
-        return any(m[x, y] > 0 for m in (self.content_nn, self.cf_nn) for x, y in ((a, b), (b, a)))
+        sim, cb, cf, _, _ = self.measure(tracks[:-1], tracks[1:], w1, w2)
+        return sim, cb, cf
 
     # ------------------------------------------------------------------ the search
     def find(
@@ -148,61 +159,54 @@ class PathFinder:
         max_run: int = 2,
     ) -> Path:
         """The best path of ``length`` songs from ``start`` (to ``end`` for a segue; a continuation
-        without), its intermediate songs among ``allowed`` (bool ``(n,)``, None: any)."""
-        cfg = self.config
+        without), its songs in between among ``allowed`` (bool ``(n,)``, None: any)."""
         s_start = self._cosines(start)
         s_end = self._cosines(end) if end is not None else None
         ok = np.ones(self.n, bool) if allowed is None else allowed.copy()
         ok[start] = False
         if end is not None:
             ok[end] = False
-        # the beam: paths (B, t), scores, the artist run at each path's end, and whether it kept progress
-        paths = np.array([[start]], np.int64)
-        score = np.zeros(1)
-        run = np.ones(1, np.int64)
-        kept = np.ones(1, bool)
-        middle = length - 1 if end is not None else length
-        corridor = self._corridor(s_start, s_end, ok)
-        two_hops = self._two_hops(end, s_end, ok, w1, w2) if end is not None and length > 3 else None
-        for t in range(1, middle):
-            target = self._target(s_start, s_end, t, length)
-            cand, owner, known_cb, known_cf = self._candidates(paths[:, -1], target, ok, corridor)
-            prev = paths[owner, -1]
-            same = self.artists[cand] == self.artists[prev]
-            keep = ~(paths[owner] == cand[:, None]).any(axis=1) & (~same | (run[owner] < max_run))
-            progress = s_end[cand] > s_end[prev] if s_end is not None else np.ones(cand.size, bool)
-            if (keep & progress).any():
-                keep &= progress
-            # rank on what the graphs already know (a lower bound), then measure the best exactly;
-            # the last song before ``end`` is also scored on the step into it
-            hop = np.zeros(cand.size)
-            if end is not None and t == middle - 1:
-                hop = _utility(
-                    self.blend(cand, s_end[cand].clip(min=0), self._cf(cand, np.full(cand.size, end)), w1, w2)
-                )
-            elif end is not None and t == middle - 2:
-                hop = two_hops[cand]
-            rough = (
-                score[owner] + _utility(self.blend(prev, known_cb, known_cf, w1, w2)) + cfg.pull * target[cand] + hop
+        search = _Search(self, s_start, s_end, ok, self._corridor(s_start, s_end, ok), length, w1, w2, max_run)
+        forward = _Beam.of(start)
+        if end is None:
+            for t in range(1, length):
+                forward = search.grow(forward, t, True, last=t == length - 1) or forward
+            best = int(np.argmax(forward.score))
+            tracks, kept = forward.paths[best], True
+        else:
+            middle = (length - 1) // 2  # positions 1..middle grow from the start, the rest from the end
+            backward = _Beam.of(end)
+            for t in range(1, middle + 1):
+                forward = search.grow(forward, t, True, last=t == middle) or forward
+            for t in range(length - 2, middle, -1):
+                backward = search.grow(backward, t, False, last=t == middle + 1) or backward
+            tracks, kept = search.join(forward, backward)
+        return self._path(tracks, kept, s_end, length, w1, w2)
+
+    def _path(
+        self, tracks: np.ndarray, kept: bool, s_end: np.ndarray | None, length: int, w1: float, w2: float
+    ) -> Path:
+        """The found ``tracks`` measured, and what they are."""
+        similarity, cb, cf = self.steps(tracks, w1, w2)
+        toward = s_end[tracks] if s_end is not None else None
+        weakest = int(np.argmin(similarity))
+        if len(tracks) < length:
+            complete, reason = False, f"only {len(tracks)} songs could be chained without repeats within the filters"
+        elif similarity[weakest] < MIN_STEP:
+            complete, reason = (
+                False,
+                (
+                    f"no path of {length} songs keeps every step close: step {weakest + 1} is a jump "
+                    f"(similarity {similarity[weakest]:.2f}, below {MIN_STEP}); another length may find one"
+                ),
             )
-            rough = np.where(keep, rough, -np.inf)
-            pick = top_indices(rough, cfg.beam * cfg.shortlist)
-            pick = pick[keep[pick]]
-            if pick.size == 0:
-                break
-            cand, owner, prev, same, progress, hop = (x[pick] for x in (cand, owner, prev, same, progress, hop))
-            sim = self.blend(prev, self._cb(prev, cand), self._cf(prev, cand), w1, w2)
-            total = score[owner] + _utility(sim) + cfg.pull * target[cand] + hop
-            order = np.lexsort((cand, -total))
-            first = np.ones(order.size, bool)  # the best way into each song only
-            ranked = cand[order]
-            by_song = np.argsort(ranked, kind="stable")
-            first[by_song[1:][ranked[by_song[1:]] == ranked[by_song[:-1]]]] = False
-            best = order[first][: cfg.beam]
-            paths = np.hstack([paths[owner[best]], cand[best, None]])
-            score, kept = total[best], kept[owner[best]] & progress[best]
-            run = np.where(same[best], run[owner[best]] + 1, 1)
-        return self._finish(paths, score, run, kept, s_end, end, length, w1, w2, max_run)
+        elif s_end is None:
+            complete, reason = True, "each song close to the one before it"
+        elif not kept:
+            complete, reason = False, "no path of this length got closer to the last song at every step"
+        else:
+            complete, reason = True, "each song close to the one before it and closer to the last song"
+        return Path(tracks, similarity, cb, cf, toward, complete, reason)
 
     def _target(self, s_start: np.ndarray, s_end: np.ndarray | None, t: int, length: int) -> np.ndarray:
         """``(n,)`` closeness of every song to position ``t``'s target: the cosine with the point
@@ -212,25 +216,6 @@ class PathFinder:
         a = t / (length - 1)
         cos_ends = float(s_end[int(np.argmax(s_start))])  # s_start peaks at the start song itself
         return ((1 - a) * s_start + a * s_end) / np.sqrt(max((1 - a) ** 2 + a**2 + 2 * a * (1 - a) * cos_ends, 1e-12))
-
-    def _two_hops(self, end: int, s_end: np.ndarray, ok: np.ndarray, w1: float, w2: float) -> np.ndarray:
-        """``(n,)`` estimated utility of reaching ``end`` in two steps from each song: the best over
-        ``end``'s neighbours ``x`` of the step into ``x`` (estimated from ``x``'s own lists) plus the
-        step from ``x`` into ``end``; songs with no such ``x`` get two steps' worth of nothing."""
-        out = np.full(self.n, 2 * float(_utility(np.zeros(1))[0]))
-        near = np.unique(
-            np.concatenate([m.indices[m.indptr[end] : m.indptr[end + 1]] for m in (self.content_nn, self.cf_nn)])
-        )
-        near = near[ok[near]]
-        into_end = _utility(self.blend(near, s_end[near].clip(min=0), self._cf(near, np.full(near.size, end)), w1, w2))
-        for m, is_cb in ((self.content_nn, True), (self.cf_nn, False)):
-            pos, owner = row_entries(m, near)
-            vals = m.data[pos].astype(np.float64)
-            c = m.indices[pos]
-            zero = np.zeros(vals.size)
-            step = self.blend(c, vals if is_cb else zero, zero if is_cb else vals, w1, w2)
-            np.maximum.at(out, c, _utility(step) + into_end[owner])
-        return out
 
     def _corridor(self, s_start: np.ndarray, s_end: np.ndarray | None, ok: np.ndarray) -> np.ndarray:
         """The allowed songs the line targets are looked for among (int64): those nearest either end
@@ -247,69 +232,114 @@ class PathFinder:
         """``(candidate tracks, beam row, cb, cf)``: each beam end's neighbours on both sides (with
         the similarity its list holds, 0 for the other side) and the ``corridor`` songs nearest the
         target (0 for both), among ``ok`` songs; a song may come more than once per beam row."""
-        cand: list[np.ndarray] = []
-        owner: list[np.ndarray] = []
-        cb: list[np.ndarray] = []
-        cf: list[np.ndarray] = []
-        for m, side in ((self.content_nn, cb), (self.cf_nn, cf)):
-            pos, own = row_entries(m, last)
-            cand.append(m.indices[pos].astype(np.int64))
-            owner.append(own)
-            side.append(m.data[pos].astype(np.float64))
-            (cf if side is cb else cb).append(np.zeros(pos.size))
         line = corridor[top_indices(target[corridor], self.config.line_candidates)]
-        cand.append(np.tile(line, last.size))
-        owner.append(np.repeat(np.arange(last.size), line.size))
-        cb.append(np.zeros(cand[-1].size))
-        cf.append(np.zeros(cand[-1].size))
+        cand, owner, cb, cf = [], [], [], []
+        for m, is_cb in ((self.content_nn, True), (self.cf_nn, False), (None, False)):
+            if m is None:
+                c, o, v = np.tile(line, last.size), np.repeat(np.arange(last.size), line.size), np.zeros(0)
+            else:
+                pos, o = row_entries(m, last)
+                c, v = m.indices[pos].astype(np.int64), m.data[pos].astype(np.float64)
+            zero = np.zeros(c.size)
+            cand.append(c)
+            owner.append(o)
+            cb.append(v if is_cb else zero)
+            cf.append(v if m is self.cf_nn else zero)
         c, o, b, f = (np.concatenate(x) for x in (cand, owner, cb, cf))
         keep = ok[c]
         return c[keep], o[keep], b[keep], f[keep]
 
-    def _finish(
-        self,
-        paths: np.ndarray,
-        score: np.ndarray,
-        run: np.ndarray,
-        kept: np.ndarray,
-        s_end: np.ndarray | None,
-        end: int | None,
-        length: int,
-        w1: float,
-        w2: float,
-        max_run: int,
-    ) -> Path:
-        """The best beam path (with the final step into ``end``), and what it is."""
-        short = paths.shape[1] < (length - 1 if end is not None else length)
-        if end is not None:
-            last = paths[:, -1]
-            if short or length == 2:  # the search did not score the step into ``end``
-                cb, cf = self._cb(last, np.full(last.size, end)), self._cf(last, np.full(last.size, end))
-                score = score + _utility(self.blend(last, cb, cf, w1, w2))
-            too_long = (self.artists[last] == self.artists[end]) & (run >= max_run)
-            score = np.where(too_long, score - 10.0, score)
-            paths = np.hstack([paths, np.full((len(paths), 1), end)])
-        best = int(np.argmax(score))
-        tracks = paths[best]
-        similarity, cb, cf = self.steps(tracks, w1, w2)
-        toward = s_end[tracks] if s_end is not None else None
-        if short:
-            complete, reason = False, f"only {len(tracks)} songs could be chained without repeats within the filters"
-        elif end is None:
-            complete, reason = True, "each song close to the one before it"
-        elif not kept[best]:
-            complete, reason = False, "no path of this length got closer to the last song at every step"
-        elif not self.connected(int(tracks[-2]), end):
-            complete, reason = (
-                False,
-                (
-                    f"no path of {length} songs reaches the last song smoothly: the final step is a jump "
-                    f"(similarity {similarity[-1]:.2f}); a longer segue may find one"
-                ),
-            )
-        else:
-            complete, reason = True, "each song close to the one before it and closer to the last song"
-        return Path(tracks, similarity, cb, cf, toward, complete, reason)
+
+@dataclass(frozen=True)
+class _Beam:
+    """Partial paths grown from one end: ``paths`` ``(B, t)`` int64 in the order grown (from the
+    start for a forward beam, from the end for a backward one), their ``score`` ``(B,)``, the
+    artist ``run`` at the growing end and whether each ``kept`` progress so far."""
+
+    paths: np.ndarray
+    score: np.ndarray
+    run: np.ndarray
+    kept: np.ndarray
+
+    @classmethod
+    def of(cls, track: int) -> _Beam:
+        return cls(np.array([[track]], np.int64), np.zeros(1), np.ones(1, np.int64), np.ones(1, bool))
+
+
+@dataclass
+class _Search:
+    """One query's search state: the cosines with both ends, the allowed songs and the constants."""
+
+    finder: PathFinder
+    s_start: np.ndarray
+    s_end: np.ndarray | None
+    ok: np.ndarray
+    corridor: np.ndarray
+    length: int
+    w1: float
+    w2: float
+    max_run: int
+
+    def grow(self, beam: _Beam, t: int, forward: bool, last: bool) -> _Beam | None:
+        """The beam one song longer with songs for position ``t`` (None when no song can follow):
+        before the growing end for a backward beam. ``last``: the growth before the two halves
+        meet, which keeps a wider beam to join from."""
+        f, cfg = self.finder, self.finder.config
+        target = f._target(self.s_start, self.s_end, t, self.length)
+        head = beam.paths[:, -1]
+        cand, owner, known_cb, known_cf = f._candidates(head, target, self.ok, self.corridor)
+        at = head[owner]
+        same = f.artists[cand] == f.artists[at]
+        keep = ~(beam.paths[owner] == cand[:, None]).any(axis=1) & (~same | (beam.run[owner] < self.max_run))
+        progress = np.ones(cand.size, bool)
+        if self.s_end is not None:
+            progress = self.s_end[cand] > self.s_end[at] if forward else self.s_end[cand] < self.s_end[at]
+        if (keep & progress).any():
+            keep &= progress
+        src, dst = (at, cand) if forward else (cand, at)
+        # rank on what the growing end's lists hold (a lower bound), then measure the best exactly
+        rough = beam.score[owner] + _utility(f.blend(at, known_cb, known_cf, self.w1, self.w2))
+        rough = np.where(keep, rough + cfg.pull * target[cand], -np.inf)
+        width = cfg.join_beam if last and self.s_end is not None else cfg.beam
+        pick = top_indices(rough, width * cfg.shortlist)
+        pick = pick[keep[pick]]
+        if pick.size == 0:
+            return None
+        cand, owner, src, dst, same, progress = (x[pick] for x in (cand, owner, src, dst, same, progress))
+        sim = f.measure(src, dst, self.w1, self.w2)[0]
+        total = beam.score[owner] + _utility(sim) + cfg.pull * target[cand]
+        order = np.lexsort((cand, -total))
+        ranked = cand[order]
+        by_song = np.argsort(ranked, kind="stable")
+        first = np.ones(order.size, bool)  # the best way to each song only
+        first[by_song[1:][ranked[by_song[1:]] == ranked[by_song[:-1]]]] = False
+        best = order[first][:width]
+        return _Beam(
+            np.hstack([beam.paths[owner[best]], cand[best, None]]),
+            total[best],
+            np.where(same[best], beam.run[owner[best]] + 1, 1),
+            beam.kept[owner[best]] & progress[best],
+        )
+
+    def join(self, forward: _Beam, backward: _Beam) -> tuple[np.ndarray, bool]:
+        """The best whole path made of a forward and a backward partial path, scored with the
+        step between them; and whether it kept progress throughout."""
+        f = self.finder
+        assert self.s_end is not None
+        tail, head = forward.paths[:, -1], backward.paths[:, -1]
+        rows, cols = np.repeat(tail, head.size), np.tile(head, tail.size)
+        cb = (f._dense[tail] @ f._dense[head].T).astype(np.float64).clip(min=0).ravel()
+        sim = f.measure(rows, cols, self.w1, self.w2, cb)[0].reshape(tail.size, head.size)
+        fp, bp = forward.paths, backward.paths
+        repeats = (fp[:, None, :, None] == bp[None, :, None, :]).any(axis=(2, 3))
+        same = f.artists[tail][:, None] == f.artists[head][None, :]
+        too_long = same & (forward.run[:, None] + backward.run[None, :] > self.max_run)
+        progress = self.s_end[tail][:, None] < self.s_end[head][None, :]
+        kept = forward.kept[:, None] & backward.kept[None, :] & progress
+        total = forward.score[:, None] + backward.score[None, :] + _utility(sim)
+        total = total - JOIN_PENALTY * (repeats | too_long) - JOIN_PENALTY * ~progress / 2
+        i, j = np.unravel_index(int(np.argmax(total)), total.shape)
+        return np.concatenate([fp[i], bp[j][::-1]]), bool(kept[i, j] and not repeats[i, j])
 
 
 def progress_share(toward: np.ndarray) -> float:
@@ -321,6 +351,26 @@ def progress_share(toward: np.ndarray) -> float:
 def _utility(similarity: np.ndarray) -> np.ndarray:
     """What a step adds to a path's score: concave, so one weak step costs more than a strong one earns."""
     return np.log(similarity + UTILITY_FLOOR)
+
+
+def _lookup(m: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``m[rows[i], cols[i]]`` as float64 (0 where absent) for a CSR ``m`` with sorted indices: a
+    binary search within each row, all pairs at once."""
+    lo, hi = m.indptr[rows].astype(np.int64), m.indptr[np.asarray(rows) + 1].astype(np.int64)
+    end = hi.copy()
+    while True:
+        active = lo < hi
+        if not active.any():
+            break
+        mid = (lo + hi) // 2
+        less = active & (m.indices[np.minimum(mid, len(m.indices) - 1)] < cols)
+        lo = np.where(less, mid + 1, lo)
+        hi = np.where(active & ~less, mid, hi)
+    found = lo < end
+    found[found] = m.indices[lo[found]] == cols[found]
+    out = np.zeros(len(rows))
+    out[found] = m.data[lo[found]]
+    return out
 
 
 def _row_max(m: sp.csr_matrix) -> np.ndarray:
