@@ -24,7 +24,10 @@ it with Locust (one process, ``loadtest/locustfile.py``) and stops it:
   settings, every deployment pinned at 2 replicas and, for ``single`` and ``floor``, their
   import path; it is stopped with ``serve shutdown`` and SIGTERM.
 * **mixes** — ``realistic``: seed songs drawn in proportion to their play counts (songs
-  never played are never drawn); ``uniform``: every catalog song equally likely.
+  never played are never drawn); ``uniform``: every catalog song equally likely; only when
+  asked for, ``new`` (songs outside the catalog, by their attributes) and ``segue`` (the
+  realistic mix with ``SEGUE_SHARE`` of the requests ``POST /segue`` of 12 songs between two
+  of its songs).
 
 Per variant x mix: the idle server's CPU, a warm-up, the target rate (167 req/s = 10,000
 a minute) for ``--duration`` seconds, then a search for the highest sustainable rate: ``--rates``
@@ -89,7 +92,22 @@ SERVE_REPLICAS = 2  # every Serve deployment pinned at this count: the throughpu
 READY_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 30.0
 LIBRARIES = ("ray", "locust", "fastapi", "uvicorn", "pandas", "numpy")  # their versions go with the results
+SEGUE_SHARE = 0.1  # the segue mix: the realistic mix, with this share of the requests POST /segue
+HTTP_MIXES = (*ALL_MIXES, "segue")
 ERROR_MARKS = (" ERROR ", '"levelname": "ERROR"', "Traceback", "Exception")  # text and JSON log lines
+
+
+# ----------------------------------------------------------------------------- mixes
+
+
+def write_mix(catalog: Path, mix: str, out: Path) -> int:
+    """Write the seed file of ``mix`` (``loadtest/seeds.py``'s, or ``segue``: the realistic seeds
+    with ``SEGUE_SHARE``, which the locustfile's sampler reads); returns its row count."""
+    if mix != "segue":
+        return write_seeds(catalog, mix, out)
+    rows = write_seeds(catalog, "realistic", out)
+    out.write_text(json.dumps({**json.loads(out.read_text()), "mix": "segue", "segue_share": SEGUE_SHARE}))
+    return rows
 
 
 # ----------------------------------------------------------------------------- the step rule and the search
@@ -776,7 +794,12 @@ def main(argv: list[str] | None = None) -> int:
         help=f"default {','.join(VARIANTS)}; also "
         f"{', '.join(OPT_IN_VARIANTS)} (-python: Serve's Python proxy instead of HAProxy)",
     )
-    parser.add_argument("--mixes", type=lambda s: _csv(s, ALL_MIXES), default=list(MIXES))
+    parser.add_argument(
+        "--mixes",
+        type=lambda s: _csv(s, HTTP_MIXES),
+        default=list(MIXES),
+        help=f"default {','.join(MIXES)}; also {', '.join(m for m in HTTP_MIXES if m not in MIXES)}",
+    )
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="target rate, req/s (default 10,000 a minute)")
     parser.add_argument("--duration", type=float, help="seconds at the target rate (default 45; quick 10)")
     parser.add_argument("--warmup", type=float, help="warm-up seconds at the target rate (default 10; quick 3)")
@@ -850,7 +873,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = work / "logs" / f"bench_http{suffix}"
     logs.mkdir(parents=True, exist_ok=True)
     seeds = {mix: logs / f"seeds-{mix}.json" for mix in args.mixes}
-    counts = {mix: write_seeds(bundle / "catalog.parquet", mix, path) for mix, path in seeds.items()}
+    counts = {mix: write_mix(bundle / "catalog.parquet", mix, path) for mix, path in seeds.items()}
     songs = len(pd.read_parquet(bundle / "catalog.parquet", columns=["name"]))
     result: dict[str, Any] = {
         "machine": machine(*LIBRARIES),

@@ -155,6 +155,7 @@ def cases(song: str, artist: str, admin_token: str) -> list[Case]:
         Case("wrong method", "DELETE", "/recommend", frozenset({405})),
     ]
     # fmt: on
+    out += segue_cases(ok, nested) + filter_cases(ok)
     out += [
         Case(f"injection in the song: {s}", "POST", "/recommend", frozenset({404}), json={"song": s})
         for s in INJECTIONS
@@ -163,6 +164,74 @@ def cases(song: str, artist: str, admin_token: str) -> list[Case]:
         Case(f"injection in search: {s}", "GET", "/songs/search", frozenset({200}), params={"q": s}) for s in INJECTIONS
     ]
     return out
+
+
+UNKNOWN = {"song": "no such song zq9x", "artist": "nobody zq9x"}
+NOTHING_PASSES = {"tempo": [-2, -1]}  # no song has a negative tempo: refused as filters no song meets (422)
+
+
+def segue_cases(ok: dict[str, str], nested: str) -> list[Case]:
+    """Hostile ``POST /segue`` bodies around the catalog song ``ok`` (a continuation of it is valid)."""
+    body = {"content-type": "application/json"}
+    # fmt: off
+    return [
+        Case("segue: length 0", "POST", "/segue", frozenset({422}), json={"from": ok, "length": 0}),
+        Case("segue: length 1", "POST", "/segue", frozenset({422}), json={"from": ok, "length": 1}),
+        Case("segue: huge length", "POST", "/segue", frozenset({422}), json={"from": ok, "length": 10**9}),
+        Case("segue: length as text", "POST", "/segue", frozenset({422}), json={"from": ok, "length": "twelve"}),
+        Case("segue: missing from", "POST", "/segue", frozenset({422}), json={"to": ok, "length": 12}),
+        Case("segue: from as text", "POST", "/segue", frozenset({422}), json={"from": ok["song"]}),
+        Case("segue: from and to the same song", "POST", "/segue", frozenset({422}), json={"from": ok, "to": ok}),
+        Case("segue: unknown from", "POST", "/segue", frozenset({404}), json={"from": UNKNOWN, "to": ok}),
+        Case("segue: unknown to", "POST", "/segue", frozenset({404}), json={"from": ok, "to": UNKNOWN}),
+        Case("segue: both weights 0", "POST", "/segue", frozenset({422}), json={"from": ok, "w1": 0, "w2": 0}),
+        Case("segue: max_artist_run 0", "POST", "/segue", frozenset({422}), json={"from": ok, "max_artist_run": 0}),
+        Case("segue: filter low end above the high end", "POST", "/segue", frozenset({422}),
+             json={"from": ok, "filters": {"tempo": [180, 60]}}),
+        Case("segue: filter no song passes", "POST", "/segue", frozenset({422}),
+             json={"from": ok, "filters": NOTHING_PASSES}),
+        Case("segue: unknown filter field", "POST", "/segue", frozenset({422}),
+             json={"from": ok, "filters": {"bpm": [60, 180]}}),
+        Case("segue: filter range of three", "POST", "/segue", frozenset({422}),
+             json={"from": ok, "filters": {"year": [1990, 2000, 2010]}}),
+        Case("segue: filter range as text", "POST", "/segue", frozenset({422}),
+             json={"from": ok, "filters": {"energy": "high"}}),
+        Case("segue: NaN filter bound", "POST", "/segue", frozenset({400, 422}),
+             content=json.dumps({"from": ok, "filters": {"valence": [float("nan"), 1]}}), headers=body),
+        Case("segue: unknown field", "POST", "/segue", frozenset({422}), json={"from": ok, "via": ok}),
+        Case("segue: 10 MB body", "POST", "/segue", frozenset({413}),
+             content=json.dumps({"from": ok, "pad": "x" * 10_000_000}), headers=body),
+        Case("segue: deeply nested array", "POST", "/segue", frozenset({400, 422}), content=nested, headers=body),
+        Case("segue: deeply nested from", "POST", "/segue", frozenset({400, 422}),
+             content='{"from":' + '{"song":' * 5_000 + '"x"' + "}" * 5_000 + "}", headers=body),
+        Case("segue: garbage in from", "POST", "/segue", frozenset({422}),
+             json={"from": {"song": [[{"a": None}]], "artist": {"b": [1, 2]}}}),
+        Case("segue: continuation", "POST", "/segue", frozenset({200}), json={"from": ok, "length": 5}),
+    ]
+    # fmt: on
+
+
+def filter_cases(ok: dict[str, str]) -> list[Case]:
+    """Hostile ``filters`` and ``avoid`` on ``POST /recommend`` around the catalog song ``ok``."""
+    # fmt: off
+    return [
+        Case("recommend: filter low end above the high end", "POST", "/recommend", frozenset({422}),
+             json={**ok, "filters": {"year": [2020, 1950]}}),
+        Case("recommend: filter with both ends open", "POST", "/recommend", frozenset({422}),
+             json={**ok, "filters": {"tempo": [None, None]}}),
+        Case("recommend: filter no song passes", "POST", "/recommend", frozenset({422}),
+             json={**ok, "filters": {"genres": ["no such genre zq9x"]}}),
+        Case("recommend: unknown filter field", "POST", "/recommend", frozenset({422}),
+             json={**ok, "filters": {"loudness": [-10, 0]}}),
+        Case("recommend: 51 excluded artists", "POST", "/recommend", frozenset({422}),
+             json={**ok, "filters": {"exclude_artists": [f"a{i}" for i in range(51)]}}),
+        Case("recommend: avoid an unknown song", "POST", "/recommend", frozenset({404}),
+             json={**ok, "avoid": [UNKNOWN]}),
+        Case("recommend: avoid as text", "POST", "/recommend", frozenset({422}), json={**ok, "avoid": "everything"}),
+        Case("recommend: avoid 51 songs", "POST", "/recommend", frozenset({422}), json={**ok, "avoid": [ok] * 51}),
+        Case("recommend: avoid the seed itself", "POST", "/recommend", frozenset({200}), json={**ok, "avoid": [ok]}),
+    ]
+    # fmt: on
 
 
 def run_cases(client: httpx.Client, found: list[Case]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Locust load on ``POST /recommend``: one request per task, a fresh seed song each time.
+"""Locust load on ``POST /recommend`` (and ``POST /segue``): one request per task, a fresh seed song each time.
 
     locust -f loadtest/locustfile.py --headless --host http://127.0.0.1:8000 \\
         --seeds SEEDS.json [--user-rate 5] -u 34 -r 34 -t 60s
@@ -8,7 +8,10 @@
 ``--seeds`` (or ``LOCUST_SEEDS``) names a seed file written by ``loadtest/seeds.py``
 (``write_seeds``; the benchmarks and the reliability run write one): queries (``{"song", "artist"}``
 from the catalog's rows, or ``{"attributes"}`` of new songs) and, for the realistic mix, their play
-counts; every request draws one query at random from that distribution.
+counts; every request draws one query at random from that distribution. A seed file with a
+``segue_share`` (the ``segue`` mix of ``loadtest/bench_http.py``) makes that share of the requests
+``POST /segue`` of 12 songs between two queries drawn alike (``SeedSampler.request``); Locust's
+statistics name each request by its path.
 
 Closed loop (``Recommend``, the default): ``--user-rate`` (``LOCUST_USER_RATE``) is each
 user's requests per second (constant throughput, from a random phase so that the users do
@@ -144,7 +147,8 @@ def sampler(path: str) -> SeedSampler:
 
 
 class _Asker(FastHttpUser):
-    """Asks for songs like one seed drawn from ``--seeds``; any answer but 200 is a failure.
+    """Asks for songs like one seed drawn from ``--seeds`` (or a segue between two, for the seed
+    file's ``segue_share`` of the requests); any answer but 200 is a failure.
     With ``--hosts``, the n-th user created talks to host n mod their count (over its own
     keep-alive connection)."""
 
@@ -165,12 +169,13 @@ class _Asker(FastHttpUser):
         self.rng = random.Random()
 
     def ask(self, due: float | None = None, due_wall: float | None = None, context: dict | None = None) -> None:
-        """One ``POST /recommend``; with ``due`` (perf_counter) and ``due_wall`` (Unix s), its
-        response time and start are reported from then instead of from when it left."""
+        """One ``POST /recommend`` (or ``/segue``); with ``due`` (perf_counter) and ``due_wall`` (Unix
+        s), its response time and start are reported from then instead of from when it left."""
+        path, body = self.seeds.request(self.rng, self.k)
         with self.client.post(
-            "/recommend",
-            json={**self.seeds.draw(self.rng), "k": self.k},
-            name="/recommend",
+            path,
+            json=body,
+            name=path,
             catch_response=True,
             context=context or {},
         ) as resp:

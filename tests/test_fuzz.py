@@ -40,4 +40,7 @@ def test_hand_written_hostile_cases_get_the_right_4xx(app, demo_bundle, monkeypa
     with TestClient(app, raise_server_exceptions=False) as client:
         result = run_cases(client, found)
     assert not result["unexpected"], result["unexpected"]
-    assert result["server_errors"] == 0 and result["cases"] == len(found) >= 40
+    assert result["server_errors"] == 0 and result["cases"] == len(found) >= 70
+    segue = [c for c in found if c.path == "/segue"]
+    assert len(segue) >= 20 and {404, 413, 422} <= set().union(*(c.expect for c in segue))
+    assert sum("filters" in (c.json or {}) or "avoid" in (c.json or {}) for c in found if c.path == "/recommend") >= 5

@@ -1,8 +1,8 @@
-"""The harness's pure helpers: seed sampling (loadtest/seeds.py, sampling.py), the step rule,
-the rate search and the variants' applications (bench_http.py), Locust's CSV, the open-loop
-schedule and its corrected latencies (load.py), Ray's Prometheus histograms and the hops
-(metrics.py).
-No servers, no Locust run."""
+"""The harness's pure helpers: seed sampling and the segue mix (loadtest/seeds.py, sampling.py),
+the step rule, the rate search and the variants' applications (bench_http.py), Locust's CSV, the
+open-loop schedule and its corrected latencies (load.py), Ray's Prometheus histograms and the hops
+(metrics.py), the core benchmark's filters and targets (bench_core.py).
+No Segue server; one short Locust run against a stub that records what the locustfile sends."""
 
 from __future__ import annotations
 
@@ -10,14 +10,22 @@ import json
 import math
 import random
 import shutil
+import subprocess
+import sys
+import threading
 from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
+from loadtest import bench_core, load, metrics, readyz, sampling, seeds
 from loadtest import bench_http as bh
-from loadtest import load, metrics, readyz, sampling, seeds
+from serve_app.core.filters import FilterIndex
+from serve_app.shell.api import RecommendRequest, SegueRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,6 +69,96 @@ def test_seed_table_rejects_an_unknown_mix_and_sampler_bad_weights():
         sampling.SeedSampler([{"song": "a", "artist": "A"}], [0.0])
     with pytest.raises(ValueError):
         sampling.SeedSampler([])
+
+
+SONGS = [{"song": n, "artist": n.upper()} for n in "abcde"]
+
+
+def test_a_segue_share_of_requests_are_valid_segues_between_two_different_songs():
+    sampler = sampling.SeedSampler(SONGS, [1, 2, 3, 4, 90], segue_share=0.1)  # "e" drawn nine times in ten
+    rng = random.Random(3)
+    sent = [sampler.request(rng, 10) for _ in range(20_000)]
+    segues = [body for path, body in sent if path == "/segue"]
+    assert len(segues) / len(sent) == pytest.approx(0.1, abs=0.01)
+    for body in segues:
+        req = SegueRequest.model_validate(body)  # raises on a body the API refuses
+        assert req.length == sampling.SEGUE_LENGTH == 12 and req.to is not None and body["from"] != body["to"]
+    for path, body in sent:
+        if path == "/recommend":
+            assert RecommendRequest.model_validate(body).k == 10 and body["song"] in "abcde"
+
+
+def test_without_a_segue_share_every_request_is_a_recommendation():
+    sampler = sampling.SeedSampler(SONGS)
+    rng = random.Random(4)
+    assert {sampler.request(rng, 7)[0] for _ in range(2_000)} == {"/recommend"}
+
+
+def test_segues_need_two_song_seeds_and_a_share_between_0_and_1():
+    with pytest.raises(ValueError):
+        sampling.SeedSampler(SONGS[:1], segue_share=0.1)  # one song: no segue between two
+    with pytest.raises(ValueError):
+        sampling.SeedSampler([{"attributes": {"tempo": 100}}] * 3, segue_share=0.1)
+    with pytest.raises(ValueError):
+        sampling.SeedSampler(SONGS, segue_share=1.5)
+    sampling.SeedSampler([{"attributes": {"tempo": 100}}])  # attributes are fine without segues
+
+
+def catalog_file(tmp_path: Path) -> Path:
+    path = tmp_path / "catalog.parquet"
+    pd.DataFrame({"name": list("abcd"), "artist": list("ABCD"), "plays": [0, 100, 300, 600]}).to_parquet(path)
+    return path
+
+
+def test_the_segue_mix_is_the_realistic_seeds_with_a_segue_share(tmp_path):
+    catalog = catalog_file(tmp_path)
+    assert bh.write_mix(catalog, "segue", tmp_path / "segue.json") == 3
+    assert bh.write_mix(catalog, "realistic", tmp_path / "realistic.json") == 3
+    segue = json.loads((tmp_path / "segue.json").read_text())
+    realistic = json.loads((tmp_path / "realistic.json").read_text())
+    assert segue == {**realistic, "mix": "segue", "segue_share": bh.SEGUE_SHARE} and "segue_share" not in realistic
+    assert sampling.SeedSampler.load(tmp_path / "segue.json").segue_share == 0.1
+    assert "segue" in bh.HTTP_MIXES and "segue" not in seeds.MIXES  # only when asked for
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """A stub API: answers every POST with 200 and ``{}`` and keeps (path, body)."""
+
+    sent: list[tuple[str, dict]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Recorder.sent.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_the_locustfile_sends_the_segue_mix_as_valid_requests(tmp_path):
+    seed_file = tmp_path / "seeds.json"
+    seed_file.write_text(json.dumps({"mix": "segue", "queries": SONGS, "weights": None, "segue_share": 0.5}))
+    Recorder.sent = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest/locustfile.py"), "--headless", "--only-summary",
+             "--host", f"http://127.0.0.1:{server.server_port}", "--seeds", str(seed_file),
+             "--open-rate", "100", "--open-seconds", "1", "-u", "1", "-r", "1", "-t", "20s"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr[-2000:]
+    paths = Counter(path for path, _ in Recorder.sent)
+    assert sum(paths.values()) == 100 and set(paths) == {"/segue", "/recommend"}, paths
+    for path, body in Recorder.sent:
+        (SegueRequest if path == "/segue" else RecommendRequest).model_validate(body)
 
 
 def result(rps, errors=0, p99=20.0):
@@ -521,3 +619,43 @@ def test_autoscale_summary_names_what_scaled_and_when_it_came_back() -> None:
     assert s["back_at_min_s"] == 50.0  # first sample after the step with every deployment at its minimum
     assert s["p99_first_30s_ms"] == 500.0 and s["p99_last_30s_ms"] == 50.0
     assert s["failed_first_30s"] > 0 and s["failed_last_30s"] == 0
+
+
+# ----------------------------------------------------------------------------- the core benchmark
+
+
+def test_quantile_filters_pass_about_the_share_asked_for():
+    rng = np.random.default_rng(0)
+    n = 20_000
+    catalog = pd.DataFrame(
+        {
+            "artist": [f"a{i % 500}" for i in range(n)],
+            "tags": ["rock"] * n,
+            "year": rng.integers(1950, 2021, n).astype(float),
+            "tempo": rng.normal(118, 30, n).clip(50, 220),
+        }
+    )
+    catalog.loc[::50, "tempo"] = np.nan  # unknown tempos never pass
+    index = FilterIndex(catalog)
+    for share in (0.01, 0.3):
+        f = bench_core.quantile_filter(index, share)
+        assert [name for name, _, _ in f.ranges] == ["tempo", "year"]
+        assert index.mask(f).mean() == pytest.approx(share, rel=0.1)
+        (_, t_lo, t_hi), (_, y_lo, y_hi) = f.ranges
+        assert t_lo < 118 < t_hi and y_lo <= 1985 <= y_hi  # around the medians
+    assert bench_core.describe(bench_core.quantile_filter(index, 0.01)).startswith("tempo ")
+
+
+def test_core_rows_are_judged_on_every_percentile_of_their_target():
+    r = {"p50": 0.8, "p95": 3.0, "p99": 4.0, "mean": 1.0}
+    assert bench_core.met(r, {"p50": 1.0, "p99": 5.0}) == "yes"
+    assert bench_core.met({**r, "p99": 21.0}, {"p99": 20.0}) == "no"
+    assert bench_core.met({**r, "p50": 1.5}, {"p50": 1.0, "p99": 5.0}) == "no"
+    assert bench_core.met(r, {}) == ""
+    assert bench_core.target_text({"p50": 1.0, "p99": 5.0}) == "p50 ≤ 1, p99 ≤ 5"
+
+
+def test_segue_pairs_never_join_a_song_to_itself():
+    p = np.array([0.97, 0.01, 0.01, 0.01])
+    pairs = bench_core.distinct_pairs(np.random.default_rng(1), 4, p, 500)
+    assert pairs.shape == (500, 2) and (pairs[:, 0] != pairs[:, 1]).all()
