@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from loadtest.serve_cluster import ServeCluster, Traffic, wait_for
 from serve_app.artifacts import bundle as bundle_mod
-from serve_app.shell.api import RecommendRequest
+from serve_app.shell.api import RecommendRequest, SegueRequest
 from serve_app.shell.service import Service
 
 TOKEN = "test-admin-token-9f2c"
@@ -123,6 +123,35 @@ def test_the_graph_answers_exactly_like_the_in_process_service(http, local):
         assert strip(r.json()) == strip(want), body
 
 
+def test_segues_filters_and_avoid_through_the_graph_answer_like_the_in_process_service(http, local):
+    """The new query kinds run in the combiner with the same bundle: the same answers, twice
+    (the second from the ingress cache, keyed by filters and avoided songs too)."""
+    cat = local.front.bundle.catalog
+    tempo = cat["tempo"].astype(float)
+    narrow = [float(tempo.quantile(0.4)), float(tempo.quantile(0.45))]
+    segues = [
+        {"from": song(local, 3), "to": song(local, 900), "length": 12},
+        {"from": song(local, 40), "length": 6},
+        {"from": song(local, 7), "to": song(local, 70), "length": 8, "filters": {"tempo": narrow}},
+    ]
+    recommends = [
+        {**song(local, 12), "filters": {"tempo": narrow, "year": [2000, None]}},
+        {**song(local, 12), "avoid": [song(local, 13), song(local, 14)]},
+        {"user_id": "never-seen", "filters": {"energy": [0.2, 0.6]}},
+    ]
+    for _ in range(2):
+        for body in segues:
+            r = http.post("/segue", json=body)
+            assert r.status_code == 200, (body, r.text)
+            want = local.segue(SegueRequest.model_validate(body)).model_dump(mode="json")
+            assert strip(r.json()) == strip(want), body
+        for body in recommends:
+            r = http.post("/recommend", json=body)
+            assert r.status_code == 200, (body, r.text)
+            want = local.recommend(RecommendRequest.model_validate(body)).model_dump(mode="json")
+            assert strip(r.json()) == strip(want), body
+
+
 def test_a_known_users_history(http, local, demo_data):
     user = str(pd.read_csv(demo_data / "User Listening History.csv", nrows=50)["user_id"].iloc[0])
     r = http.post("/recommend", json={"user_id": user, "k": 10})
@@ -141,7 +170,7 @@ def test_search_probes_version_and_openapi(http, local, versions):
     assert {p["version"] for p in ready["parts"].values()} == {versions["a"]}
     assert http.get("/version").json()["model_version"] == versions["a"]
     paths = http.get("/openapi.json").json()["paths"]
-    assert {"/recommend", "/songs/search", "/adjust_weights", "/healthz", "/readyz", "/version"} <= set(paths)
+    assert {"/recommend", "/segue", "/songs/search", "/adjust_weights", "/healthz", "/readyz", "/version"} <= set(paths)
 
 
 def test_error_paths(http, local):

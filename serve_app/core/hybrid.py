@@ -60,7 +60,7 @@ class HybridConfig:
     history_limit: int = 50  # most-played songs of a user used as seeds
     mmr_pool: int = 100  # candidates re-ranked for diversity
     diversify_pool: int = 500  # ranked candidates sent to the diversity step
-    avoid_strength: float = 1.0  # a candidate as like the avoided songs as like the seeds scores 0
+    avoid_strength: float = 0.5  # a candidate as like the avoided songs as like the seeds keeps half its score
 
 
 @dataclass(frozen=True)

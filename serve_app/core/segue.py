@@ -170,17 +170,22 @@ class PathFinder:
         forward = _Beam.of(start)
         if end is None:
             for t in range(1, length):
-                forward = search.grow(forward, t, True, last=t == length - 1) or forward
+                forward = search.grow(forward, t, True, last=False) or forward
             best = int(np.argmax(forward.score))
             tracks, kept = forward.paths[best], True
         else:
+            assert s_end is not None
             middle = (length - 1) // 2  # positions 1..middle grow from the start, the rest from the end
-            backward = _Beam.of(end)
             for t in range(1, middle + 1):
                 forward = search.grow(forward, t, True, last=t == middle) or forward
-            for t in range(length - 2, middle, -1):
-                backward = search.grow(backward, t, False, last=t == middle + 1) or backward
-            tracks, kept = search.join(forward, backward)
+            i, j, backward, clash = search.join(forward, search.backward(end, middle))
+            if clash:  # every pair of halves shared a song (or an artist run): the end's half again, around the start's
+                search.ok[forward.paths[i]] = False
+                forward = forward.take(i)
+                i, j, backward, clash = search.join(forward, search.backward(end, middle))
+            tracks = np.concatenate([forward.paths[i], backward.paths[j][::-1]])
+            kept = bool(forward.kept[i] and backward.kept[j] and not clash)
+            kept &= bool(s_end[forward.paths[i, -1]] < s_end[backward.paths[j, -1]])
         return self._path(tracks, kept, s_end, length, w1, w2)
 
     def _path(
@@ -265,6 +270,10 @@ class _Beam:
     def of(cls, track: int) -> _Beam:
         return cls(np.array([[track]], np.int64), np.zeros(1), np.ones(1, np.int64), np.ones(1, bool))
 
+    def take(self, i: int) -> _Beam:
+        """The beam of path ``i`` alone."""
+        return _Beam(self.paths[i : i + 1], self.score[i : i + 1], self.run[i : i + 1], self.kept[i : i + 1])
+
 
 @dataclass
 class _Search:
@@ -321,9 +330,17 @@ class _Search:
             beam.kept[owner[best]] & progress[best],
         )
 
-    def join(self, forward: _Beam, backward: _Beam) -> tuple[np.ndarray, bool]:
-        """The best whole path made of a forward and a backward partial path, scored with the
-        step between them; and whether it kept progress throughout."""
+    def backward(self, end: int, middle: int) -> _Beam:
+        """The half of a segue grown back from ``end`` down to position ``middle + 1``."""
+        beam = _Beam.of(end)
+        for t in range(self.length - 2, middle, -1):
+            beam = self.grow(beam, t, False, last=t == middle + 1) or beam
+        return beam
+
+    def join(self, forward: _Beam, backward: _Beam) -> tuple[int, int, _Beam, bool]:
+        """The best pair ``(i, j)`` of a forward and a backward partial path, scored with the
+        step between them (and ``backward``); ``clash``: even the best pair repeats a song or
+        makes too long an artist run."""
         f = self.finder
         assert self.s_end is not None
         tail, head = forward.paths[:, -1], backward.paths[:, -1]
@@ -335,11 +352,10 @@ class _Search:
         same = f.artists[tail][:, None] == f.artists[head][None, :]
         too_long = same & (forward.run[:, None] + backward.run[None, :] > self.max_run)
         progress = self.s_end[tail][:, None] < self.s_end[head][None, :]
-        kept = forward.kept[:, None] & backward.kept[None, :] & progress
         total = forward.score[:, None] + backward.score[None, :] + _utility(sim)
         total = total - JOIN_PENALTY * (repeats | too_long) - JOIN_PENALTY * ~progress / 2
         i, j = np.unravel_index(int(np.argmax(total)), total.shape)
-        return np.concatenate([fp[i], bp[j][::-1]]), bool(kept[i, j] and not repeats[i, j])
+        return int(i), int(j), backward, bool(repeats[i, j] or too_long[i, j])
 
 
 def progress_share(toward: np.ndarray) -> float:

@@ -54,7 +54,8 @@ class Attributes(BaseModel):
         return row
 
 
-Bound = Annotated[list[float | None], Field(min_length=2, max_length=2)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Bound = Annotated[list[Finite | None], Field(min_length=2, max_length=2)]
 Names = Annotated[list[Text], Field(min_length=1, max_length=50)]
 
 

@@ -9,6 +9,7 @@ query to the combiner deployment instead.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -150,7 +151,6 @@ class Front:
         common = _common(req, default_weights)
         avoid = {i for i in map(self.track_index, disliked) if i is not None}
         avoid |= {self.resolve(ref.song, ref.artist)[0] for ref in req.avoid}
-        common["avoid"] = tuple(sorted(avoid))
         common["filters"] = self._filters(req.filters)
         seeds: list[int] = []
         alternatives: list[Suggestion] = []
@@ -172,6 +172,8 @@ class Front:
                 exclude_played=req.exclude_played,
                 **common,
             )
+        # a seed is never avoided: a session may have disliked the song it now asks about
+        query = dataclasses.replace(query, avoid=tuple(sorted(avoid - set(seeds))))
         return Asked(query, seeds, alternatives)
 
     def _filters(self, given: Filters | None) -> core_filters.Filters | None:
