@@ -20,11 +20,14 @@ def keep_top_per_row(r: np.ndarray, c: np.ndarray, v: np.ndarray, k: int) -> tup
     return r[keep], c[keep], v[keep]
 
 
-def row_entries(m: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions in ``m.indices``/``m.data`` of the entries of ``rows``, and which of ``rows``
-    (0..len-1) each belongs to: CSR row gathering without building a new matrix."""
+def row_entries(m: sp.csr_matrix, rows: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``m.indices``/``m.data`` of the entries of ``rows`` (the first ``limit`` of
+    each, when given), and which of ``rows`` (0..len-1) each belongs to: CSR row gathering
+    without building a new matrix."""
     starts = m.indptr[rows]
     lengths = m.indptr[np.asarray(rows) + 1] - starts
+    if limit is not None:
+        lengths = np.minimum(lengths, limit)
     owner = np.repeat(np.arange(len(lengths)), lengths)
     pos = np.arange(int(lengths.sum())) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
     return pos, owner
@@ -53,6 +56,17 @@ def top_indices(scores: np.ndarray, m: int) -> np.ndarray:
     above = np.flatnonzero(scores > kth)
     chosen = np.concatenate([above, np.flatnonzero(scores == kth)[: m - above.size]])
     return chosen[np.lexsort((chosen, -scores[chosen]))]
+
+
+def best_first(m: sp.csr_matrix) -> sp.csr_matrix:
+    """``m`` with each row's entries ordered best first (``m`` itself when they already are, as
+    ``jobs/indexing.py`` writes neighbour lists), so that a row's first entries are its top ones."""
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    falls = np.diff(m.data) <= 0
+    if np.all(falls | (rows[1:] != rows[:-1])):
+        return m
+    r, c, v = keep_top_per_row(rows, m.indices, m.data, m.shape[1])
+    return sp.csr_matrix((v, (r, c)), shape=m.shape)
 
 
 def top_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
