@@ -1,6 +1,6 @@
 """Offline evaluation of the recommender on a bundle's listening data.
 
-    python -m jobs.evaluate --bundle B --out DIR [--max-users N] [--quick]
+    python -m jobs.evaluate --bundle B --out DIR [--max-users N] [--quick] [--segue-pairs N]
 
 Protocol (``jobs/evaluation.py``): a deterministic split (20 % of each user's items held
 out, 10 % of items cold); P1 = personalised top-10 from the remaining history, P2 = the
@@ -8,6 +8,8 @@ user's most-played training item as the only seed (the API's main case), cold = 
 on items with no training plays. Constants are tuned on a validation split carved from
 training, never on test; every method is then evaluated on test. Writes
 ``DIR/metrics.json``, ``DIR/report.md`` and two plots (quality vs w1, quality vs diversity).
+Segues (``jobs/segue_quality.py``) are measured on the whole bundle as served: the search
+against the straight-line baseline, under ``"segues"`` in the metrics and a section of the report.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from jobs import evaluation as ev
+from jobs import segue_quality
 from jobs.indexing import WEIGHTINGS, CFConfig, cf_neighbors, content_neighbors
 from serve_app.artifacts import bundle as bundle_mod
 from serve_app.core.hybrid import HybridConfig, Recommender
@@ -229,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-users", type=int, help="evaluate a seeded sample of users (faster)")
     parser.add_argument("--quick", action="store_true", help="a smaller tuning grid")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--segue-pairs", type=int, default=segue_quality.PAIRS, help="(from, to) pairs for segues")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     b = bundle_mod.load(args.bundle)
@@ -238,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     tuned_cf, tuned_h, trials = tune(val, args.quick)
     log(f"tuned: {tuned_cf}, {tuned_h}; shipped: {CFConfig()}, {HybridConfig()}")
     methods = evaluate_all(Context(b, content_nn, test_split, args.max_users), tuned_cf, tuned_h)
+    segues = segue_quality.compare(segue_quality.finder_of(b), args.segue_pairs, args.seed)
+    name = segue_quality.dataset_name(args.bundle)
     args.out.mkdir(parents=True, exist_ok=True)
     pngs = plots(methods, args.out)
     result = {
@@ -249,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "methods": methods,
         "default": DEFAULT_NAME,
         "tuning_trials": trials,
+        "segues": segues,
         "seconds": round(time.monotonic() - t0, 1),
     }
     (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
@@ -261,10 +268,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{dataclasses.asdict(HybridConfig())}.",
             table(methods),
             *[f"![{p}]({p})" for p in pngs],
+            segue_quality.report(name, segues),
         ]
     )
     (args.out / "report.md").write_text(report + "\n")
     print(table(methods))
+    print(segue_quality.text(name, segues))
     return 0
 
 

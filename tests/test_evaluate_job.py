@@ -1,4 +1,5 @@
-"""The evaluation job end to end on demo data, and the shipped default's targets on real HetRec data."""
+"""The evaluation job end to end on demo data, and the shipped default's targets (ranking and
+segues) on real HetRec data."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from jobs import evaluate, evaluation, import_hetrec, preprocess
+from jobs import evaluate, evaluation, import_hetrec, preprocess, segue_quality
 from jobs.indexing import CFConfig, content_neighbors
 from serve_app.artifacts import bundle
 from serve_app.core.hybrid import HybridConfig
@@ -14,7 +15,8 @@ from serve_app.core.hybrid import HybridConfig
 
 def test_evaluate_job_writes_metrics_report_and_plots(demo_bundle, tmp_path):
     out = tmp_path / "eval"
-    assert evaluate.main(["--bundle", str(demo_bundle), "--out", str(out), "--quick", "--max-users", "40"]) == 0
+    args = ["--bundle", str(demo_bundle), "--out", str(out), "--quick", "--max-users", "40", "--segue-pairs", "10"]
+    assert evaluate.main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["default"] in metrics["methods"]
     for name in ("popularity", "cb", "cf-raw-cosine", "cf-bm25-cosine", "cf-rp3beta", "hybrid-w1=0.3", "default"):
@@ -25,7 +27,12 @@ def test_evaluate_job_writes_metrics_report_and_plots(demo_bundle, tmp_path):
     assert metrics["methods"]["popularity"]["cold"]["hr@10"] == 0.0  # cold items have no plays to be popular with
     assert (out / "quality_vs_w1.png").stat().st_size > 1000
     assert (out / "quality_vs_diversity.png").stat().st_size > 1000
-    assert "| default |" in (out / "report.md").read_text()
+    segues = metrics["segues"]
+    assert segues["pairs"] == 10 and len(segues["targets"]) == 3
+    assert all(0.0 <= segues[m][k] <= 1.0 for m in ("search", "baseline") for k in segue_quality.METRICS)
+    report = (out / "report.md").read_text()
+    assert "| default |" in report
+    assert "## Segues" in report and "| demo | search |" in report and "| demo | baseline |" in report
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +59,15 @@ def test_shipped_default_meets_targets_on_hetrec(hetrec_bundle):
         assert default["p1"]["ndcg@10"] > other["p1"]["ndcg@10"] + 0.05
         assert default["p2"]["hr@10"] > other["p2"]["hr@10"] + 0.05
         assert default["cold"]["hr@10"] > other["cold"]["hr@10"]
+
+
+def test_segues_meet_targets_on_hetrec(hetrec_bundle):
+    """On 500 seeded pairs, length 12, default weights (docs/QUALITY.md, "Segues"): the search's mean
+    step >= 1.3 x the straight-line baseline's, its worst step >= the baseline's mean step, progress >= 0.9."""
+    result = segue_quality.compare(segue_quality.finder_of(hetrec_bundle))
+    print(segue_quality.text("hetrec", result))
+    search, baseline = result["search"], result["baseline"]
+    assert result["pairs"] == 500
+    assert search["mean_step"] >= 1.3 * baseline["mean_step"]
+    assert search["worst_step"] >= baseline["mean_step"]
+    assert search["progress"] >= 0.9
