@@ -1,5 +1,6 @@
 """The UI's logic against the real API app (in-process): what a person sees for a song, a
-picked suggestion, an unknown song, bad input and a server that is down."""
+picked suggestion, an unknown song, bad input and a server that is down; the filters and the
+requests the controls build; a segue and a continuation as the Segue tab shows them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from serve_app.artifacts.events import EventLog, read_events
 from serve_app.shell.backend import LocalBackend
 from serve_app.shell.http import create_app
 from serve_app.shell.service import Service
-from ui.app import SEP, Api, autocomplete, build, feedback_note, recommend_view, results_table, split_choice
+from ui.app import build, feedback_note, recommend_body, recommend_view
+from ui.client import Api
+from ui.filters import RANGES, filters_body
+from ui.render import results_table
+from ui.segue_tab import segue_body, segue_table, segue_view, unknown_box
+from ui.songs import SEP, autocomplete, split_choice
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +70,7 @@ def test_a_thumbs_down_is_recorded_and_the_song_leaves_the_list(service, tmp_pat
     first = view.shown["recs"][0]
     assert view.shown["user_id"] == "ui-listener" and len(view.shown["recs"]) == 10
     note = feedback_note(api, view.shown, first["track_id"], "dislike")
-    assert note.startswith("Noted:") and first["song"] in note
+    assert note.startswith(f"Less like '{first['song']}'") and "songs like it come lower" in note
     logged = [e for e in read_events(str(tmp_path)) if e["type"] == "feedback"]
     assert [(e["track_id"], e["signal"], e["user_id"]) for e in logged] == [
         (first["track_id"], "dislike", "ui-listener")
@@ -133,3 +139,136 @@ def test_a_title_several_artists_share_asks_which_one(api, service):
     view = recommend_view(api, shared, None, None, 0.3, 0.7, 0.0, 10)
     assert view.message.endswith("Which one do you mean?") and len(view.suggestions) >= 2
     assert all(choice.startswith(shared) for choice in view.suggestions) and view.table == ""
+
+
+UNSET = [end for _, low, high, _ in RANGES.values() for end in (low, high)]  # the sliders as the page opens
+
+
+def choice_of(service, row: int) -> str:
+    """Catalog song ``row`` as the song box lists it."""
+    catalog = service.front.bundle.catalog
+    return f"{catalog.name[row]}{SEP}{catalog.artist[row]}"
+
+
+def test_the_filters_sent_are_only_the_ones_set():
+    assert filters_body(*UNSET, "") is None and filters_body(*UNSET, " , ") is None  # the defaults filter nothing
+    assert filters_body(100, 250, 1900, 1999, 0.2, 0.8, " Rock, , jazz ") == {
+        "tempo": [100, None],
+        "year": [None, 1999],
+        "energy": [0.2, 0.8],
+        "genres": ["Rock", "jazz"],
+    }
+    body = recommend_body("Song — Band", None, " u1 ", 0.3, 0.7, 0.1, 12.0, {"tempo": [90, 120]})
+    assert body == {
+        "k": 12,
+        "w1": 0.3,
+        "w2": 0.7,
+        "diversity": 0.1,
+        "song": "Song",
+        "artist": "Band",
+        "user_id": "u1",
+        "filters": {"tempo": [90, 120]},
+    }
+    assert "filters" not in recommend_body("Song", "Band", None, 0.3, 0.7, 0.0, 10, None)
+
+
+def test_a_tempo_range_keeps_every_result_within_it(api, service):
+    catalog = service.front.bundle.catalog
+    tempo = dict(zip(catalog["track_id"], catalog["tempo"]))
+    song = choice_of(service, 3)
+    unfiltered = recommend_view(api, song, None, None, 0.3, 0.7, 0.0, 10)
+    assert any(not 100 <= tempo[r["track_id"]] <= 125 for r in unfiltered.shown["recs"])
+    view = recommend_view(api, song, None, None, 0.3, 0.7, 0.0, 10, filters_body(100, 125, *UNSET[2:], ""))
+    assert view.message == "" and view.shown["recs"]
+    assert all(100 <= tempo[r["track_id"]] <= 125 for r in view.shown["recs"])
+
+
+def test_a_filter_few_songs_pass_shows_the_note_and_one_none_pass_names_the_field(api, service):
+    song = choice_of(service, 3)
+    assert "**Note:**" not in recommend_view(api, song, None, None, 0.3, 0.7, 0.0, 10).weights
+    genres = service.front.bundle.catalog["genre"].value_counts()
+    rare = str(genres.index[-1])  # the rarest genre: fewer songs than asked for
+    assert genres.iloc[-1] < 50
+    view = recommend_view(api, song, None, None, 0.3, 0.7, 0.0, 50, filters_body(*UNSET, rare))
+    shown = len(view.shown["recs"])
+    assert view.message == "" and shown < 50 and view.table.count("<tr>") in (0, shown + 1)
+    assert f"**Note:** only {shown} song(s) pass the filters" in view.weights
+    none = recommend_view(api, song, None, None, 0.3, 0.7, 0.0, 10, filters_body(240, 250, *UNSET[2:], ""))
+    assert none.message == "Please check the input: filters.tempo: no song in the catalog passes tempo in [240, inf]."
+    assert none.table == "" and none.weights == ""
+
+
+def test_the_segue_request_from_the_boxes():
+    assert segue_body("A — X", "B — Y", 12.0) == {
+        "from": {"song": "A", "artist": "X"},
+        "to": {"song": "B", "artist": "Y"},
+        "length": 12,
+    }
+    assert segue_body(" Typed title ", "  ", 5) == {"from": {"song": "Typed title", "artist": None}, "length": 5}
+    assert segue_body(None, "B — Y", 5) is None
+
+
+def test_a_segue_lists_the_path_from_the_first_song_to_the_last_with_a_bar_per_step(api, service):
+    start, end = choice_of(service, 3), choice_of(service, 40)
+    view = segue_view(api, start, end, 8)
+    answer = api.segue(segue_body(start, end, 8)).body
+    names = [f"{s['song']}{SEP}{s['artist']}" for s in answer["path"]]
+    assert view.message == "" and len(names) == 8 and (names[0], names[-1]) == (start, end)
+    assert view.table == segue_table(answer["path"]) and view.table.count("<tr>") == 9  # header + 8 songs
+    rows = view.table.split("<tbody>")[1].split("</tr>")[:-1]
+    assert [html.unescape(r.split("<td>")[2].removesuffix("</td>")) for r in rows] == [
+        n.rpartition(SEP)[0] for n in names
+    ]
+    assert view.table.count('class="segue-bar"') == 7 and "<td>start</td>" in rows[0]
+    assert view.summary.startswith(f"**Segue** from {html.escape(start)} to {html.escape(end)}: 8 songs  \n")
+    kept = "Complete" if answer["complete"] else "Not complete"
+    assert f"**{kept}:** {html.escape(answer['reason'])}" in view.summary
+    assert f"mean similarity {answer['summary']['mean_similarity']:.2f}" in view.summary
+    assert "% of steps get closer to the last song" in view.summary
+
+
+def test_without_a_last_song_the_segue_is_a_continuation(api, service):
+    view = segue_view(api, choice_of(service, 3), "", 5)
+    assert view.message == "" and view.table.count("<tr>") == 6
+    assert view.summary.startswith(f"**Continuation** of {html.escape(choice_of(service, 3))}: 5 songs")
+    assert "closer to the last song" not in view.summary and "to the last song" not in view.table
+
+
+def test_segue_errors_are_the_main_tabs_sentences(api, service):
+    start = choice_of(service, 3)
+    title = service.front.bundle.catalog.name[40]
+    to_unknown = segue_view(api, start, title[:-2] + "zq", 6)
+    assert to_unknown.box == "to" and "could not find" in to_unknown.message and to_unknown.table == ""
+    from_unknown = segue_view(api, title[:-2] + "zq", start, 6)
+    assert from_unknown.box == "from" and from_unknown.suggestions is not None
+    same = segue_view(api, start, start, 6)
+    assert same.message.startswith("Please check the input: from and to are the same song")
+    assert segue_view(api, "", start, 6).message == "Pick a song to start from."
+    down = segue_view(Api("http://127.0.0.1:9", timeout=2), start, None, 6)
+    assert "not reachable" in down.message and down.table == ""
+
+
+def test_a_404_is_about_the_box_whose_song_it_names():
+    body = {"from": {"song": "Love", "artist": None}, "to": {"song": "Love", "artist": "X"}}
+    assert unknown_box("song not found: 'Love' by 'X'", body) == "to"
+    assert unknown_box("song not found: 'Love'", body) == "from"
+    assert unknown_box("2 songs match 'Love' by 'X' equally well: which one?", body) == "to"
+    assert unknown_box("song not found: 'Love'", {"from": {"song": "Love", "artist": None}}) == "from"
+
+
+def test_the_segue_table_escapes_and_draws_each_step():
+    path = [
+        {"song": "<i>a</i>", "artist": "x&y", "similarity": None, "cb_score": None, "cf_score": None, "toward": 0.1,
+         "because": "where the playlist starts", "preview_url": "https://p/a.mp3", "track_id": "T1"},
+        {"song": "b", "artist": "y", "similarity": 0.5, "cb_score": 0.4, "cf_score": 0.2, "toward": 0.7,
+         "because": "<why>", "preview_url": None, "track_id": "T2"},
+        {"song": "c", "artist": "z", "similarity": 1.0, "cb_score": 0.9, "cf_score": 0.0, "toward": None,
+         "because": "why", "preview_url": None, "track_id": "T3"},
+    ]  # fmt: skip
+    table = segue_table(path)
+    assert "<i>a</i>" not in table and "&lt;i&gt;a&lt;/i&gt;" in table and "x&amp;y" in table
+    assert "&lt;why&gt;" in table and "<caption>Segue path</caption>" in table
+    assert 'aria-label="preview of &lt;i&gt;a&lt;/i&gt;"' in table and 'data-track="T1"' in table
+    assert 'aria-label="step similarity 0.50"' in table and "width:30px;background:#8b5cf6" in table
+    assert "CB 0.40 / CF 0.20, to the last song 0.70" in table and "CB 0.90 / CF 0.00</small>" in table
+    assert "width:60px;background:#8b5cf6" in table  # 1 is the full 60 px

@@ -39,7 +39,9 @@ from serve_app.shell.service import Service
 # Gradio's usage analytics and version check would call out of the machine.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from ui.app import SEP, Api, build, launch_options  # noqa: E402  (after the variable above)
+from ui.app import build, launch_options  # noqa: E402  (after the variable above)
+from ui.client import Api  # noqa: E402
+from ui.songs import SEP  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "reports" / "screenshots"
@@ -127,34 +129,51 @@ class UiStack:
         return str(catalog.name[row]), str(catalog.artist[row])
 
     def recommend(
-        self, title: str, artist: str | None, w1: float = 0.3, w2: float = 0.7, diversity: float = 0.0, k: int = 10
+        self,
+        title: str,
+        artist: str | None,
+        w1: float = 0.3,
+        w2: float = 0.7,
+        diversity: float = 0.0,
+        k: int = 10,
+        **more: object,
     ) -> list[str]:
-        """``title — artist`` of what the API answers for the body the UI would send."""
-        answer = self.api.recommend(
-            {"song": title, "artist": artist, "k": k, "w1": w1, "w2": w2, "diversity": diversity}
-        )
+        """``title — artist`` of what the API answers for the body the UI would send (``more``:
+        other fields of the body, such as ``filters`` or ``avoid``)."""
+        body = {"song": title, "artist": artist, "k": k, "w1": w1, "w2": w2, "diversity": diversity, **more}
+        answer = self.api.recommend(body)
         assert answer.status == 200, (answer.status, answer.body)
         return [f"{r['song']}{SEP}{r['artist']}" for r in answer.body["recommendations"]]
 
-    def typeable_song(self) -> tuple[str, str]:
-        """A catalog song with listeners (its default ranking is not the content-only one) and
-        a prefix of its title whose autocomplete lists it: (prefix, ``title — artist``)."""
-        if "typeable" not in self.chosen:
-            for row in range(3, 200):
-                title, artist = self.song(row)
-                prefix = title[: max(4, (len(title) * 2) // 3)].rstrip()
-                found = self.api.search(prefix)
-                if (
-                    len(prefix) >= 4
-                    and isinstance(found.body, list)
-                    and any(s["song"] == title and s["artist"] == artist for s in found.body)
-                    and (self.recommend(title, artist) != self.recommend(title, artist, w1=1.0, w2=0.0))
-                ):
-                    self.chosen["typeable"] = prefix, f"{title}{SEP}{artist}"
-                    break
-            else:
-                raise AssertionError("no catalog song is found by a prefix of its title")
-        return self.chosen["typeable"]
+    def segue(self, start: str, end: str | None, length: int) -> dict:
+        """The API's answer to the segue the UI asks for ``title — artist`` choices."""
+        body: dict = {"from": dict(zip(("song", "artist"), start.rsplit(SEP, 1))), "length": length}
+        if end:
+            body["to"] = dict(zip(("song", "artist"), end.rsplit(SEP, 1)))
+        answer = self.api.segue(body)
+        assert answer.status == 200, (answer.status, answer.body)
+        return answer.body
+
+    def typeable_songs(self, n: int = 1) -> list[tuple[str, str]]:
+        """The first ``n`` catalog songs with listeners (their default ranking is not the
+        content-only one), each with a prefix of its title whose autocomplete lists it:
+        ``[(prefix, "title — artist")]``."""
+        found = self.chosen.setdefault("typeable", [])  # (row, prefix, choice), searched once
+        for row in range(found[-1][0] + 1 if found else 3, 200):
+            if len(found) >= n:
+                break
+            title, artist = self.song(row)
+            prefix = title[: max(4, (len(title) * 2) // 3)].rstrip()
+            listed = self.api.search(prefix)
+            if (
+                len(prefix) >= 4
+                and isinstance(listed.body, list)
+                and any(s["song"] == title and s["artist"] == artist for s in listed.body)
+                and (self.recommend(title, artist) != self.recommend(title, artist, w1=1.0, w2=0.0))
+            ):
+                found.append((row, prefix, f"{title}{SEP}{artist}"))
+        assert len(found) >= n, f"fewer than {n} catalog songs are found by a prefix of their title"
+        return [(prefix, choice) for _, prefix, choice in found[:n]]
 
     def misspelt_song(self) -> tuple[str, str]:
         """A misspelling of a catalog title the API does not resolve but suggests: (typed, choice)."""
@@ -273,18 +292,30 @@ class SeguePage:
     weights_line = located(lambda page: page.locator("#segue-weights"))
     suggestions = located(lambda page: page.locator("#segue-suggestions"))
     results = located(lambda page: page.locator("#segue-results").get_by_role("table", name="Recommended songs"))
+    from_box = located(lambda page: page.get_by_role("combobox", name="From", exact=True))
+    to_box = located(lambda page: page.get_by_role("combobox", name="To (optional)", exact=True))
+    segue_button = located(lambda page: page.get_by_role("button", name="Make the segue", exact=True))
+    segue_message = located(lambda page: page.locator("#segue-path-message"))
+    segue_summary = located(lambda page: page.locator("#segue-path-summary"))
+    segue_suggestions = located(lambda page: page.locator("#segue-path-suggestions"))
+    segue_path = located(lambda page: page.locator("#segue-path").get_by_role("table", name="Segue path"))
     toasts = located(lambda page: page.get_by_test_id("toast-body"))
 
     @property
     def result_rows(self) -> Locator:
         return self.results.locator("tbody tr")
 
+    @property
+    def segue_rows(self) -> Locator:
+        return self.segue_path.locator("tbody tr")
+
     def option(self, choice: str) -> Locator:
         """One entry of the song box's autocomplete list."""
         return self.page.get_by_role("option", name=choice, exact=True)
 
-    def suggestion(self, choice: str) -> Locator:
-        return self.suggestions.get_by_role("radio", name=choice, exact=True)
+    def suggestion(self, choice: str, group: Locator | None = None) -> Locator:
+        """One "did you mean" choice (of the Recommend tab's, or of ``group``)."""
+        return (self.suggestions if group is None else group).get_by_role("radio", name=choice, exact=True)
 
     def rating_button(self, row: int, signal: str) -> Locator:
         """The thumbs-up (``"like"``) or thumbs-down (``"dislike"``) button of result ``row`` (1-based)."""
@@ -297,10 +328,11 @@ class SeguePage:
     def slider_number(self, label: str) -> Locator:
         return self.page.get_by_role("spinbutton", name=f"number input for {label}")
 
-    def result_songs(self) -> list[str]:
-        """``title — artist`` of each result row, top first."""
-        songs = self.result_rows.locator("td:nth-child(2)").all_inner_texts()
-        artists = self.result_rows.locator("td:nth-child(3)").all_inner_texts()
+    def result_songs(self, rows: Locator | None = None) -> list[str]:
+        """``title — artist`` of each row of the results (or of ``rows``), top first."""
+        rows = self.result_rows if rows is None else rows
+        songs = rows.locator("td:nth-child(2)").all_inner_texts()
+        artists = rows.locator("td:nth-child(3)").all_inner_texts()
         return [f"{s.strip()}{SEP}{a.strip()}" for s, a in zip(songs, artists)]
 
     def expect_results(self, songs: list[str]) -> None:
@@ -309,15 +341,40 @@ class SeguePage:
         assert self.result_songs() == songs
 
     # what a person does
-    def type_song(self, text: str) -> None:
-        """Type into the song box key by key (each key-up asks the API for autocomplete choices)."""
-        self.song_box.click()
-        self.song_box.press_sequentially(text, delay=40)
+    def open_tab(self, name: str) -> None:
+        """Switch to the ``Recommend`` or the ``Segue`` tab."""
+        self.page.get_by_role("tab", name=name, exact=True).click()
 
-    def pick_song(self, choice: str) -> None:
-        """Pick ``title — artist`` from the autocomplete list (which then asks for recommendations)."""
+    def open_filters(self) -> None:
+        """Open the main tab's closed filters accordion."""
+        self.page.get_by_role("button", name=re.compile(r"^Filters")).click()
+
+    def type_song(self, text: str, box: Locator | None = None) -> None:
+        """Type into a song box (the main tab's by default) key by key (each key-up asks the API
+        for autocomplete choices)."""
+        box = self.song_box if box is None else box
+        box.click()
+        box.press_sequentially(text, delay=40)
+
+    def settled_options(self, quiet_ms: int = 500) -> None:
+        """Wait until the open autocomplete list has not changed for ``quiet_ms``: each key-up's
+        answer replaces it, reusing its entries, so a click meanwhile can land on another song."""
+        options, last = self.page.get_by_role("option"), None
+        for _ in range(TIMEOUT_MS // quiet_ms):
+            now = options.all_inner_texts()
+            if now and now == last:
+                return
+            last = now
+            self.page.wait_for_timeout(quiet_ms)
+        raise AssertionError(f"the autocomplete list kept changing: {last}")
+
+    def pick_song(self, choice: str, box: Locator | None = None) -> None:
+        """Pick ``title — artist`` from the autocomplete list of a song box (the main tab's by
+        default, which then asks for recommendations)."""
+        expect(self.option(choice)).to_be_visible()
+        self.settled_options()
         self.option(choice).click()
-        expect(self.song_box).to_have_value(choice)
+        expect(self.song_box if box is None else box).to_have_value(choice)
 
     def recommend(self) -> None:
         self.recommend_button.click()
