@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from sklearn.preprocessing import normalize
+from sklearn.utils.extmath import randomized_svd
 
-from serve_app.core.neighbors import keep_top_per_row
+from serve_app.core.neighbors import keep_top_per_row, row_max
 
 Block = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row lengths, indices, data)
 MapBlocks = Callable[[Callable[..., Block], "ProductRows", Sequence[tuple[int, int]], int], list[Block]]
@@ -183,3 +184,16 @@ def cf_neighbors(
         popularity = np.diff(item_users.indptr).astype(np.float64)
         sim = ProductRows(p_iu, p_ui, np.power(np.maximum(popularity, 1.0), -config.beta).astype(np.float32))
     return top_k_rows(sim, config.k, block, map_blocks)
+
+
+def cf_factors(cf_nn: sp.csr_matrix, dim: int = 32, seed: int = 0) -> np.ndarray:
+    """``(n_items, dim)`` float32 rows of unit length (zero for a song nobody played): a song's
+    place among the others by who listens to it, from the top ``dim`` singular vectors of the
+    CF neighbour lists (each row divided by its largest entry, made symmetric). Segues use it to
+    tell how close any song is to the song they travel to, where the lists hold only the nearest
+    few hundred and content may say nothing (a song without tags)."""
+    scaled = sp.diags((1.0 / row_max(cf_nn)).astype(np.float32)) @ cf_nn
+    sym = ((scaled + scaled.T) * 0.5).tocsr()
+    dim = max(1, min(dim, sym.shape[0] - 1))
+    u, s, _ = randomized_svd(sym, dim, n_iter=4, random_state=seed)
+    return normalize((u * np.sqrt(s)).astype(np.float32)).astype(np.float32)

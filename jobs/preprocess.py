@@ -42,6 +42,7 @@ from serve_app.core.users import HASH_NAME, hash_probe
 
 DEFAULT_CHUNK_BYTES = 16 << 20
 DEFAULT_MAX_PLAYCOUNT = 1_000_000
+CF_FACTORS = 32  # dimensions of the listener-space coordinates segues steer by (indexing.cf_factors)
 _STARTED = time.monotonic()
 
 
@@ -111,6 +112,7 @@ def _write_files(
     user_keys: np.ndarray,
     content_nn,
     cf_nn,
+    cf_factors: np.ndarray,
 ) -> None:
     (root / "content").mkdir(parents=True)
     (root / "collab").mkdir()
@@ -122,6 +124,7 @@ def _write_files(
     bundle.save_npz(root / "collab" / "user_items.npz", **bundle.csr_arrays(user_items))
     bundle.save_npz(root / "collab" / "item_neighbors.npz", **bundle.csr_arrays(cf_nn))
     np.save(root / "collab" / "user_hash.npy", user_keys, allow_pickle=False)
+    np.save(root / "collab" / "item_factors.npy", cf_factors, allow_pickle=False)
 
 
 def ensure_ray() -> bool:
@@ -194,11 +197,12 @@ def run(
         t_nn = time.monotonic()
         content_nn = indexing.content_neighbors(vectors, k=neighbors_k)
         cf_nn = indexing.cf_neighbors(user_items, cf_config)
+        factors = indexing.cf_factors(cf_nn, CF_FACTORS)
         log(f"neighbours: content {content_nn.nnz:,}, collaborative {cf_nn.nnz:,} ({time.monotonic() - t_nn:.1f} s)")
 
         staging = bundle.staging_dir(out_uri)
         try:
-            _write_files(staging, songs, aliases, transform, vectors, user_items, user_keys, content_nn, cf_nn)
+            _write_files(staging, songs, aliases, transform, vectors, user_items, user_keys, content_nn, cf_nn, factors)
             manifest = bundle.write_manifest(
                 staging,
                 {
@@ -213,6 +217,7 @@ def run(
                         "content_block_weights": transform["block_weights"],
                         "track_order": "plays descending",
                         "content_neighbors": neighbors_k,
+                        "cf_factors": CF_FACTORS,
                         "collaborative": dataclasses.asdict(cf_config),
                     },
                     "users": {"hash": HASH_NAME, "hash_probe": hash_probe()},

@@ -8,7 +8,8 @@ position ``t`` with the catalog song nearest by content cosine to the point ``t/
 way along the straight line between the two songs' content vectors. Both are measured the
 same way (``PathFinder.steps``); a path **succeeds** when it keeps the rules the search's own
 ``complete`` flag stands for: every step's similarity at least ``MIN_STEP`` and every step
-ending closer to ``to`` (progress 1.0).
+ending closer to ``to`` (progress 1.0), closeness being ``PathFinder.closeness``: content and
+listener-space cosine with ``to``, weighted ``w1`` and ``w2``.
 """
 
 from __future__ import annotations
@@ -64,11 +65,6 @@ def line_baseline(vectors: sp.csr_matrix, starts: np.ndarray, ends: np.ndarray, 
     return out
 
 
-def closeness(vectors: sp.csr_matrix, tracks: np.ndarray, end: int) -> np.ndarray:
-    """``(L,)`` float64 content cosine of each song of ``tracks`` (int ``(L,)``) with ``end``."""
-    return (vectors[tracks] @ vectors[end].T).toarray().ravel().astype(np.float64)
-
-
 def path_scores(
     finder: PathFinder, tracks: np.ndarray, end: int, length: int, w1: float, w2: float
 ) -> dict[str, float]:
@@ -77,7 +73,7 @@ def path_scores(
     distinct artists per song, and whether it succeeds (1.0: ``length`` songs, every step at
     least ``MIN_STEP``, progress 1.0) or not (0.0)."""
     similarity, _, _ = finder.steps(tracks, w1, w2)
-    progress = progress_share(closeness(finder.vectors, tracks, end))
+    progress = progress_share(finder.closeness(end, w1, w2)[tracks])
     return {
         "mean_step": float(similarity.mean()),
         "worst_step": float(similarity.min()),

@@ -151,7 +151,7 @@ class Combiner(Part):
     def __init__(self, content: DeploymentHandle, collab: DeploymentHandle) -> None:
         self.config = hybrid.HybridConfig()
         # segues walk the content vectors as well as both neighbour graphs (docs/ARCHITECTURE.md)
-        super().__init__(BundleSlot(self._build, parts=("content", "content_nn", "cf_nn", "user_items")))
+        super().__init__(BundleSlot(self._build, parts=("content", "content_nn", "cf_nn", "user_items", "cf_factors")))
         self.counts = RayCounts()
         timeout_s = DEFAULT_BUDGET_MS * SIDE_SHARE / 1000
         self.sides: dict[SideName, SideClient] = {
@@ -161,7 +161,9 @@ class Combiner(Part):
         self.weights = Follower(self._set_weights)
 
     def _build(self, b: Bundle) -> hybrid.Combiner:
-        return hybrid.Combiner(b.catalog, b.content_nn, b.cf_nn, self.config, b.user_items, b.user_hash, b.content)
+        return hybrid.Combiner(
+            b.catalog, b.content_nn, b.cf_nn, self.config, b.user_items, b.user_hash, b.content, b.cf_factors
+        )
 
     def _set_weights(self, state: WeightState) -> None:
         self.config = dataclasses.replace(self.config, w1=state.w1, w2=state.w2)

@@ -292,6 +292,7 @@ def test_cli_done_when(tmp_path):
         "collab/user_items.npz",
         "collab/user_hash.npy",
         "collab/item_neighbors.npz",
+        "collab/item_factors.npy",
     }
     again = run()
     assert again.returncode == 2 and "--overwrite" in again.stderr

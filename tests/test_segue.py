@@ -67,8 +67,20 @@ def test_reported_steps_are_the_steps_measured_between_the_songs(rec, paths, pai
         assert np.allclose([i.score for i in result.items[1:]], sim)
         assert np.allclose([i.cb for i in result.items[1:]], cb)
         assert np.allclose([i.cf for i in result.items[1:]], cf)
-        cosines = paths.vectors @ paths.vectors[b].toarray().ravel()
-        assert np.allclose([i.toward for i in result.items], cosines[tracks(result)], atol=1e-6)
+        closeness = paths.closeness(b, 0.5, 0.5)
+        assert np.allclose([i.toward for i in result.items], closeness[tracks(result)])
+        assert closeness[b] == pytest.approx(1.0) and closeness.max() == pytest.approx(1.0)
+
+
+def test_closeness_blends_content_and_listener_space_where_the_song_has_a_place(bundle, paths):
+    """Content cosine for a song without listeners, both spaces weighted w1:w2 for one with."""
+    content = lambda t: paths.vectors @ paths.vectors[t].toarray().ravel()  # noqa: E731
+    cold = int(np.flatnonzero(bundle.catalog["listeners"].to_numpy() == 0)[0])
+    assert np.allclose(paths.closeness(cold, 0.3, 0.7), content(cold))
+    assert paths.factors is not None
+    warm = 0
+    listeners = paths.factors @ paths.factors[warm]
+    assert np.allclose(paths.closeness(warm, 0.3, 0.7), 0.3 * content(warm) + 0.7 * listeners, atol=1e-6)
 
 
 def test_segues_move_toward_the_end_in_close_steps(rec, paths, pairs):
@@ -129,7 +141,9 @@ def test_the_api_answers_a_segue(client, bundle, pairs):
 def test_the_api_refuses_bad_segues_with_reasons(client, bundle, pairs):
     a, b = pairs[2]
     unknown = client.post("/segue", json={"from": {"song": "zzqx no such song"}, "to": ref(bundle, b)})
-    assert unknown.status_code == 404 and "suggestions" in unknown.json()
+    assert unknown.status_code == 404 and "suggestions" in unknown.json() and unknown.json()["field"] == "from"
+    unknown_to = client.post("/segue", json={"from": ref(bundle, a), "to": {"song": "zzqx no such song"}})
+    assert unknown_to.status_code == 404 and unknown_to.json()["field"] == "to"
     same = client.post("/segue", json={"from": ref(bundle, a), "to": ref(bundle, a)})
     assert same.status_code == 422 and "same song" in same.json()["detail"]
     for length in (1, 51, "ten"):
@@ -140,3 +154,31 @@ def test_the_api_refuses_bad_segues_with_reasons(client, bundle, pairs):
     )
     assert nothing.status_code == 422 and "filters.tempo" in nothing.json()["detail"]
     assert "/segue" in client.get("/openapi.json").json()["paths"]
+
+
+def test_listener_coordinates_place_co_listened_songs_together(bundle, paths):
+    """``jobs.indexing.cf_factors``: unit rows for songs someone played, zero rows for the
+    others, and a song's CF neighbours closer to it in that space than songs at random."""
+    factors = paths.factors
+    assert factors is not None and factors.dtype == np.float32 and factors.shape[0] == len(bundle.catalog)
+    norms = np.linalg.norm(factors, axis=1)
+    played = bundle.catalog["listeners"].to_numpy() > 0
+    assert np.allclose(norms[played], 1.0, atol=1e-5) and np.all(norms[~played] == 0)
+    rng = np.random.default_rng(0)
+    nn = bundle.cf_nn
+    seeds = rng.choice(np.flatnonzero(played), 100, replace=False)
+    near = [float(factors[s] @ factors[nn.indices[nn.indptr[s]]]) for s in seeds]
+    far = [float(factors[s] @ factors[t]) for s, t in zip(seeds, rng.permutation(seeds))]
+    assert np.mean(near) > np.mean(far) + 0.3
+
+
+def test_a_bundle_without_listener_coordinates_still_answers_segues(bundle):
+    """Bundles written before ``item_factors.npy``: content alone measures closeness."""
+    import dataclasses
+
+    old = Recommender.from_bundle(dataclasses.replace(bundle, cf_factors=None))
+    result = old.run(Query("segue", seeds=(3,), to=40, k=10))
+    assert [i.track for i in result.items][::9] == [3, 40]
+    assert np.allclose(
+        old.combiner.paths.closeness(40, 0.3, 0.7), bundle.content @ bundle.content[40].toarray().ravel()
+    )

@@ -57,7 +57,7 @@ def test_compare_measures_search_and_baseline_alike(finder):
 def test_path_scores_of_a_path_that_moves_away_from_the_end(finder):
     """A path through the song farthest from the end, then the end: no progress at the first step, no success."""
     a, z = 0, 1
-    toward = sq.closeness(finder.vectors, np.arange(finder.n), z)
+    toward = finder.closeness(z, 0.3, 0.7)
     toward[[a, z]] = np.inf
     away = int(np.argmin(toward))
     scores = sq.path_scores(finder, np.array([a, away, z]), z, 3, 0.3, 0.7)

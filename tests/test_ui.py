@@ -18,7 +18,7 @@ from ui.app import build, feedback_note, recommend_body, recommend_view
 from ui.client import Api
 from ui.filters import RANGES, filters_body
 from ui.render import results_table
-from ui.segue_tab import segue_body, segue_table, segue_view, unknown_box
+from ui.segue_tab import segue_body, segue_table, segue_view
 from ui.songs import SEP, autocomplete, split_choice
 
 
@@ -246,14 +246,6 @@ def test_segue_errors_are_the_main_tabs_sentences(api, service):
     assert segue_view(api, "", start, 6).message == "Pick a song to start from."
     down = segue_view(Api("http://127.0.0.1:9", timeout=2), start, None, 6)
     assert "not reachable" in down.message and down.table == ""
-
-
-def test_a_404_is_about_the_box_whose_song_it_names():
-    body = {"from": {"song": "Love", "artist": None}, "to": {"song": "Love", "artist": "X"}}
-    assert unknown_box("song not found: 'Love' by 'X'", body) == "to"
-    assert unknown_box("song not found: 'Love'", body) == "from"
-    assert unknown_box("2 songs match 'Love' by 'X' equally well: which one?", body) == "to"
-    assert unknown_box("song not found: 'Love'", {"from": {"song": "Love", "artist": None}}) == "from"
 
 
 def test_the_segue_table_escapes_and_draws_each_step():

@@ -28,20 +28,6 @@ def segue_body(from_value: str | None, to_value: str | None, length: float) -> d
     return body
 
 
-def unknown_box(detail: str, body: dict) -> str:
-    """The box (``"from"`` or ``"to"``) a 404's detail is about. The API resolves "from" first, so
-    it is "to" only when the detail names the "to" song as typed and not the "from" one."""
-
-    def named(box: str) -> bool:
-        ref = body.get(box)
-        if ref is None:
-            return False
-        asked = asked_text(ref["song"], ref["artist"])
-        return detail.endswith(f" {asked}") or f" {asked} equally well" in detail
-
-    return "to" if named("to") and not named("from") else "from"
-
-
 def step_cell(step: dict) -> str:
     """The step into a song: its blended similarity as a number and a bar, the raw content and
     collaborative similarities and the closeness to the last song; "start" for the first song."""
@@ -107,7 +93,7 @@ def segue_view(api: Api, from_value: str | None, to_value: str | None, length: f
         return SegueView("Pick a song to start from.")
     answer = api.segue(body)
     if answer.status == 404 and isinstance(answer.body, dict):
-        box = unknown_box(answer.body.get("detail", ""), body)
+        box = "to" if answer.body.get("field") == "to" else "from"  # the API names the box it could not find
         message, options = did_you_mean(answer.body, asked_text(body[box]["song"], body[box]["artist"]))
         return SegueView(message, options, box)
     if answer.message:

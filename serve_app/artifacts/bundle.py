@@ -220,6 +220,8 @@ class Bundle:
         user_hash: ``(n_users,)`` uint64, sorted; see :func:`serve_app.core.users.user_hash`.
         content_nn: ``(n_tracks, n_tracks)`` CSR, each track's top content neighbours.
         cf_nn: ``(n_tracks, n_tracks)`` CSR, each track's top collaborative neighbours.
+        cf_factors: ``(n_tracks, d)`` float32 unit rows, each track's place by its listeners
+            (zero for a track nobody played); None in a bundle written before they were.
 
     Parts not asked of :func:`load` are None.
     """
@@ -234,6 +236,7 @@ class Bundle:
     user_hash: np.ndarray | None = None
     content_nn: sp.csr_matrix | None = None
     cf_nn: sp.csr_matrix | None = None
+    cf_factors: np.ndarray | None = None
 
     @property
     def version(self) -> str:
@@ -295,7 +298,13 @@ def _download(source: str, target: Path, digest: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-PARTS = ("content", "content_transform", "user_items", "content_nn", "cf_nn")
+def _optional_npy(path: Path) -> np.ndarray | None:
+    """An array a bundle of an older layout does not have (None then; verify() has already
+    checked that every file the manifest lists is there)."""
+    return np.load(path, allow_pickle=False) if path.is_file() else None
+
+
+PARTS = ("content", "content_transform", "user_items", "content_nn", "cf_nn", "cf_factors")
 
 
 def load(uri: str, cache_dir: Path | None = None, parts: Collection[str] = PARTS) -> Bundle:
@@ -312,6 +321,7 @@ def load(uri: str, cache_dir: Path | None = None, parts: Collection[str] = PARTS
         "user_items": lambda: csr_from_arrays(load_npz(root / "collab" / "user_items.npz")),
         "content_nn": lambda: csr_from_arrays(load_npz(root / "content" / "item_neighbors.npz")),
         "cf_nn": lambda: csr_from_arrays(load_npz(root / "collab" / "item_neighbors.npz")),
+        "cf_factors": lambda: _optional_npy(root / "collab" / "item_factors.npy"),
     }
     try:
         catalog = pd.read_parquet(root / "catalog.parquet")
@@ -328,6 +338,8 @@ def load(uri: str, cache_dir: Path | None = None, parts: Collection[str] = PARTS
     shapes_ok = [loaded[name].shape == (n, n) for name in ("content_nn", "cf_nn") if name in loaded]
     if "content" in loaded:
         shapes_ok.append(loaded["content"].shape[0] == n)
+    if loaded.get("cf_factors") is not None:
+        shapes_ok.append(loaded["cf_factors"].shape[0] == n)
     if "user_items" in loaded:
         shapes_ok.append(loaded["user_items"].shape == (len(loaded["user_hash"]), n))
     if not all(shapes_ok):

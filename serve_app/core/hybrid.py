@@ -183,7 +183,7 @@ class Combiner:
     ``cf_nn`` are ``(n, n)`` CSR neighbour lists (their patterns make the candidate pool);
     ``user_items`` ``(n_users, n)`` playcounts with rows ordered by the sorted uint64
     ``user_hash``; ``vectors`` the ``(n, f)`` content vectors segues travel through (None: no
-    segues).
+    segues) and ``factors`` the ``(n, d)`` listener-space rows they steer by (optional).
     """
 
     catalog: pd.DataFrame
@@ -193,6 +193,7 @@ class Combiner:
     user_items: sp.csr_matrix | None = None
     user_hash: np.ndarray | None = None
     vectors: sp.csr_matrix | None = None
+    factors: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.n = len(self.catalog)
@@ -206,7 +207,13 @@ class Combiner:
             None
             if self.vectors is None
             else PathFinder(
-                self.vectors, self.content_nn, self.cf_nn, self.artists, self.listeners, self.config.evidence_shrink
+                self.vectors,
+                self.content_nn,
+                self.cf_nn,
+                self.artists,
+                self.listeners,
+                self.config.evidence_shrink,
+                self.factors,
             )
         )
 
@@ -617,6 +624,8 @@ class Arrays(Protocol):
     def user_items(self) -> sp.csr_matrix | None: ...
     @property
     def user_hash(self) -> np.ndarray | None: ...
+    @property
+    def cf_factors(self) -> np.ndarray | None: ...
 
 
 class Recommender:
@@ -639,10 +648,11 @@ class Recommender:
         config: HybridConfig | None = None,
         user_items: sp.csr_matrix | None = None,
         user_hash: np.ndarray | None = None,
+        factors: np.ndarray | None = None,
     ) -> None:
         config = config or HybridConfig()
         self._vectors = vectors
-        self.combiner = Combiner(catalog, content_nn, cf_nn, config, user_items, user_hash, vectors)
+        self.combiner = Combiner(catalog, content_nn, cf_nn, config, user_items, user_hash, vectors, factors)
         self.content: ContentSide = ContentScorer(vectors, transform, self.combiner.artists, config.mmr_pool)
         self.collab: PoolScorer = CollabScorer(
             cf_nn, content_nn, self.combiner.listeners, config.cold_boost, config.cold_neighbors
@@ -653,7 +663,17 @@ class Recommender:
         """The recommender over a loaded, verified bundle (loaded with all its parts)."""
         assert b.content is not None and b.content_nn is not None and b.cf_nn is not None
         assert b.content_transform is not None
-        return cls(b.catalog, b.content, b.content_nn, b.cf_nn, b.content_transform, config, b.user_items, b.user_hash)
+        return cls(
+            b.catalog,
+            b.content,
+            b.content_nn,
+            b.cf_nn,
+            b.content_transform,
+            config,
+            b.user_items,
+            b.user_hash,
+            b.cf_factors,
+        )
 
     @property
     def config(self) -> HybridConfig:

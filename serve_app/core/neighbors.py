@@ -58,6 +58,15 @@ def top_indices(scores: np.ndarray, m: int) -> np.ndarray:
     return chosen[np.lexsort((chosen, -scores[chosen]))]
 
 
+def row_max(m: sp.csr_matrix) -> np.ndarray:
+    """``(n,)`` float64 largest entry per row (1 for an empty row, so ratios stay defined)."""
+    out = np.ones(m.shape[0])
+    rows = np.flatnonzero(np.diff(m.indptr))
+    if rows.size:
+        out[rows] = np.maximum.reduceat(m.data, m.indptr[rows]).clip(min=1e-12)
+    return out
+
+
 def best_first(m: sp.csr_matrix) -> sp.csr_matrix:
     """``m`` with each row's entries ordered best first (``m`` itself when they already are, as
     ``jobs/indexing.py`` writes neighbour lists), so that a row's first entries are its top ones."""

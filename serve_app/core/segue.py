@@ -28,9 +28,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from serve_app.core.blend import evidence_factor
-from serve_app.core.neighbors import best_first, row_entries, top_indices
+from serve_app.core.neighbors import best_first, row_entries, row_max, top_indices
 
-UTILITY_FLOOR = 0.05
+UTILITY_FLOOR = 0.1
+Spaces = dict[str, tuple[float, np.ndarray]]  # space name -> (weight, (n,) cosines with a song)
 # a step a listener accepts: about a typical neighbour-list entry (the median step into a song's
 # CF neighbours, the lower quartile into its content neighbours, on the demo data and at 30K songs)
 MIN_STEP = 0.2
@@ -60,11 +61,12 @@ class PathConfig:
     """The search's constants (chosen on the demo data and HetRec: ``jobs.evaluate``, docs/QUALITY.md)."""
 
     beam: int = 12
-    pull: float = 0.5
+    pull: float = 1.5
     fanout: int = 40  # a beam end's first neighbours on each side considered
     line_candidates: int = 12  # catalog songs nearest each target added to the graph neighbours
     corridor: int = 300  # songs nearest each end (and their midpoint) the line targets are looked for among
     shortlist: int = 8  # candidates measured exactly per beam path, of those ranked on the graphs' values
+    turn_back: float = np.inf  # what a step away from the last song costs (inf: only when nothing else is left)
     join_beam: int = 48  # partial paths each half keeps where the two halves meet
 
 
@@ -79,6 +81,8 @@ class PathFinder:
         artists: ``(n,)`` int artist code per track.
         listeners: ``(n,)`` listeners per track (the evidence behind a song's CF similarities).
         evidence_shrink: listeners at which the CF weight is halved.
+        factors: ``(n, d)`` float32 unit rows, each song's place by its listeners (zero for a
+            song nobody played; None: content alone tells how close a song is to an end).
     """
 
     vectors: sp.csr_matrix
@@ -87,16 +91,16 @@ class PathFinder:
     artists: np.ndarray
     listeners: np.ndarray
     evidence_shrink: float = 5.0
+    factors: np.ndarray | None = None
     config: PathConfig = PathConfig()
 
     def __post_init__(self) -> None:
         self.n = self.vectors.shape[0]
-        self._cb_max = _row_max(self.content_nn)
-        self._cf_max = _row_max(self.cf_nn)
+        self._cb_max = row_max(self.content_nn)
+        self._cf_max = row_max(self.cf_nn)
         self._factor = evidence_factor(self.listeners, self.evidence_shrink)
-        # pair lookups: dense content vectors (a dot per pair) and the CF list's entries keyed
-        # ``row * n + column`` in order (a binary search per pair); ~30 MB per 10K songs
-        self._dense = self.vectors.toarray().astype(np.float32)
+        # CF pair lookups: the list's entries keyed ``row * n + column`` in order (a binary
+        # search per pair); ~24 MB per 10K songs
         cf_sorted = self.cf_nn if self.cf_nn.has_sorted_indices else self.cf_nn.sorted_indices()
         rows = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(cf_sorted.indptr))
         self._cf_keys, self._cf_values = rows * self.n + cf_sorted.indices, cf_sorted.data
@@ -104,13 +108,52 @@ class PathFinder:
         self._lists = (best_first(self.content_nn), best_first(self.cf_nn))
 
     # ------------------------------------------------------------------ similarity of steps
-    def _cosines(self, track: int) -> np.ndarray:
-        """``(n,)`` float64 content cosine of every song with ``track``."""
-        return (self.vectors @ self.vectors[track].toarray().ravel()).astype(np.float64)
+    def _spaces(self, pivot: int, w1: float, w2: float) -> Spaces:
+        """``{space: (weight, (n,) cosines with pivot)}`` for each space ``pivot`` has a place in:
+        ``content`` (it has tags or features) weighted ``w1``, ``listeners`` (someone played it)
+        weighted ``w2``."""
+        spaces: Spaces = {}
+        if self.vectors.indptr[pivot + 1] > self.vectors.indptr[pivot]:
+            spaces["content"] = (w1, (self.vectors @ self.vectors[pivot].toarray().ravel()).astype(np.float64))
+        if self.factors is not None and self.factors[pivot].any():
+            # einsum, not BLAS: a threaded BLAS call this small waits ~20 ms on busy cores
+            spaces["listeners"] = (w2, np.einsum("ij,j->i", self.factors, self.factors[pivot]).astype(np.float64))
+        if not spaces:  # a song with neither: every song as far as any other
+            spaces["content"] = (1.0, np.zeros(self.n))
+        if sum(w for w, _ in spaces.values()) <= 0:
+            spaces = {name: (1.0, x) for name, (_, x) in spaces.items()}
+        return spaces
+
+    def closeness(self, pivot: int, w1: float, w2: float) -> np.ndarray:
+        """``(n,)`` float64 how close every song is to ``pivot``: the weighted mean of its content
+        cosine and its listener-space cosine with it, over the spaces ``pivot`` has a place in.
+        A segue's progress is measured by it (``toward``)."""
+        return _mean(self._spaces(pivot, w1, w2))
 
     def _cb(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         """Content cosine of each pair (``prev[i]``, ``nxt[i]``), clipped at 0."""
-        return np.einsum("ij,ij->i", self._dense[prev], self._dense[nxt]).astype(np.float64).clip(min=0)
+        firsts, row = np.unique(prev, return_inverse=True)
+        dense = self._rows(firsts)
+        pos, owner = row_entries(self.vectors, nxt)
+        dots = dense[row[owner], self.vectors.indices[pos]] * self.vectors.data[pos]
+        return np.bincount(owner, weights=dots, minlength=nxt.size).clip(min=0)
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), f)`` float64 dense content rows, gathered from the CSR arrays directly
+        (scipy's row indexing costs more than the products at these sizes)."""
+        dense = np.zeros((rows.size, self.vectors.shape[1]))
+        pos, owner = row_entries(self.vectors, rows)
+        dense[owner, self.vectors.indices[pos]] = self.vectors.data[pos]
+        return dense
+
+    def _dots(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``(len(rows), len(cols))`` float64 content dot products (no BLAS: see ``_spaces``)."""
+        dense = self._rows(rows)
+        pos, _ = row_entries(self.vectors, cols)
+        running = np.zeros((rows.size, pos.size + 1))  # each column's products summed by differences
+        np.cumsum(dense[:, self.vectors.indices[pos]] * self.vectors.data[pos], axis=1, out=running[:, 1:])
+        bounds = np.concatenate([[0], np.cumsum(np.diff(self.vectors.indptr)[cols])])
+        return running[:, bounds[1:]] - running[:, bounds[:-1]]
 
     def _cf(self, prev: np.ndarray, nxt: np.ndarray) -> np.ndarray:
         """Collaborative similarity of each pair as ``prev``'s list holds it (0 when it does not)."""
@@ -169,13 +212,13 @@ class PathFinder:
     ) -> Path:
         """The best path of ``length`` songs from ``start`` (to ``end`` for a segue; a continuation
         without), its songs in between among ``allowed`` (bool ``(n,)``, None: any)."""
-        s_start = self._cosines(start)
-        s_end = self._cosines(end) if end is not None else None
+        ends = _Ends(self._spaces(start, w1, w2), None if end is None else self._spaces(end, w1, w2))
+        s_end = ends.end
         ok = np.ones(self.n, bool) if allowed is None else allowed.copy()
         ok[start] = False
         if end is not None:
             ok[end] = False
-        search = _Search(self, s_start, s_end, ok, self._corridor(s_start, s_end, ok), length, w1, w2, max_run)
+        search = _Search(self, ends, ok, self._corridor(ends, ok), length, w1, w2, max_run)
         forward = _Beam.of(start)
         if end is None:
             for t in range(1, length):
@@ -222,21 +265,12 @@ class PathFinder:
             complete, reason = True, "each song close to the one before it and closer to the last song"
         return Path(tracks, similarity, cb, cf, toward, complete, reason)
 
-    def _target(self, s_start: np.ndarray, s_end: np.ndarray | None, t: int, length: int) -> np.ndarray:
-        """``(n,)`` closeness of every song to position ``t``'s target: the cosine with the point
-        ``t/(L-1)`` of the way along the line between the two songs (the start for a continuation)."""
-        if s_end is None:
-            return s_start
-        a = t / (length - 1)
-        cos_ends = float(s_end[int(np.argmax(s_start))])  # s_start peaks at the start song itself
-        return ((1 - a) * s_start + a * s_end) / np.sqrt(max((1 - a) ** 2 + a**2 + 2 * a * (1 - a) * cos_ends, 1e-12))
-
-    def _corridor(self, s_start: np.ndarray, s_end: np.ndarray | None, ok: np.ndarray) -> np.ndarray:
+    def _corridor(self, ends: _Ends, ok: np.ndarray) -> np.ndarray:
         """The allowed songs the line targets are looked for among (int64): those nearest either end
         or their midpoint, so that each position does not scan the whole catalog."""
         size = self.config.corridor
-        ends = [s_start] if s_end is None else [s_start, s_end, s_start + s_end]
-        found = [top_indices(np.where(ok, s, -np.inf), size) for s in ends]
+        near = [ends.start] if ends.end is None else [ends.start, ends.end, ends.start + ends.end]
+        found = [top_indices(np.where(ok, s, -np.inf), size) for s in near]
         corridor = np.unique(np.concatenate(found))
         return corridor[ok[corridor]]
 
@@ -266,6 +300,42 @@ class PathFinder:
 
 
 @dataclass(frozen=True)
+class _Ends:
+    """How close every song is to a path's first song and to its last (None for a continuation),
+    per space (:meth:`PathFinder._spaces`)."""
+
+    first: Spaces
+    last: Spaces | None
+
+    @property
+    def start(self) -> np.ndarray:
+        return _mean(self.first)
+
+    @property
+    def end(self) -> np.ndarray | None:
+        return None if self.last is None else _mean(self.last)
+
+    def target(self, t: int, length: int) -> np.ndarray:
+        """``(n,)`` closeness of every song to position ``t``'s target: in each of the last song's
+        spaces the cosine with the point ``t/(L-1)`` of the way along the line between the two
+        songs (the last song's own where the first has no place), weighted as the last song's
+        are; for a continuation, closeness to the first song."""
+        if self.last is None:
+            return self.start
+        a = t / (length - 1)
+        lines: Spaces = {}
+        for name, (w, s_end) in self.last.items():
+            if name not in self.first:
+                lines[name] = (w, s_end)
+                continue
+            s_start = self.first[name][1]
+            cos_ends = float(s_end[int(np.argmax(s_start))])  # s_start peaks at the first song itself
+            norm = np.sqrt(max((1 - a) ** 2 + a**2 + 2 * a * (1 - a) * cos_ends, 1e-12))
+            lines[name] = (w, ((1 - a) * s_start + a * s_end) / norm)
+        return _mean(lines)
+
+
+@dataclass(frozen=True)
 class _Beam:
     """Partial paths grown from one end: ``paths`` ``(B, t)`` int64 in the order grown (from the
     start for a forward beam, from the end for a backward one), their ``score`` ``(B,)``, the
@@ -290,8 +360,7 @@ class _Search:
     """One query's search state: the cosines with both ends, the allowed songs and the constants."""
 
     finder: PathFinder
-    s_start: np.ndarray
-    s_end: np.ndarray | None
+    ends: _Ends
     ok: np.ndarray
     corridor: np.ndarray
     length: int
@@ -304,29 +373,34 @@ class _Search:
         before the growing end for a backward beam. ``last``: the growth before the two halves
         meet, which keeps a wider beam to join from."""
         f, cfg = self.finder, self.finder.config
-        target = f._target(self.s_start, self.s_end, t, self.length)
+        target = self.ends.target(t, self.length)
+        s_end = self.ends.end
         head = beam.paths[:, -1]
         cand, owner, known_cb, known_cf = f._candidates(head, target, self.ok, self.corridor)
         at = head[owner]
         same = f.artists[cand] == f.artists[at]
         keep = ~(beam.paths[owner] == cand[:, None]).any(axis=1) & (~same | (beam.run[owner] < self.max_run))
         progress = np.ones(cand.size, bool)
-        if self.s_end is not None:
-            progress = self.s_end[cand] > self.s_end[at] if forward else self.s_end[cand] < self.s_end[at]
-        if (keep & progress).any():
+        if s_end is not None:
+            progress = s_end[cand] > s_end[at] if forward else s_end[cand] < s_end[at]
+        # a step away from the last song costs ``turn_back``; infinite: taken only when no other is left
+        turn_back = np.where(progress, 0.0, cfg.turn_back if np.isfinite(cfg.turn_back) else 0.0)
+        if not np.isfinite(cfg.turn_back) and (keep & progress).any():
             keep &= progress
         src, dst = (at, cand) if forward else (cand, at)
         # rank on what the growing end's lists hold (a lower bound), then measure the best exactly
         rough = beam.score[owner] + _utility(f.blend(at, known_cb, known_cf, self.w1, self.w2))
-        rough = np.where(keep, rough + cfg.pull * target[cand], -np.inf)
-        width = cfg.join_beam if last and self.s_end is not None else cfg.beam
+        rough = np.where(keep, rough + cfg.pull * target[cand] - turn_back, -np.inf)
+        width = cfg.join_beam if last and s_end is not None else cfg.beam
         pick = top_indices(rough, width * cfg.shortlist)
         pick = pick[keep[pick]]
         if pick.size == 0:
             return None
-        cand, owner, src, dst, same, progress = (x[pick] for x in (cand, owner, src, dst, same, progress))
+        cand, owner, src, dst, same, progress, turn_back = (
+            x[pick] for x in (cand, owner, src, dst, same, progress, turn_back)
+        )
         sim = f.measure(src, dst, self.w1, self.w2)[0]
-        total = beam.score[owner] + _utility(sim) + cfg.pull * target[cand]
+        total = beam.score[owner] + _utility(sim) + cfg.pull * target[cand] - turn_back
         order = np.lexsort((cand, -total))
         ranked = cand[order]
         by_song = np.argsort(ranked, kind="stable")
@@ -352,17 +426,17 @@ class _Search:
         step between them (and ``backward``); ``clash``: even the best pair repeats a song or
         makes too long an artist run."""
         f = self.finder
-        assert self.s_end is not None
+        s_end = self.ends.end
+        assert s_end is not None
         tail, head = forward.paths[:, -1], backward.paths[:, -1]
         rows, cols = np.repeat(tail, head.size), np.tile(head, tail.size)
-        # einsum, not BLAS: a threaded BLAS call this small waits ~20 ms on busy cores
-        cb = np.einsum("ik,jk->ij", f._dense[tail], f._dense[head]).astype(np.float64).clip(min=0).ravel()
+        cb = f._dots(tail, head).clip(min=0).ravel()
         sim = f.measure(rows, cols, self.w1, self.w2, cb)[0].reshape(tail.size, head.size)
         fp, bp = forward.paths, backward.paths
         repeats = (fp[:, None, :, None] == bp[None, :, None, :]).any(axis=(2, 3))
         same = f.artists[tail][:, None] == f.artists[head][None, :]
         too_long = same & (forward.run[:, None] + backward.run[None, :] > self.max_run)
-        progress = self.s_end[tail][:, None] < self.s_end[head][None, :]
+        progress = s_end[tail][:, None] < s_end[head][None, :]
         total = forward.score[:, None] + backward.score[None, :] + _utility(sim)
         total = total - JOIN_PENALTY * (repeats | too_long) - JOIN_PENALTY * ~progress / 2
         i, j = np.unravel_index(int(np.argmax(total)), total.shape)
@@ -376,14 +450,13 @@ def progress_share(toward: np.ndarray) -> float:
 
 
 def _utility(similarity: np.ndarray) -> np.ndarray:
-    """What a step adds to a path's score: concave, so one weak step costs more than a strong one earns."""
-    return np.log(similarity + UTILITY_FLOOR)
+    """What a step adds to a path's score, ``-1 / (similarity + 0.1)**2``: steeply concave, so a
+    path is judged by its weak steps more than by its strong ones (0.3 -> 0.4 gains almost as
+    much as 0.4 -> 0.9)."""
+    return -1.0 / (similarity + UTILITY_FLOOR) ** 2
 
 
-def _row_max(m: sp.csr_matrix) -> np.ndarray:
-    """``(n,)`` float64 largest entry per row (1 for an empty row, so ratios stay defined)."""
-    out = np.ones(m.shape[0])
-    lengths = np.diff(m.indptr)
-    rows = np.flatnonzero(lengths)
-    out[rows] = np.maximum.reduceat(m.data, m.indptr[rows]).clip(min=1e-12)
-    return out
+def _mean(spaces: Spaces) -> np.ndarray:
+    """The weighted mean of per-space closeness arrays."""
+    total = sum(w for w, _ in spaces.values())
+    return np.sum([w * x for w, x in spaces.values()], axis=0) / total

@@ -250,9 +250,11 @@ class SegueResponse(BaseModel):
 
 
 class UnknownSongBody(BaseModel):
-    """The 404 body: what was not found and what might have been meant."""
+    """The 404 body: what was not found, which request field named it (``song``, ``songs``,
+    ``avoid``, ``from``, ``to``) and what might have been meant."""
 
     detail: str
+    field: str = "song"
     suggestions: list[Suggestion]
 
 

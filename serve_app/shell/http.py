@@ -50,7 +50,10 @@ def _error(status: int, detail: str, **extra) -> JSONResponse:
 
 def _invalid(errors: Sequence[Mapping[str, Any]], skip: int) -> JSONResponse:
     """422 naming each problem by its field (``skip`` drops a location prefix such as ``body``)."""
-    problems = [f"{'.'.join(str(p) for p in e['loc'][skip:]) or 'request'}: {e['msg']}" for e in errors]
+    problems = [
+        f"{'.'.join(str(p) for p in e['loc'][skip:]) or 'request'}: {e['msg'].removeprefix('Value error, ')}"
+        for e in errors
+    ]
     return _error(422, "; ".join(problems) or "invalid request")
 
 
@@ -107,7 +110,7 @@ def recommend_router(backend: Backend, cache: ResultCache | None) -> APIRouter:
                     result = front.without_graph(asked.query, str(exc))
             except UnknownSong as exc:
                 backend.counts.inc("segue_unknown_songs", {})
-                body = UnknownSongBody(detail=str(exc), suggestions=exc.suggestions)
+                body = UnknownSongBody(detail=str(exc), field=exc.field, suggestions=exc.suggestions)
                 return JSONResponse(status_code=404, content=body.model_dump())
             except (Unmet, SameSong) as exc:
                 return _error(422, str(exc))

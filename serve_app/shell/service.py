@@ -41,9 +41,10 @@ from serve_app.shell.reload import VersionGone
 
 class UnknownSong(LookupError):
     """A named song is not in the catalog, or several match it equally well (``ambiguous``);
-    ``suggestions`` are the ranked "did you mean"s."""
+    ``suggestions`` are the ranked "did you mean"s; ``field`` the request field that named it
+    (``song``, ``songs``, ``avoid``, ``from``, ``to``)."""
 
-    def __init__(self, asked: str, suggestions: list[Suggestion], ambiguous: bool = False) -> None:
+    def __init__(self, asked: str, suggestions: list[Suggestion], ambiguous: bool = False, field: str = "song") -> None:
         super().__init__(
             f"{len(suggestions)} songs match {asked} equally well: which one? (give the artist, or pick one)"
             if ambiguous
@@ -51,6 +52,7 @@ class UnknownSong(LookupError):
         )
         self.asked = asked
         self.suggestions = suggestions
+        self.field = field
 
 
 class SameSong(ValueError):
@@ -105,12 +107,13 @@ class Front:
     def _candidates(self, found: list[Candidate]) -> list[Suggestion]:
         return [self.suggestion(c.track, c.score) for c in found]
 
-    def resolve(self, song: str, artist: str | None) -> tuple[int, list[Suggestion]]:
-        """The track a listener named, and other artists' songs of that title; raises UnknownSong."""
+    def resolve(self, song: str, artist: str | None, field: str = "song") -> tuple[int, list[Suggestion]]:
+        """The track a listener named (in the request's ``field``), and other artists' songs of
+        that title; raises UnknownSong."""
         match = self.songs.resolve(song, artist)
         if match.track is None:
             asked = f"{song!r}" + (f" by {artist!r}" if artist else "")
-            raise UnknownSong(asked, self._candidates(match.suggestions), ambiguous=match.how == "ambiguous")
+            raise UnknownSong(asked, self._candidates(match.suggestions), match.how == "ambiguous", field)
         return match.track, self._candidates(match.alternatives)
 
     def search(self, query: str, limit: int = 10) -> list[Suggestion]:
@@ -150,7 +153,7 @@ class Front:
         :class:`~serve_app.core.filters.Unmet` for filters no song meets."""
         common = _common(req, default_weights)
         avoid = {i for i in map(self.track_index, disliked) if i is not None}
-        avoid |= {self.resolve(ref.song, ref.artist)[0] for ref in req.avoid}
+        avoid |= {self.resolve(ref.song, ref.artist, "avoid")[0] for ref in req.avoid}
         common["filters"] = self._filters(req.filters)
         seeds: list[int] = []
         alternatives: list[Suggestion] = []
@@ -159,7 +162,7 @@ class Front:
             seeds = [track]
             query = Query("songs", seeds=(track,), **common)
         elif req.songs:
-            seeds = [self.resolve(ref.song, ref.artist)[0] for ref in req.songs]
+            seeds = [self.resolve(ref.song, ref.artist, "songs")[0] for ref in req.songs]
             query = Query("songs", seeds=tuple(seeds), **common)
         elif req.attributes:
             query = Query("attributes", attributes=tuple(sorted(req.attributes.as_row().items())), **common)
@@ -186,8 +189,8 @@ class Front:
 
     def ask_segue(self, req: SegueRequest, default_weights: tuple[float, float]) -> Asked:
         """The query for a validated ``/segue`` request; raises UnknownSong and Unmet."""
-        start = self.resolve(req.from_.song, req.from_.artist)[0]
-        end = self.resolve(req.to.song, req.to.artist)[0] if req.to else None
+        start = self.resolve(req.from_.song, req.from_.artist, "from")[0]
+        end = self.resolve(req.to.song, req.to.artist, "to")[0] if req.to else None
         if end == start:
             raise SameSong(f"from and to are the same song: {self._name[start]!r} by {self._artist[start]!r}")
         w1 = default_weights[0] if req.w1 is None else req.w1
