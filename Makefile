@@ -68,7 +68,7 @@ test: lint browser
 
 # Refresh docs/ui.png (a result page) from the browser test that picks a song.
 docs-screenshot: install browser
-	SEGUE_DOCS_SCREENSHOT=1 $(PY) -m pytest -q tests/test_browser.py -k autocomplete_gives_ten_songs
+	SEGUE_DOCS_SCREENSHOT=1 $(PY) -m pytest -q tests/test_browser.py -k 'autocomplete_gives_ten_songs or segue_goes_from'
 
 bench-data: install
 	$(PY) -m loadtest.bench_data
