@@ -172,7 +172,7 @@ def test_impressions_are_logged_by_weight_setting(app, service):
     assert app.counts.get("segue_impressions", weights="1.0/0.0", kind="song") == 4
 
 
-def test_a_dislike_leaves_that_users_lists_for_the_session(app, service):
+def test_a_dislike_leaves_that_users_lists_for_the_session_and_pushes_songs_like_it_down(app, service):
     ask = {**head_song(service), "k": 10}
     first = app.post("/recommend", json={**ask, "user_id": "bob"}).json()
     gone = first["recommendations"][0]["track_id"]
@@ -182,8 +182,10 @@ def test_a_dislike_leaves_that_users_lists_for_the_session(app, service):
     assert ok.status_code == 200
     again = app.post("/recommend", json={**ask, "user_id": "bob"}).json()["recommendations"]
     assert gone not in [x["track_id"] for x in again] and len(again) == 10
-    # the rest stays (scores are normalised by the pool's best, so the order may shift a little)
-    assert len({x["track_id"] for x in again} & {x["track_id"] for x in first["recommendations"]}) >= 7
+    # and songs like it are pushed down: the answer is the one asking to avoid it gives
+    top = first["recommendations"][0]
+    avoided = app.post("/recommend", json={**ask, "avoid": [{"song": top["song"], "artist": top["artist"]}]})
+    assert [x["track_id"] for x in again] == [x["track_id"] for x in avoided.json()["recommendations"]]
     others = app.post("/recommend", json={**ask, "user_id": "carol"}).json()["recommendations"]
     assert others[0]["track_id"] == gone  # only bob's lists change
     anonymous = app.post("/recommend", json=ask).json()["recommendations"]
