@@ -524,14 +524,13 @@ class Combiner:
         w1 = self.config.w1 if q.w1 is None else q.w1
         w2 = self.config.w2 if q.w2 is None else q.w2
         path = self.paths.find(q.seeds[0], q.k, w1, w2, q.to, within, q.max_run)
-        _, _, _, part_cb, part_cf = self.paths.measure(path.tracks[:-1], path.tracks[1:], w1, w2)
         toward = [None] * len(path.tracks) if path.toward is None else [float(x) for x in path.toward]
         start = int(path.tracks[0])
         items = [Item(start, 0.0, 0.0, 0.0, "where the playlist starts", toward=toward[0])]
         for i, track in enumerate(path.tracks[1:]):
             prev = path.tracks[i : i + 1]
             because = self.because(
-                int(track), part_cb[i], part_cf[i], bool(self.cold[track]), prev, set(self.tags[prev[0]])
+                int(track), path.part_cb[i], path.part_cf[i], bool(self.cold[track]), prev, set(self.tags[prev[0]])
             )
             items.append(
                 Item(
@@ -540,12 +539,12 @@ class Combiner:
                     float(path.cb[i]),
                     float(path.cf[i]),
                     because,
-                    float(part_cb[i]),
-                    float(part_cf[i]),
+                    float(path.part_cb[i]),
+                    float(path.part_cf[i]),
                     toward[i + 1],
                 )
             )
-        reason = "step similarity: the blended score of each song as a recommendation for the one before it"
+        reason = "step similarity: the blended score the two songs of a step give each other as recommendations"
         kind = "segue" if q.to is not None else "continuation"
         return Result(items, Weights(w1, w2, reason), kind, path.reason, path.complete)
 

@@ -41,9 +41,9 @@ JOIN_PENALTY = 10.0  # a joined path that repeats a song or an artist too often,
 @dataclass(frozen=True)
 class Path:
     """A found path. ``tracks`` (int64, ``(L,)``) starts at the first song (and ends at the
-    target for a segue); per step into ``tracks[i + 1]``: ``similarity``, ``cb`` (content
-    cosine), ``cf`` (collaborative similarity), all float ``(L-1,)``; ``toward`` ``(L,)`` the
-    content cosine of each song with the target (None for a continuation). ``complete`` is
+    target for a segue); per step into ``tracks[i + 1]``: ``similarity`` (``part_cb +
+    part_cf``), ``cb`` (content cosine), ``cf`` (collaborative similarity), all float
+    ``(L-1,)``; ``toward`` ``(L,)`` each song's closeness to the target (None for a continuation). ``complete`` is
     False when no path of this length kept every rule (every step at least ``MIN_STEP``, every
     step closer to the target); ``reason`` says what the path is."""
 
@@ -51,6 +51,8 @@ class Path:
     similarity: np.ndarray
     cb: np.ndarray
     cf: np.ndarray
+    part_cb: np.ndarray
+    part_cf: np.ndarray
     toward: np.ndarray | None
     complete: bool
     reason: str
@@ -66,7 +68,6 @@ class PathConfig:
     line_candidates: int = 12  # catalog songs nearest each target added to the graph neighbours
     corridor: int = 300  # songs nearest each end (and their midpoint) the line targets are looked for among
     shortlist: int = 8  # candidates measured exactly per beam path, of those ranked on the graphs' values
-    turn_back: float = np.inf  # what a step away from the last song costs (inf: only when nothing else is left)
     join_beam: int = 48  # partial paths each half keeps where the two halves meet
 
 
@@ -244,7 +245,7 @@ class PathFinder:
         self, tracks: np.ndarray, kept: bool, s_end: np.ndarray | None, length: int, w1: float, w2: float
     ) -> Path:
         """The found ``tracks`` measured, and what they are."""
-        similarity, cb, cf = self.steps(tracks, w1, w2)
+        similarity, cb, cf, part_cb, part_cf = self.measure(tracks[:-1], tracks[1:], w1, w2)
         toward = s_end[tracks] if s_end is not None else None
         weakest = int(np.argmin(similarity))
         if len(tracks) < length:
@@ -263,7 +264,7 @@ class PathFinder:
             complete, reason = False, "no path of this length got closer to the last song at every step"
         else:
             complete, reason = True, "each song close to the one before it and closer to the last song"
-        return Path(tracks, similarity, cb, cf, toward, complete, reason)
+        return Path(tracks, similarity, cb, cf, part_cb, part_cf, toward, complete, reason)
 
     def _corridor(self, ends: _Ends, ok: np.ndarray) -> np.ndarray:
         """The allowed songs the line targets are looked for among (int64): those nearest either end
@@ -383,24 +384,20 @@ class _Search:
         progress = np.ones(cand.size, bool)
         if s_end is not None:
             progress = s_end[cand] > s_end[at] if forward else s_end[cand] < s_end[at]
-        # a step away from the last song costs ``turn_back``; infinite: taken only when no other is left
-        turn_back = np.where(progress, 0.0, cfg.turn_back if np.isfinite(cfg.turn_back) else 0.0)
-        if not np.isfinite(cfg.turn_back) and (keep & progress).any():
+        if (keep & progress).any():  # a step away from the last song only when no other is left
             keep &= progress
         src, dst = (at, cand) if forward else (cand, at)
         # rank on what the growing end's lists hold (a lower bound), then measure the best exactly
         rough = beam.score[owner] + _utility(f.blend(at, known_cb, known_cf, self.w1, self.w2))
-        rough = np.where(keep, rough + cfg.pull * target[cand] - turn_back, -np.inf)
+        rough = np.where(keep, rough + cfg.pull * target[cand], -np.inf)
         width = cfg.join_beam if last and s_end is not None else cfg.beam
         pick = top_indices(rough, width * cfg.shortlist)
         pick = pick[keep[pick]]
         if pick.size == 0:
             return None
-        cand, owner, src, dst, same, progress, turn_back = (
-            x[pick] for x in (cand, owner, src, dst, same, progress, turn_back)
-        )
+        cand, owner, src, dst, same, progress = (x[pick] for x in (cand, owner, src, dst, same, progress))
         sim = f.measure(src, dst, self.w1, self.w2)[0]
-        total = beam.score[owner] + _utility(sim) + cfg.pull * target[cand] - turn_back
+        total = beam.score[owner] + _utility(sim) + cfg.pull * target[cand]
         order = np.lexsort((cand, -total))
         ranked = cand[order]
         by_song = np.argsort(ranked, kind="stable")

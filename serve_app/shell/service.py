@@ -207,6 +207,16 @@ class Front:
         )
         return Asked(query, [start] if end is None else [start, end], [])
 
+    def _song(self, track: int, because: str) -> dict:
+        """The fields every song of a response carries."""
+        return {
+            "song": self._name[track],
+            "artist": self._artist[track],
+            "track_id": self._track_id[track],
+            "preview_url": self._preview[track],
+            "because": because,
+        }
+
     def render_segue(self, result: Result, asked: Asked, request_id: str | None = None) -> SegueResponse:
         """The ``/segue`` response: the first song, then each next one with the step into it."""
         path = []
@@ -214,15 +224,11 @@ class Front:
             t = item.track
             path.append(
                 SegueStep(
-                    song=self._name[t],
-                    artist=self._artist[t],
-                    track_id=self._track_id[t],
+                    **self._song(t, item.because),
                     similarity=round(item.score, 4) if i else None,
                     cb_score=round(item.cb, 4) if i else None,
                     cf_score=round(item.cf, 4) if i else None,
                     toward=None if item.toward is None else round(item.toward, 4),
-                    preview_url=self._preview[t],
-                    because=item.because,
                 )
             )
         sims = [item.score for item in result.items[1:]] or [0.0]
@@ -253,16 +259,12 @@ class Front:
             t = item.track
             recs.append(
                 Recommendation(
-                    song=self._name[t],
-                    artist=self._artist[t],
-                    track_id=self._track_id[t],
+                    **self._song(t, item.because),
                     score=round(item.score, 4),
                     cb_score=round(item.cb, 4),
                     cf_score=round(item.cf, 4),
                     cb_part=None if item.cb_part is None else round(item.cb_part, 4),
                     cf_part=None if item.cf_part is None else round(item.cf_part, 4),
-                    preview_url=self._preview[t],
-                    because=item.because,
                 )
             )
         return RecommendResponse(
