@@ -56,7 +56,9 @@ class ContentScorer:
         float32 cosines > 0)``."""
         cb = scores(self.vectors, features.transform(self.transform, pd.DataFrame([song])))
         if within is not None:
-            cb = np.where(np.isin(np.arange(cb.size), within), cb, 0).astype(np.float32)
+            allowed = np.zeros(cb.size, bool)
+            allowed[within] = True
+            cb = np.where(allowed, cb, np.float32(0))
         order = top_indices(cb, m)
         order = order[cb[order] > 0]
         return order, cb[order]

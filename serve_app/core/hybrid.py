@@ -101,7 +101,7 @@ class Item:
     because: str
     cb_part: float | None = None
     cf_part: float | None = None
-    toward: float | None = None  # a segue's song: its content cosine with the last song
+    toward: float | None = None  # a segue's song: its closeness to the last song (PathFinder.closeness)
 
 
 @dataclass(frozen=True)
@@ -157,8 +157,8 @@ class Query:
 class Plan:
     """A scored query's inputs: ``seeds`` (int64) with ``seed_weights`` (float32, sum 1), the
     candidate ``pool`` (int64, sorted): the seeds' CF and content neighbours that pass the
-    filters (every song that passes when too few neighbours do: ``widened``), and the songs
-    to ``avoid`` (int64)."""
+    filters (every song that passes when too few neighbours do), the songs to ``avoid``
+    (int64), and whether the query was ``filtered``."""
 
     seeds: np.ndarray
     seed_weights: np.ndarray
