@@ -100,6 +100,13 @@ class Reference:
 
 # ---------------------------------------------------------------------------- fixtures / helpers
 @pytest.fixture(scope="module")
+def rec(bundle) -> Recommender:
+    """The blend as ranked, without the default per-artist cap (the cap has its own test below),
+    so that lists compare with the brute-force ranking."""
+    return Recommender.from_bundle(bundle, HybridConfig(artist_cap=0))
+
+
+@pytest.fixture(scope="module")
 def ref(bundle) -> Reference:
     return Reference(bundle)
 
@@ -512,3 +519,19 @@ def test_diversity_returns_k_while_enough_artists_remain(bundle, rec, diversity_
             n = len(rec.similar([s], k=K, diversity=0.8).items)
             short += [(s, n)] if n < K else []
     assert not short, f"(seed, results) shorter than k={K}: {short}"
+
+
+def test_default_lists_hold_at_most_three_songs_per_artist_and_are_otherwise_the_ranking(bundle, rec):
+    """With every setting at its default a list is the ranking with each artist's fourth and
+    later songs left for others' (the demo catalog's seeds: their own artist filled lists)."""
+    capped = Recommender.from_bundle(bundle)
+    assert capped.config.artist_cap == 3
+    shares = []
+    for seed in range(0, 1400, 35):
+        got = tracks(capped.similar([seed], k=K))
+        ranking = tracks(rec.similar([seed], k=HybridConfig().diversify_pool))
+        artists = capped.artists[ranking]
+        kept = [t for i, t in enumerate(ranking) if (artists[: i + 1] == artists[i]).sum() <= 3]
+        assert got == kept[:K]
+        shares.append(np.bincount(capped.artists[got]).max() / K)
+    assert max(shares) <= 0.3

@@ -60,6 +60,7 @@ class HybridConfig:
     history_limit: int = 50  # most-played songs of a user used as seeds
     mmr_pool: int = 100  # candidates re-ranked for diversity
     diversify_pool: int = 500  # ranked candidates sent to the diversity step
+    artist_cap: int = 3  # most songs of one artist in a list without diversity (0: no cap)
     avoid_strength: float = 0.5  # a candidate as like the avoided songs as like the seeds keeps half its score
 
 
@@ -372,12 +373,9 @@ class Combiner:
             part_cf = part_cf - self.config.avoid_strength * weights.w2 * norm(avoided[1])
         y = part_cb + part_cf
         if plan.filtered:  # a widened pool holds songs unrelated to the seeds: never list those
-            keep = (cb > 0) | (cf > 0)
-            y = np.where(keep, y, -np.inf)
-            k_ranked = min(k, int(keep.sum()))
-        else:
-            k_ranked = k
-        order = top_indices(y, self.config.diversify_pool if diversity > 0 else max(1, k_ranked))
+            y = np.where((cb > 0) | (cf > 0), y, -np.inf)
+        reranked = diversity > 0 or self.config.artist_cap > 0
+        order = top_indices(y, self.config.diversify_pool if reranked else k)
         order = order[np.isfinite(y[order])]
         positions = yield from self._pick(plan.pool[order], y[order], diversity, k)
         if positions is None:  # the content side could not diversify: the ranking as it is
@@ -465,12 +463,13 @@ class Combiner:
         return Result(items, Weights(1.0, 0.0, "new song: content only", "new_song"), "attributes", note)
 
     def _pick(self, tracks: np.ndarray, y: np.ndarray, diversity: float, k: int) -> PickSteps:
-        """Positions of the ranked ``tracks`` to return: the first ``k``, or the content side's
-        diversity re-ranking (None when the content side could not answer)."""
+        """Positions of the ranked ``tracks`` to return: the first ``k`` with at most
+        ``artist_cap`` songs per artist, or the content side's diversity re-ranking (None when
+        the content side could not answer)."""
         if diversity > 0 and len(tracks):
             [picked] = yield [Diversify(tracks, y, diversity, k)]
             return None if isinstance(picked, Unavailable) else picked
-        return np.arange(min(k, len(tracks)))
+        return capped(self.artists[tracks], k, self.config.artist_cap)
 
     def because(
         self, track: int, part_cb: float, part_cf: float, cold: bool, seeds: np.ndarray, seed_tags: set[str]
@@ -732,6 +731,21 @@ class Recommender:
     def popular(self, k: int = 10, tags: Sequence[str] = (), genres: Sequence[str] = ()) -> Result:
         """A new user: the most played songs, optionally within tags or genres."""
         return self.combiner.popular(k, tags, genres)
+
+
+def capped(artists: np.ndarray, k: int, cap: int) -> np.ndarray:
+    """int64 positions of the first ``k`` ranked items (``artists``: ``(m,)`` artist code of each,
+    best first) with at most ``cap`` per artist, in rank order; when the cap leaves fewer than
+    ``k``, the capped-out items follow in rank order rather than the list coming up short."""
+    if cap <= 0 or artists.size == 0:
+        return np.arange(min(k, artists.size))
+    by_artist = np.argsort(artists, kind="stable")
+    sorted_artists = artists[by_artist]
+    starts = np.searchsorted(sorted_artists, sorted_artists)  # each item's artist's first slot
+    seen = np.empty(artists.size, np.int64)
+    seen[by_artist] = np.arange(artists.size) - starts  # songs of its artist ranked above it
+    within = seen < cap
+    return np.concatenate([np.flatnonzero(within), np.flatnonzero(~within)])[:k].astype(np.int64)
 
 
 def _short_note(found: int, k: int) -> str | None:
