@@ -5,9 +5,12 @@
 Protocol (``jobs/evaluation.py``): a deterministic split (20 % of each user's items held
 out, 10 % of items cold); P1 = personalised top-10 from the remaining history, P2 = the
 user's most-played training item as the only seed (the API's main case), cold = hit rate
-on items with no training plays. Constants are tuned on a validation split carved from
-training, never on test; every method is then evaluated on test. Writes
-``DIR/metrics.json``, ``DIR/report.md`` and two plots (quality vs w1, quality vs diversity).
+on items with no training plays, under two cold protocols (``items``: all of a cold song's
+pairs are test; ``held_out``: they are held out like any other song's). Constants are tuned
+on validation splits carved from seed 0's training pairs, never on test. The shipped default
+and the reference methods are then measured on ``--seeds`` test splits per protocol (mean,
+standard deviation, worst seed); every method once on seed 0. Writes ``DIR/metrics.json``,
+``DIR/report.md`` and four plots (quality vs w1, diversity, the artist cap, the cold slot).
 Segues (``jobs/segue_quality.py``) are measured on the whole bundle as served: the search
 against the straight-line baseline, under ``"segues"`` in the metrics and a section of the report.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from jobs import evaluation as ev
@@ -36,10 +40,15 @@ from serve_app.core.hybrid import HybridConfig, Recommender
 DEFAULT_NAME = "default"
 ALPHAS, BETAS = (0.6, 0.8, 1.0), (0.1, 0.2, 0.3, 0.4)
 SHRINKS, BOOSTS = (0.0, 5.0, 20.0, 50.0), (0.25, 0.5, 1.0, 2.0)
-TARGETS = {"p1_ndcg": 0.23, "p2_hr": 0.47, "cold_hr": 0.05}  # the product's floors on real data
+# the product's floors on real data: P1 and P2 on the mean over seeds, cold on every seed and protocol
+TARGETS = {"p1_ndcg": 0.25, "p2_hr": 0.53, "cold_hr": 0.05}
 COLD_FLOOR = TARGETS["cold_hr"]  # cold songs must be reachable: tuning rejects settings below this
+SEEDS = 5
 W1_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 DIVERSITY_GRID = (0.0, 0.2, 0.4, 0.6, 0.8)
+ARTIST_CAPS = (0, 1, 2, 3, 5)  # 0: no cap
+COLD_SLOTS = (1.0, 0.8, 0.7, 0.6, 0.5)  # 1: a new song is listed on merit only
+ROBUST_METHODS = ("popularity", "cb", "cf-rp3beta", DEFAULT_NAME)
 
 
 def log(message: str) -> None:
@@ -56,6 +65,11 @@ class Context:
     max_users: int | None
     _cf_cache: dict = dataclasses.field(default_factory=dict)
 
+    @property
+    def artists(self) -> np.ndarray:
+        """``(n,)`` int artist code per track."""
+        return pd.factorize(self.b.catalog["artist"])[0]
+
     def recommender(self, cf: CFConfig, hybrid: HybridConfig) -> Recommender:
         """A recommender that knows only the split's training plays."""
         train = self.split.train
@@ -71,12 +85,13 @@ class Context:
 
 def measure(ctx: Context, rec_user: ev.RecommendUser, rec_item: ev.RecommendItem) -> dict[str, dict[str, float]]:
     """P1, P2 and cold metrics of one method on the context's split."""
-    p1 = ev.evaluate_p1(ctx.split, rec_user, max_users=ctx.max_users, item_vectors=ctx.b.content)
-    p2 = ev.evaluate_p2(ctx.split, rec_item, max_users=ctx.max_users)
+    artists = ctx.artists
+    p1 = ev.evaluate_p1(ctx.split, rec_user, max_users=ctx.max_users, item_vectors=ctx.b.content, item_artists=artists)
+    p2 = ev.evaluate_p2(ctx.split, rec_item, max_users=ctx.max_users, item_artists=artists)
     cold = ev.evaluate_cold(ctx.split, rec_user, max_users=ctx.max_users)
     return {
-        "p1": {k: p1[k] for k in ("recall@10", "ndcg@10", "hr@10", "coverage@10", "ild@10")},
-        "p2": {k: p2[k] for k in ("hr@10", "recall@10")},
+        "p1": {k: p1[k] for k in ("recall@10", "ndcg@10", "hr@10", "coverage@10", "ild@10", "artist_share@10")},
+        "p2": {k: p2[k] for k in ("hr@10", "recall@10", "artist_share@10")},
         "cold": {"hr@10": cold["hr@10"]},
     }
 
@@ -110,9 +125,12 @@ def objective(m: dict[str, dict[str, float]], cold_floor: float = 0.0) -> float:
     return margin if m["cold"]["hr@10"] >= cold_floor else margin - 10.0
 
 
-def tune(ctx: Context, quick: bool) -> tuple[CFConfig, HybridConfig, list[dict[str, Any]]]:
+def tune(val: dict[str, Context], quick: bool) -> tuple[CFConfig, HybridConfig, list[dict[str, Any]]]:
     """Pick the CF model (CF alone), then the evidence shrink and cold boost (the default
-    weights), each by :func:`objective` on the validation split."""
+    weights), each by :func:`objective` on the items protocol's validation split, then the cold
+    slot by the worse of the two protocols' validation objectives (cold songs must reach lists
+    under both)."""
+    ctx = val["items"]
     trials = []
     best_cf, best_score = None, -1.0
     grid = [CFConfig(w, "cosine") for w in WEIGHTINGS] + [
@@ -125,9 +143,10 @@ def tune(ctx: Context, quick: bool) -> tuple[CFConfig, HybridConfig, list[dict[s
         log(f"tune cf {cf.weighting}/{cf.similarity} a={cf.alpha} b={cf.beta}: objective {objective(m):.4f}")
         if objective(m) > best_score:
             best_cf, best_score = cf, objective(m)
+    assert best_cf is not None
     best_h, best_score = HybridConfig(), -1.0
     for shrink, boost in itertools.product(SHRINKS[1:3] if quick else SHRINKS, BOOSTS[1:3] if quick else BOOSTS):
-        h = dataclasses.replace(HybridConfig(), evidence_shrink=shrink, cold_boost=boost)
+        h = dataclasses.replace(HybridConfig(), evidence_shrink=shrink, cold_boost=boost, cold_slot=1.0)
         m = run_method(ctx, best_cf, h, h.w1, h.w2)
         score = objective(m, COLD_FLOOR)
         trials.append(
@@ -136,11 +155,41 @@ def tune(ctx: Context, quick: bool) -> tuple[CFConfig, HybridConfig, list[dict[s
         log(f"tune hybrid shrink={shrink} boost={boost}: objective {score:.4f} (cold {m['cold']['hr@10']:.4f})")
         if score > best_score:
             best_h, best_score = h, score
+    best_score = -100.0
+    for slot in COLD_SLOTS[:3] if quick else COLD_SLOTS:
+        h = dataclasses.replace(best_h, cold_slot=slot)
+        ms = {p: run_method(c, best_cf, h, h.w1, h.w2) for p, c in val.items()}
+        score = min(objective(m, COLD_FLOOR) for m in ms.values())
+        trials.append(
+            {"cf": dataclasses.asdict(best_cf), "hybrid": dataclasses.asdict(h), "by_protocol": ms, "objective": score}
+        )
+        log(
+            f"tune cold slot {slot}: objective {score:.4f} (cold {[round(m['cold']['hr@10'], 4) for m in ms.values()]})"
+        )
+        if score > best_score:
+            best_h, best_score = h, score
     return best_cf, best_h, trials
 
 
+Method = Callable[[Context], dict[str, dict[str, float]]]
+
+
+def default_method(**changes: Any) -> Method:
+    """The shipped default (with ``changes`` to its :class:`HybridConfig`) at its default weights."""
+    h = dataclasses.replace(HybridConfig(), **changes)
+    return lambda ctx: run_method(ctx, CFConfig(), h, h.w1, h.w2)
+
+
+REFERENCE: dict[str, Method] = {  # the methods measured on every seed and protocol
+    "popularity": lambda ctx: measure(ctx, *ev.popularity_recommenders(ctx.split.train)),
+    "cb": lambda ctx: run_method(ctx, CFConfig(), HybridConfig(), 1.0, 0.0),
+    "cf-rp3beta": lambda ctx: run_method(ctx, CFConfig(), HybridConfig(), 0.0, 1.0),
+    DEFAULT_NAME: default_method(),
+}
+
+
 def evaluate_all(ctx: Context, tuned_cf: CFConfig, tuned_h: HybridConfig) -> dict[str, Any]:
-    """Every method on the test split."""
+    """Every method on one test split."""
     methods: dict[str, Any] = {}
 
     def add(name: str, fn: Callable[[], dict]) -> None:
@@ -151,18 +200,107 @@ def evaluate_all(ctx: Context, tuned_cf: CFConfig, tuned_h: HybridConfig) -> dic
             f"cold hr {methods[name]['cold']['hr@10']:.4f} ({time.monotonic() - t0:.1f} s)"
         )
 
-    add("popularity", lambda: measure(ctx, *ev.popularity_recommenders(ctx.split.train)))
-    add("cb", lambda: run_method(ctx, CFConfig(), HybridConfig(), 1.0, 0.0))
+    for name in ("popularity", "cb"):
+        add(name, lambda name=name: REFERENCE[name](ctx))
     for w in WEIGHTINGS:
         add(f"cf-{w}-cosine", lambda w=w: run_method(ctx, CFConfig(w, "cosine"), HybridConfig(), 0.0, 1.0))
-    add("cf-rp3beta", lambda: run_method(ctx, tuned_cf, HybridConfig(), 0.0, 1.0))
+    add("cf-rp3beta", lambda: REFERENCE["cf-rp3beta"](ctx))
+    if tuned_cf != CFConfig():
+        add("cf-rp3beta-tuned", lambda: run_method(ctx, tuned_cf, HybridConfig(), 0.0, 1.0))
     for w1 in W1_GRID[1:-1]:
         add(f"hybrid-w1={w1:g}", lambda w1=w1: run_method(ctx, tuned_cf, tuned_h, w1, 1.0 - w1))
     for d in DIVERSITY_GRID[1:]:
         add(f"default-diversity={d:g}", lambda d=d: run_method(ctx, CFConfig(), HybridConfig(), 0.3, 0.7, d))
+    for cap in ARTIST_CAPS:
+        if cap != HybridConfig().artist_cap:
+            add(f"default-artist-cap={cap}", lambda cap=cap: default_method(artist_cap=cap)(ctx))
     add("raw-cosine-hybrid", lambda: run_method(ctx, CFConfig("raw", "cosine"), HybridConfig(), 0.3, 0.7))
-    add(DEFAULT_NAME, lambda: run_method(ctx, CFConfig(), HybridConfig(), HybridConfig().w1, HybridConfig().w2))
+    add(DEFAULT_NAME, lambda: REFERENCE[DEFAULT_NAME](ctx))
     return methods
+
+
+def robust(
+    b: bundle_mod.Bundle,
+    content_nn: sp.csr_matrix,
+    seeds: int,
+    max_users: int | None,
+    first: dict[str, Any],
+    methods: dict[str, Method] = REFERENCE,
+) -> dict[str, dict[str, list[dict]]]:
+    """``{protocol: {method: [metrics per seed]}}``: ``methods`` (with the default) on ``seeds``
+    test splits per cold protocol (``first``: seed 0's items-protocol methods, already measured)."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for protocol in ev.COLD_PROTOCOLS:
+        runs: dict[str, list[dict]] = {name: [] for name in methods}
+        for seed in range(seeds):
+            ctx = Context(b, content_nn, ev.split(b.user_items, seed=seed, cold=protocol), max_users)
+            for name, method in methods.items():
+                known = protocol == "items" and seed == 0 and name in first
+                runs[name].append(first[name] if known else method(ctx))
+            d = runs[DEFAULT_NAME][-1]
+            log(
+                f"{protocol} seed {seed}: default P1 ndcg {d['p1']['ndcg@10']:.4f}, P2 hr {d['p2']['hr@10']:.4f}, "
+                f"cold hr {d['cold']['hr@10']:.4f}"
+            )
+        out[protocol] = runs
+    return out
+
+
+SUMMARY = (  # (protocol part, metric, label, lower is better)
+    ("p1", "ndcg@10", "P1 NDCG@10", False),
+    ("p1", "hr@10", "P1 HR@10", False),
+    ("p1", "recall@10", "P1 Recall@10", False),
+    ("p2", "hr@10", "P2 HR@10", False),
+    ("cold", "hr@10", "cold HR@10", False),
+    ("p1", "ild@10", "P1 ILD@10", False),
+    ("p2", "artist_share@10", "P2 top-artist share", True),
+)
+
+
+def summarise(runs: list[dict]) -> dict[str, dict[str, float]]:
+    """``{label: {mean, std, worst, seeds}}`` over the per-seed metrics of one method."""
+    out = {}
+    for part, metric, label, lower in SUMMARY:
+        values = np.array([r[part][metric] for r in runs], np.float64)
+        out[label] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+            "worst": float(values.max() if lower else values.min()),
+            "seeds": values.round(4).tolist(),
+        }
+    return out
+
+
+def floors(summary: dict[str, dict[str, dict[str, dict[str, float]]]]) -> list[dict[str, Any]]:
+    """The shipped default against the product's floors: P1 NDCG@10 and P2 HR@10 on the mean over
+    the items protocol's seeds, cold HR@10 on the worst seed of each protocol."""
+    items = summary["items"][DEFAULT_NAME]
+    rows = [
+        {
+            "floor": f"P1 NDCG@10 (mean) >= {TARGETS['p1_ndcg']}",
+            "value": items["P1 NDCG@10"]["mean"],
+            "target": TARGETS["p1_ndcg"],
+        },
+        {
+            "floor": f"P2 HR@10 (mean) >= {TARGETS['p2_hr']}",
+            "value": items["P2 HR@10"]["mean"],
+            "target": TARGETS["p2_hr"],
+        },
+    ]
+    for protocol, by_method in summary.items():
+        rows.append(
+            {
+                "floor": f"cold HR@10 ({protocol}, worst seed) >= {TARGETS['cold_hr']}",
+                "value": by_method[DEFAULT_NAME]["cold HR@10"]["worst"],
+                "target": TARGETS["cold_hr"],
+            }
+        )
+    return [{**r, "met": r["value"] >= r["target"]} for r in rows]
+
+
+def cold_tradeoff(val_free: dict[str, Context]) -> dict[str, list[dict]]:
+    """``{protocol: [metrics per cold slot in COLD_SLOTS]}`` of the shipped default on test."""
+    return {p: [default_method(cold_slot=slot)(ctx) for slot in COLD_SLOTS] for p, ctx in val_free.items()}
 
 
 def _line_plot(path: Path, xs: list[float], series: dict[str, list[float]], xlabel: str) -> None:
@@ -184,8 +322,8 @@ def _line_plot(path: Path, xs: list[float], series: dict[str, list[float]], xlab
     plt.close(fig)
 
 
-def plots(methods: dict[str, Any], out: Path) -> list[str]:
-    """Quality vs w1 and quality vs diversity, as PNG files in ``out``."""
+def plots(methods: dict[str, Any], cold: dict[str, list[dict]], out: Path) -> list[str]:
+    """Quality vs w1, diversity, the artist cap and the cold slot, as PNG files in ``out``."""
     names = ["cf-rp3beta", *[f"hybrid-w1={w:g}" for w in W1_GRID[1:-1]], "cb"]
     _line_plot(
         out / "quality_vs_w1.png",
@@ -208,21 +346,73 @@ def plots(methods: dict[str, Any], out: Path) -> list[str]:
         },
         "diversity",
     )
-    return ["quality_vs_w1.png", "quality_vs_diversity.png"]
+    cap = HybridConfig().artist_cap
+    names = [DEFAULT_NAME if c == cap else f"default-artist-cap={c}" for c in ARTIST_CAPS]
+    _line_plot(
+        out / "quality_vs_artist_cap.png",
+        list(ARTIST_CAPS),
+        {
+            "P1 NDCG@10": [methods[n]["p1"]["ndcg@10"] for n in names],
+            "P2 HR@10": [methods[n]["p2"]["hr@10"] for n in names],
+            "P2 top-artist share": [methods[n]["p2"]["artist_share@10"] for n in names],
+            "P1 ILD@10": [methods[n]["p1"]["ild@10"] for n in names],
+        },
+        "songs per artist in a list (0: no cap)",
+    )
+    series = {}
+    for protocol, runs in cold.items():
+        series[f"P1 NDCG@10 ({protocol})"] = [m["p1"]["ndcg@10"] for m in runs]
+        series[f"P2 HR@10 ({protocol})"] = [m["p2"]["hr@10"] for m in runs]
+        series[f"cold HR@10 ({protocol})"] = [m["cold"]["hr@10"] for m in runs]
+    _line_plot(out / "quality_vs_cold_slot.png", list(COLD_SLOTS), series, "cold slot (1: new songs on merit only)")
+    return ["quality_vs_w1.png", "quality_vs_diversity.png", "quality_vs_artist_cap.png", "quality_vs_cold_slot.png"]
 
 
 def table(methods: dict[str, Any]) -> str:
     head = (
         "| method | P1 Recall@10 | P1 NDCG@10 | P1 HR@10 | P1 coverage@10 | P1 ILD@10 | P2 HR@10 | P2 Recall@10 "
-        "| cold HR@10 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| P2 top-artist share | cold HR@10 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     rows = [
         f"| {n} | {m['p1']['recall@10']:.4f} | {m['p1']['ndcg@10']:.4f} | {m['p1']['hr@10']:.4f} | "
         f"{m['p1']['coverage@10']:.4f} | {m['p1']['ild@10']:.4f} | {m['p2']['hr@10']:.4f} | "
-        f"{m['p2']['recall@10']:.4f} | {m['cold']['hr@10']:.4f} |"
+        f"{m['p2']['recall@10']:.4f} | {m['p2']['artist_share@10']:.4f} | {m['cold']['hr@10']:.4f} |"
         for n, m in methods.items()
     ]
     return "\n".join([head, *rows])
+
+
+def robust_table(summary: dict[str, dict[str, dict[str, dict[str, float]]]], seeds: int) -> str:
+    """Mean ± standard deviation (worst seed) of every summarised metric, per protocol and method."""
+    labels = [label for _, _, label, _ in SUMMARY]
+    head = f"| protocol | method | {' | '.join(labels)} |\n|---|---|{'---:|' * len(labels)}"
+    rows = [
+        f"| {protocol} | {name} | "
+        + " | ".join(f"{s[x]['mean']:.4f} ± {s[x]['std']:.4f} ({s[x]['worst']:.4f})" for x in labels)
+        + " |"
+        for protocol, by_method in summary.items()
+        for name, s in by_method.items()
+    ]
+    return f"{seeds} split seeds per protocol: mean ± standard deviation (worst seed).\n\n" + "\n".join([head, *rows])
+
+
+def per_seed_table(summary: dict[str, dict[str, dict[str, dict[str, float]]]]) -> str:
+    """The shipped default's figures on each seed (P1 HR@10 is the seed's "Rec@K", docs/QUALITY.md)."""
+    labels = ("P1 NDCG@10", "P1 HR@10", "P2 HR@10", "cold HR@10")
+    head = f"| protocol | seed | {' | '.join(labels)} |\n|---|---:|{'---:|' * len(labels)}"
+    rows = []
+    for protocol, by_method in summary.items():
+        s = by_method[DEFAULT_NAME]
+        for i in range(len(s[labels[0]]["seeds"])):
+            rows.append(f"| {protocol} | {i} | " + " | ".join(f"{s[x]['seeds'][i]:.4f}" for x in labels) + " |")
+    return "\n".join([head, *rows])
+
+
+def floors_table(rows: list[dict[str, Any]]) -> str:
+    head = "| floor | shipped default | met |\n|---|---:|---|"
+    return "\n".join(
+        [head, *[f"| {r['floor']} | {r['value']:.4f} | {'yes' if r['met'] else '**no**'} |" for r in rows]]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,29 +421,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--max-users", type=int, help="evaluate a seeded sample of users (faster)")
     parser.add_argument("--quick", action="store_true", help="a smaller tuning grid")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="split seeds per cold protocol")
     parser.add_argument("--segue-pairs", type=int, default=segue_quality.PAIRS, help="(from, to) pairs for segues")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
     b = bundle_mod.load(args.bundle)
     content_nn = content_neighbors(b.content)
-    test_split = ev.split(b.user_items, seed=args.seed)
-    val = Context(b, content_nn, ev.validation(test_split), args.max_users)
+    tests = {p: ev.split(b.user_items, seed=0, cold=p) for p in ev.COLD_PROTOCOLS}
+    val = {p: Context(b, content_nn, ev.validation(s), args.max_users) for p, s in tests.items()}
     tuned_cf, tuned_h, trials = tune(val, args.quick)
     log(f"tuned: {tuned_cf}, {tuned_h}; shipped: {CFConfig()}, {HybridConfig()}")
-    methods = evaluate_all(Context(b, content_nn, test_split, args.max_users), tuned_cf, tuned_h)
-    segues = segue_quality.compare(segue_quality.finder_of(b), args.segue_pairs, args.seed)
+    test = {p: Context(b, content_nn, s, args.max_users) for p, s in tests.items()}
+    methods = evaluate_all(test["items"], tuned_cf, tuned_h)
+    cold = cold_tradeoff(test)
+    per_seed = robust(b, content_nn, args.seeds, args.max_users, methods)
+    summary = {p: {name: summarise(runs) for name, runs in by_method.items()} for p, by_method in per_seed.items()}
+    checked = floors(summary)
+    segues = segue_quality.compare(segue_quality.finder_of(b), args.segue_pairs, 0)
     name = segue_quality.dataset_name(args.bundle)
     args.out.mkdir(parents=True, exist_ok=True)
-    pngs = plots(methods, args.out)
+    pngs = plots(methods, cold, args.out)
     result = {
         "bundle": b.version,
-        "split": test_split.params,
+        "split": tests["items"].params,
+        "seeds": args.seeds,
         "max_users": args.max_users,
         "tuned_on_validation": {"cf": dataclasses.asdict(tuned_cf), "hybrid": dataclasses.asdict(tuned_h)},
         "shipped": {"cf": dataclasses.asdict(CFConfig()), "hybrid": dataclasses.asdict(HybridConfig())},
         "methods": methods,
         "default": DEFAULT_NAME,
+        "robust": summary,
+        "floors": checked,
+        "cold_slots": {"slots": list(COLD_SLOTS), "by_protocol": cold},
         "tuning_trials": trials,
         "segues": segues,
         "seconds": round(time.monotonic() - t0, 1),
@@ -262,17 +461,24 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n\n".join(
         [
             f"# Evaluation of bundle {b.version}",
-            f"Split {test_split.params}; users sampled: {args.max_users or 'all'}; {result['seconds']} s.",
-            f"Tuned on validation: CF {dataclasses.asdict(tuned_cf)}; hybrid {dataclasses.asdict(tuned_h)}.",
+            f"Users sampled: {args.max_users or 'all'}; {result['seconds']} s.",
+            f"Tuned on seed 0's validation splits: CF {dataclasses.asdict(tuned_cf)}; hybrid "
+            f"{dataclasses.asdict(tuned_h)}.",
             f"Shipped default (`{DEFAULT_NAME}`): CF {dataclasses.asdict(CFConfig())}; hybrid "
             f"{dataclasses.asdict(HybridConfig())}.",
+            "## Across split seeds",
+            robust_table(summary, args.seeds),
+            per_seed_table(summary),
+            floors_table(checked),
+            f"## Every method on seed 0 (split {tests['items'].params})",
             table(methods),
             *[f"![{p}]({p})" for p in pngs],
             segue_quality.report(name, segues),
         ]
     )
     (args.out / "report.md").write_text(report + "\n")
-    print(table(methods))
+    print(robust_table(summary, args.seeds))
+    print(floors_table(checked))
     print(segue_quality.text(name, segues))
     return 0
 

@@ -19,6 +19,12 @@ Split (:func:`split`) of a ``(n_users, n_items)`` CSR of playcounts, determinist
 Hence, for every evaluated user, ``train + test + cold_test`` is exactly the original row
 (values are the original playcounts), and the three matrices are disjoint.
 
+That is the ``"items"`` cold protocol. In the ``"held_out"`` one (``cold="held_out"``) a cold
+item's pairs are held out like any other's: step 2 runs over all of a user's items, cold or
+warm; the held-out pairs of cold items go to ``cold_test``, their other pairs to no matrix (a
+cold item has no training plays; they count in ``dropped_cold``). A user with a cold test item
+then usually has one, not all of their cold songs, as when a new song reaches its first listeners.
+
 Tuning: :func:`validation` carves a validation split out of ``split.train`` in exactly
 the same way (another seed). Tune on ``validation(s)``, report on ``s``; the validation
 test pairs are training pairs of ``s`` and therefore disjoint from ``s.test``.
@@ -54,11 +60,11 @@ class Split:
 
     train: sp.csr_matrix  # training plays; cold items' columns are empty
     test: sp.csr_matrix  # held-out warm pairs of evaluated users
-    cold_test: sp.csr_matrix  # every pair of a cold item, for evaluated users
-    cold_items: np.ndarray  # sorted item indices of the cold items
+    cold_test: sp.csr_matrix  # the test pairs of cold items, for evaluated users
+    cold_items: np.ndarray  # sorted item indices of the cold items (no training plays)
     evaluated: np.ndarray  # bool (n_users,): the user had >= min_items items
     params: dict[str, Any] = field(default_factory=dict)
-    dropped_cold: int = 0  # cold-item pairs of non-evaluated users (in no matrix)
+    dropped_cold: int = 0  # cold-item pairs in no matrix (non-evaluated users; not held out)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -92,8 +98,21 @@ def _select(x: sp.csr_matrix, rows: np.ndarray, mask: np.ndarray) -> sp.csr_matr
     return sp.csr_matrix((x.data[mask], x.indices[mask], indptr), shape=x.shape)
 
 
-def split(user_items, holdout: float = 0.2, min_items: int = 5, cold_fraction: float = 0.1, seed: int = 0) -> Split:
-    """Split ``user_items`` into train / warm test / cold test (see the module doc)."""
+COLD_PROTOCOLS = ("items", "held_out")
+
+
+def split(
+    user_items,
+    holdout: float = 0.2,
+    min_items: int = 5,
+    cold_fraction: float = 0.1,
+    seed: int = 0,
+    cold: str = "items",
+) -> Split:
+    """Split ``user_items`` into train / warm test / cold test (see the module doc; ``cold`` is
+    the cold protocol)."""
+    if cold not in COLD_PROTOCOLS:
+        raise ValueError(f"cold must be one of {COLD_PROTOCOLS}, got {cold!r}")
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"holdout must be in [0, 1), got {holdout}")
     if not 0.0 <= cold_fraction < 1.0:
@@ -111,33 +130,41 @@ def split(user_items, holdout: float = 0.2, min_items: int = 5, cold_fraction: f
     counts = np.diff(x.indptr)
     rows = np.repeat(np.arange(n_users), counts)
     evaluated = counts >= min_items
-    cold = is_cold_item[x.indices]
-    warm = ~cold
-    n_warm = np.bincount(rows[warm], minlength=n_users)
+    in_cold = is_cold_item[x.indices]
+    warm = ~in_cold
+    items_only = cold == "items"  # the held-out protocol holds out among all of a user's items
+    n_pool = np.bincount(rows[warm], minlength=n_users) if items_only else counts
     if holdout > 0:
-        n_hold = np.minimum(np.maximum(_round_half_up(holdout * n_warm), 1), n_warm - 1)
+        n_hold = np.minimum(np.maximum(_round_half_up(holdout * n_pool), 1), n_pool - 1)
     else:
         n_hold = np.zeros(n_users, dtype=np.int64)
     n_hold = np.where(evaluated, np.maximum(n_hold, 0), 0)
 
-    # A random key per stored entry; within each row the warm entries with the smallest
-    # keys are held out (cold entries get key 2 so they sort after every warm one).
+    # A random key per stored entry; within each row the entries with the smallest keys are
+    # held out (for the items protocol cold entries get key 2, so they sort after every warm one).
     keys = rng.random(x.nnz)
-    keys[cold] = 2.0
+    if items_only:
+        keys[in_cold] = 2.0
     order = np.lexsort((keys, rows))
     rank = np.empty(x.nnz, dtype=np.int64)
     rank[order] = np.arange(x.nnz) - x.indptr[rows[order]]
-    held = warm & (rank < n_hold[rows])
+    held = rank < n_hold[rows]
 
-    cold_eval = cold & evaluated[rows]
+    cold_eval = in_cold & evaluated[rows] & (held | items_only)
     return Split(
         train=_select(x, rows, warm & ~held),
-        test=_select(x, rows, held),
+        test=_select(x, rows, warm & held),
         cold_test=_select(x, rows, cold_eval),
         cold_items=cold_items.astype(np.int64),
         evaluated=evaluated,
-        params={"holdout": holdout, "min_items": min_items, "cold_fraction": cold_fraction, "seed": seed},
-        dropped_cold=int((cold & ~evaluated[rows]).sum()),
+        params={
+            "holdout": holdout,
+            "min_items": min_items,
+            "cold_fraction": cold_fraction,
+            "seed": seed,
+            "cold": cold,
+        },
+        dropped_cold=int((in_cold & ~cold_eval).sum()),
     )
 
 
@@ -163,6 +190,7 @@ def validation(
         min_items=p["min_items"] if min_items is None else min_items,
         cold_fraction=p["cold_fraction"] if cold_fraction is None else cold_fraction,
         seed=p["seed"] + 1 if seed is None else seed,
+        cold=p.get("cold", "items"),
     )
 
 
@@ -288,6 +316,18 @@ def intra_list_diversity(recs, item_vectors, k: int | None = None) -> float:
     return _mean(np.asarray(values))
 
 
+def top_artist_share(recs, artists: np.ndarray, k: int | None = None) -> float:
+    """Mean over non-empty lists of the share of the list held by its most frequent artist
+    (``artists``: ``(n_items,)`` int artist code per item); 0.1 is a top 10 of ten artists."""
+    r = _as_recs(recs, k)
+    values = []
+    for row in r:
+        items = row[row >= 0]
+        if items.size:
+            values.append(np.unique(artists[items], return_counts=True)[1].max() / items.size)
+    return _mean(np.asarray(values, np.float64))
+
+
 # ------------------------------------------------------------------------ protocols
 
 
@@ -328,12 +368,14 @@ def evaluate_p1(
     max_users: int | None = None,
     seed: int = 0,
     item_vectors=None,
+    item_artists: np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """P1, personalised top-k: for each user with warm test items,
     ``recommend_user(user_row, train_row, k)`` returns k item indices that exclude the
     user's training items (enforced: a breach raises ValueError). Relevant = the user's
     warm held-out items. Returns ``recall@k, ndcg@k, hr@k, coverage@k, users`` (and
-    ``ild@k`` when ``item_vectors`` is given). ``max_users`` evaluates a seeded subsample.
+    ``ild@k`` when ``item_vectors`` is given, ``artist_share@k`` when ``item_artists`` is).
+    ``max_users`` evaluates a seeded subsample.
     """
     users = _sample(s.test_users(), max_users, seed)
     recs = _user_recs(s, users, recommend_user, k)
@@ -347,6 +389,8 @@ def evaluate_p1(
     }
     if item_vectors is not None:
         out[f"ild@{k}"] = intra_list_diversity(recs, item_vectors)
+    if item_artists is not None:
+        out[f"artist_share@{k}"] = top_artist_share(recs, item_artists)
     return out
 
 
@@ -363,13 +407,20 @@ def seed_items(train: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
 
 
 def evaluate_p2(
-    s: Split, recommend_item: RecommendItem, k: int = 10, *, max_users: int | None = None, seed: int = 0
+    s: Split,
+    recommend_item: RecommendItem,
+    k: int = 10,
+    *,
+    max_users: int | None = None,
+    seed: int = 0,
+    item_artists: np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """P2, item-to-item: for each user with warm test items (and any training item), the
     seed is the user's most-played training item (ties: lowest index) and
     ``recommend_item(seed, k)`` returns k items without the seed (enforced). Other training
     items of the user are not excluded (the song-to-song API case) and are not relevant;
-    relevant = the user's warm held-out items. Returns ``hr@k, recall@k, ndcg@k, users``.
+    relevant = the user's warm held-out items. Returns ``hr@k, recall@k, ndcg@k, users`` (and
+    ``artist_share@k`` when ``item_artists`` is given).
     """
     users = s.test_users()
     users = users[s.train.getnnz(axis=1)[users] > 0]
@@ -380,12 +431,15 @@ def evaluate_p2(
     for i, item in enumerate(seeds):
         recs[i] = _checked(recommend_item(int(item), k), k, n_items, np.array([item]), f"seed item {item}")
     hit, n_rel = hits(recs, s.test[users], k)
-    return {
+    out: dict[str, float | int] = {
         f"hr@{k}": _mean(_hit_rows(hit, n_rel)),
         f"recall@{k}": _mean(_recall_rows(hit, n_rel)),
         f"ndcg@{k}": _mean(_ndcg_rows(hit, n_rel)),
         "users": int(users.size),
     }
+    if item_artists is not None:
+        out[f"artist_share@{k}"] = top_artist_share(recs, item_artists)
+    return out
 
 
 def evaluate_cold(

@@ -82,6 +82,13 @@ def test_intra_list_diversity():
     assert ev.intra_list_diversity(recs, sp.csr_matrix(dense)) == pytest.approx(expected)
 
 
+def test_top_artist_share():
+    artists = np.array([0, 0, 0, 1, 2, 3])
+    recs = np.array([[0, 1, 2, 3], [3, 4, -1, -1], [-1, -1, -1, -1]])  # the empty list is skipped
+    assert ev.top_artist_share(recs, artists) == pytest.approx(np.mean([3 / 4, 1 / 2]))
+    assert ev.top_artist_share(recs, artists, k=2) == pytest.approx(np.mean([1.0, 1 / 2]))
+
+
 # --------------------------------------------------------------------- split
 
 
@@ -141,6 +148,30 @@ def test_split_without_cold_items_or_holdout():
     assert ((s.train + s.test) != x).nnz == 0
     s0 = ev.split(x, holdout=0.0, cold_fraction=0.0)
     assert s0.test.nnz == 0 and (s0.train != x).nnz == 0
+
+
+def test_held_out_cold_protocol_holds_out_cold_pairs_like_any_other():
+    x = random_playcounts()
+    s, items = ev.split(x, seed=2, cold="held_out"), ev.split(x, seed=2)
+    assert s.params["cold"] == "held_out"
+    assert np.array_equal(s.cold_items, items.cold_items)  # the same cold songs, held out differently
+    ev_rows = np.flatnonzero(s.evaluated)
+    assert not s.train[:, s.cold_items].nnz and np.isin(s.cold_test.indices, s.cold_items).all()
+    assert not np.isin(s.test.indices, s.cold_items).any()
+    parts = pairs(s.train[ev_rows]) | pairs(s.test[ev_rows]) | pairs(s.cold_test[ev_rows])
+    assert parts <= pairs(x[ev_rows]) and len(parts) + s.dropped_cold >= x[ev_rows].nnz
+    n = np.diff(x.indptr)
+    held = s.test.getnnz(axis=1) + s.cold_test.getnnz(axis=1)
+    for u in ev_rows:  # 20 % of all of a user's items, cold or warm
+        assert held[u] == min(max(math.floor(0.2 * n[u] + 0.5), 1), n[u] - 1)
+    # a user with cold test songs has fewer of them than in the items protocol, where all count
+    both = np.intersect1d(s.cold_users(), items.cold_users())
+    assert (s.cold_test.getnnz(axis=1)[both] <= items.cold_test.getnnz(axis=1)[both]).all()
+    assert s.cold_test.nnz < items.cold_test.nnz
+    v = ev.validation(s)
+    assert v.params["cold"] == "held_out" and not pairs(v.cold_test) & pairs(s.test)
+    with pytest.raises(ValueError, match="cold"):
+        ev.split(x, cold="everything")
 
 
 def test_validation_split_is_carved_from_train():

@@ -11,7 +11,7 @@ Everything runs on the demo bundle (1,500 songs / 60,000 plays, seed 3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from jobs.catalog import COLUMNS
 from serve_app.artifacts import bundle as bundle_io
-from serve_app.core.hybrid import HybridConfig, Query, Recommender, Result
+from serve_app.core.hybrid import HybridConfig, Query, Recommender, Result, cold_slot
 
 K = 10
 ALPHA, BETA = 0.8, 0.3  # the shipped rp3beta parameters (checked against the manifest below)
@@ -101,9 +101,9 @@ class Reference:
 # ---------------------------------------------------------------------------- fixtures / helpers
 @pytest.fixture(scope="module")
 def rec(bundle) -> Recommender:
-    """The blend as ranked, without the default per-artist cap (the cap has its own test below),
-    so that lists compare with the brute-force ranking."""
-    return Recommender.from_bundle(bundle, HybridConfig(artist_cap=0))
+    """The blend as ranked, without the default per-artist cap and new-song slot (each has its own
+    test below), so that lists compare with the brute-force ranking."""
+    return Recommender.from_bundle(bundle, HybridConfig(artist_cap=0, cold_slot=1.0))
 
 
 @pytest.fixture(scope="module")
@@ -468,7 +468,7 @@ def test_cold_songs_are_reachable(bundle, rec, cold_songs):
     cold = set(cold_songs.tolist())
     seeds = sorted({int(t) for c in cold_songs for t in content_neighbors(bundle, c)[:5] if t not in cold})
     default = cold_reach(rec, seeds, cold)
-    no_boost = cold_reach(Recommender.from_bundle(bundle, HybridConfig(cold_boost=0.0)), seeds, cold)
+    no_boost = cold_reach(Recommender.from_bundle(bundle, replace(rec.config, cold_boost=0.0)), seeds, cold)
     print(
         f"\ncold reach over {default.queries} seeds: default {default.hits} top-{K}s "
         f"({default.rate:.1%}, {default.cold_items} cold items); cold_boost=0: {no_boost.hits} "
@@ -524,8 +524,8 @@ def test_diversity_returns_k_while_enough_artists_remain(bundle, rec, diversity_
 def test_default_lists_hold_at_most_three_songs_per_artist_and_are_otherwise_the_ranking(bundle, rec):
     """With every setting at its default a list is the ranking with each artist's fourth and
     later songs left for others' (the demo catalog's seeds: their own artist filled lists)."""
-    capped = Recommender.from_bundle(bundle)
-    assert capped.config.artist_cap == 3
+    capped, default = Recommender.from_bundle(bundle, HybridConfig(cold_slot=1.0)), Recommender.from_bundle(bundle)
+    assert capped.config.artist_cap == default.config.artist_cap == 3
     shares = []
     for seed in range(0, 1400, 35):
         got = tracks(capped.similar([seed], k=K))
@@ -533,5 +533,39 @@ def test_default_lists_hold_at_most_three_songs_per_artist_and_are_otherwise_the
         artists = capped.artists[ranking]
         kept = [t for i, t in enumerate(ranking) if (artists[: i + 1] == artists[i]).sum() <= 3]
         assert got == kept[:K]
-        shares.append(np.bincount(capped.artists[got]).max() / K)
+        shares.append(np.bincount(capped.artists[tracks(default.similar([seed], k=K))]).max() / K)
     assert max(shares) <= 0.3
+
+
+def test_cold_slot_gives_the_last_place_to_the_best_new_song_that_scores_close_enough():
+    cfg = HybridConfig(cold_slot=0.6, artist_cap=2)
+    y = np.array([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.3])
+    cold = np.array([0, 0, 0, 0, 0, 1, 1, 1], bool)
+    artists = np.array([0, 1, 2, 3, 4, 0, 5, 6])
+    first = np.arange(4)  # the last listed scores 0.7: a new song needs 0.42
+    assert cold_slot(first, cold, y, artists, cfg).tolist() == [0, 1, 2, 5]
+    capped = HybridConfig(cold_slot=0.6, artist_cap=1)  # the best new song's artist is listed already
+    assert cold_slot(first, cold, y, artists, capped).tolist() == [0, 1, 2, 6]
+    assert cold_slot(np.arange(5), cold, y, artists, HybridConfig(cold_slot=0.95)).tolist() == list(range(5))
+    assert cold_slot(np.array([0, 5, 1]), cold, y, artists, cfg).tolist() == [0, 5, 1]  # one is listed
+    assert cold_slot(first, cold, y, artists, HybridConfig(cold_slot=1.0)).tolist() == [0, 1, 2, 3]
+    assert cold_slot(first[:0], cold, y, artists, cfg).size == 0
+
+
+def test_default_lists_keep_a_place_for_a_new_song_that_fits(bundle, ref):
+    """Users' default lists are the ranking's first 9 and a new song when one scores close enough,
+    and otherwise the ranking; over the demo users some lists get one."""
+    on_merit, default = Recommender.from_bundle(bundle, HybridConfig(cold_slot=1.0)), Recommender.from_bundle(bundle)
+    x = bundle.user_items
+    given = 0
+    for user in range(0, x.shape[0], max(1, x.shape[0] // 60)):
+        lo, hi = x.indptr[user], x.indptr[user + 1]
+        played, plays = x.indices[lo:hi], x.data[lo:hi].astype(np.float64)
+        if played.size == 0:
+            continue
+        got, base = (tracks(r.for_history(played, plays, k=K)) for r in (default, on_merit))
+        if got == base:
+            continue
+        given += 1
+        assert got[:-1] == base[:-1] and default.combiner.cold[got[-1]] and not default.combiner.cold[base].any()
+    assert given > 0

@@ -61,6 +61,9 @@ class HybridConfig:
     mmr_pool: int = 100  # candidates re-ranked for diversity
     diversify_pool: int = 500  # ranked candidates sent to the diversity step
     artist_cap: int = 3  # most songs of one artist in a list without diversity (0: no cap)
+    # a listener's list without a new song (no listeners yet) gives its last place to the best new
+    # candidate scoring at least this share of the song it displaces (1: only on merit)
+    cold_slot: float = 0.6
     avoid_strength: float = 0.5  # a candidate as like the avoided songs as like the seeds keeps half its score
 
 
@@ -374,14 +377,17 @@ class Combiner:
         y = part_cb + part_cf
         if plan.filtered:  # a widened pool holds songs unrelated to the seeds: never list those
             y = np.where((cb > 0) | (cf > 0), y, -np.inf)
-        reranked = diversity > 0 or self.config.artist_cap > 0
-        order = top_indices(y, self.config.diversify_pool if reranked else k)
+        cfg = self.config
+        reranked = diversity > 0 or cfg.artist_cap > 0 or cfg.cold_slot < 1
+        order = top_indices(y, cfg.diversify_pool if reranked else k)
         order = order[np.isfinite(y[order])]
         positions = yield from self._pick(plan.pool[order], y[order], diversity, k)
         if positions is None:  # the content side could not diversify: the ranking as it is
             positions, weights = np.arange(min(k, order.size)), self.without("content", weights, "diversity")
-        picked = order[positions]
         cold = self.cold[plan.pool]
+        if plan.kind == "user":
+            positions = cold_slot(positions, cold[order], y[order], self.artists[plan.pool[order]], cfg)
+        picked = order[positions]
         seed_tags = {t for s in plan.seeds for t in self.tags[s]}
         items = [
             Item(
@@ -746,6 +752,25 @@ def capped(artists: np.ndarray, k: int, cap: int) -> np.ndarray:
     seen[by_artist] = np.arange(artists.size) - starts  # songs of its artist ranked above it
     within = seen < cap
     return np.concatenate([np.flatnonzero(within), np.flatnonzero(~within)])[:k].astype(np.int64)
+
+
+def cold_slot(
+    positions: np.ndarray, cold: np.ndarray, y: np.ndarray, artists: np.ndarray, cfg: HybridConfig
+) -> np.ndarray:
+    """``positions`` (int64, into ranked candidates with ``cold``, ``y`` and ``artists`` ``(m,)``,
+    best first) with the last one given to the best new song not listed, when none is listed and
+    that song scores at least ``cfg.cold_slot`` times the song it displaces (and keeps the artist
+    cap): a new song that fits reaches listeners before anyone has played it (docs/QUALITY.md)."""
+    if cfg.cold_slot >= 1 or positions.size == 0 or cold[positions].any():
+        return positions
+    kept = positions[:-1]
+    room = np.ones(cold.size, bool)
+    if cfg.artist_cap > 0:
+        listed, counts = np.unique(artists[kept], return_counts=True)
+        room = ~np.isin(artists, listed[counts >= cfg.artist_cap])
+    new = np.flatnonzero(cold & room & (y > 0) & (y >= cfg.cold_slot * y[positions[-1]]))
+    new = new[~np.isin(new, positions)]
+    return np.append(kept, new[0]) if new.size else positions
 
 
 def _short_note(found: int, k: int) -> str | None:
