@@ -93,11 +93,11 @@ bench-users: install
 reliability: install bundle
 	$(PY) -m loadtest.reliability
 
-# Segues on the demo bundle (table and targets printed), then the whole evaluation of HetRec
-# (segues included): reports/hetrec/report.md and metrics.json (docs/QUALITY.md).
+# The demo bundle (the artist cap's trade-off on 3 seeds of 1,000 sampled users, segues), then
+# the whole evaluation of HetRec: reports/{demo,hetrec}/report.md and metrics.json (docs/QUALITY.md).
 HETREC_SRC ?= ../shared/data/hetrec2011-lastfm-2k
 evaluate: install bundle
-	$(PY) -m jobs.segue_quality --bundle $(DEMO_BUNDLE)
+	$(PY) -m jobs.evaluate --bundle $(DEMO_BUNDLE) --out reports/demo --quick --seeds 3 --max-users 1000 --artist-caps
 	$(PY) -m jobs.import_hetrec --src $(HETREC_SRC) --out data/hetrec
 	$(PY) -m jobs.preprocess --catalog "data/hetrec/Music Info.csv" \
 		--interactions "data/hetrec/User Listening History.csv" --out artifacts/hetrec --overwrite
