@@ -440,13 +440,9 @@ def trials_table(trials: list[dict[str, Any]]) -> str:
         model = f"{cf['weighting']} {cf['similarity']}"
         if cf["similarity"] == "rp3beta":
             model += f" α={cf['alpha']:g} β={cf['beta']:g}"
-        m = t.get("metrics") or t["by_protocol"]["items"]
-        cold = (
-            "/".join(f"{r['cold']['hr@10']:.4f}" for r in t["by_protocol"].values())
-            if "by_protocol" in t
-            else (f"{m['cold']['hr@10']:.4f}")
-        )
-        phase = "CF alone" if h is None else ("cold slot" if "by_protocol" in t else "hybrid")
+        runs = list(t["by_protocol"].values()) if "by_protocol" in t else [t["metrics"]]
+        m, cold = runs[0], "/".join(f"{r['cold']['hr@10']:.4f}" for r in runs)  # runs[0]: the items protocol
+        phase = "CF alone" if h is None else ("cold slot" if len(runs) > 1 else "hybrid")
         knobs = (
             ["-", "-", "-"]
             if h is None
