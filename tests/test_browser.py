@@ -153,8 +153,8 @@ def test_a_tempo_range_keeps_every_result_within_it(ui_page, ui_stack):
     assert any(not low <= tempo[s] <= high for s in ui_page.result_songs())  # the filter has work to do
 
     ui_page.open_filters()
-    ui_page.slider_number("Tempo (BPM) from").fill(str(low))
-    ui_page.slider_number("Tempo (BPM) to").fill(str(high))
+    ui_page.type_number("Tempo (BPM) from", low)
+    ui_page.type_number("Tempo (BPM) to", high)
     ui_page.recommend()
     filtered = ui_stack.recommend(title, artist, filters={"tempo": [low, high]})
     ui_page.expect_results(filtered)
@@ -177,7 +177,7 @@ def test_a_segue_goes_from_one_song_to_the_other_in_order_with_bars(ui_page, ui_
     ui_page.pick_song(start, ui_page.from_box)
     ui_page.type_song(to_prefix, ui_page.to_box)
     ui_page.pick_song(end, ui_page.to_box)
-    ui_page.slider_number("Length (songs, the first and last included)").fill(str(length))
+    ui_page.type_number("Length (songs, the first and last included)", length)
     ui_page.segue_button.click()
 
     expect(ui_page.segue_rows).to_have_count(length)

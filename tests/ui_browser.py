@@ -328,6 +328,15 @@ class SeguePage:
     def slider_number(self, label: str) -> Locator:
         return self.page.get_by_role("spinbutton", name=f"number input for {label}")
 
+    def type_number(self, label: str, value: float) -> None:
+        """Type ``value`` into a slider's number box key by key, over what it held, as a person
+        does. (Playwright's ``fill`` sets the text at once; with two boxes filled that way in a
+        row, Gradio 6.31 sometimes sends the first box's old value with the next event.)"""
+        box = self.slider_number(label)
+        box.click()
+        box.press("Control+A")
+        box.press_sequentially(f"{value:g}", delay=40)
+
     def result_songs(self, rows: Locator | None = None) -> list[str]:
         """``title — artist`` of each row of the results (or of ``rows``), top first."""
         rows = self.result_rows if rows is None else rows
