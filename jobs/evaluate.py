@@ -23,7 +23,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -368,72 +368,67 @@ def plots(methods: dict[str, Any], cold: dict[str, list[dict]], summary: dict[st
     return pngs
 
 
+def markdown(columns: Sequence[str], align: str, rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table: ``columns``, ``align`` one letter per column (``l`` text, ``r`` figures)."""
+    rule = "|" + "".join("---|" if a == "l" else "---:|" for a in align)
+    return "\n".join([f"| {' | '.join(columns)} |", rule, *(f"| {' | '.join(row)} |" for row in rows)])
+
+
 def table(methods: dict[str, Any]) -> str:
-    head = (
-        "| method | P1 Recall@10 | P1 NDCG@10 | P1 HR@10 | P1 coverage@10 | P1 ILD@10 | P2 HR@10 | P2 Recall@10 "
-        "| P2 top-artist share | cold HR@10 |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    )
-    rows = [
-        f"| {n} | {m['p1']['recall@10']:.4f} | {m['p1']['ndcg@10']:.4f} | {m['p1']['hr@10']:.4f} | "
-        f"{m['p1']['coverage@10']:.4f} | {m['p1']['ild@10']:.4f} | {m['p2']['hr@10']:.4f} | "
-        f"{m['p2']['recall@10']:.4f} | {m['p2']['artist_share@10']:.4f} | {m['cold']['hr@10']:.4f} |"
-        for n, m in methods.items()
-    ]
-    return "\n".join([head, *rows])
+    columns = ["method", "P1 Recall@10", "P1 NDCG@10", "P1 HR@10", "P1 coverage@10", "P1 ILD@10", "P2 HR@10"]
+    columns += ["P2 Recall@10", "P2 top-artist share", "cold HR@10"]
+    metrics = [("p1", "recall@10"), ("p1", "ndcg@10"), ("p1", "hr@10"), ("p1", "coverage@10"), ("p1", "ild@10")]
+    metrics += [("p2", "hr@10"), ("p2", "recall@10"), ("p2", "artist_share@10"), ("cold", "hr@10")]
+    rows = ([n, *(f"{m[part][x]:.4f}" for part, x in metrics)] for n, m in methods.items())
+    return markdown(columns, "l" + "r" * len(metrics), rows)
 
 
 def robust_table(summary: dict[str, dict[str, dict[str, dict[str, float]]]], seeds: int) -> str:
     """Mean ± standard deviation (worst seed) of every summarised metric, per protocol and method."""
     labels = [label for _, _, label, _ in SUMMARY]
-    head = f"| protocol | method | {' | '.join(labels)} |\n|---|---|{'---:|' * len(labels)}"
-    rows = [
-        f"| {protocol} | {name} | "
-        + " | ".join(f"{s[x]['mean']:.4f} ± {s[x]['std']:.4f} ({s[x]['worst']:.4f})" for x in labels)
-        + " |"
+    rows = (
+        [protocol, name, *(f"{s[x]['mean']:.4f} ± {s[x]['std']:.4f} ({s[x]['worst']:.4f})" for x in labels)]
         for protocol, by_method in summary.items()
         for name, s in by_method.items()
-    ]
-    return f"{seeds} split seeds per protocol: mean ± standard deviation (worst seed).\n\n" + "\n".join([head, *rows])
+    )
+    intro = f"{seeds} split seeds per protocol: mean ± standard deviation (worst seed).\n\n"
+    return intro + markdown(["protocol", "method", *labels], "ll" + "r" * len(labels), rows)
 
 
 def per_seed_table(summary: dict[str, dict[str, dict[str, dict[str, float]]]]) -> str:
     """The shipped default's figures on each seed (P1 HR@10 is the seed's "Rec@K", docs/QUALITY.md)."""
     labels = ("P1 NDCG@10", "P1 HR@10", "P2 HR@10", "cold HR@10")
-    head = f"| protocol | seed | {' | '.join(labels)} |\n|---|---:|{'---:|' * len(labels)}"
-    rows = []
-    for protocol, by_method in summary.items():
-        s = by_method[DEFAULT_NAME]
-        for i in range(len(s[labels[0]]["seeds"])):
-            rows.append(f"| {protocol} | {i} | " + " | ".join(f"{s[x]['seeds'][i]:.4f}" for x in labels) + " |")
-    return "\n".join([head, *rows])
+    rows = (
+        [protocol, str(i), *(f"{s[x]['seeds'][i]:.4f}" for x in labels)]
+        for protocol, by_method in summary.items()
+        for s in [by_method[DEFAULT_NAME]]
+        for i in range(len(s[labels[0]]["seeds"]))
+    )
+    return markdown(["protocol", "seed", *labels], "lr" + "r" * len(labels), rows)
 
 
 def floors_table(rows: list[dict[str, Any]]) -> str:
-    head = "| floor | shipped default | met |\n|---|---:|---|"
-    return "\n".join(
-        [head, *[f"| {r['floor']} | {r['value']:.4f} | {'yes' if r['met'] else '**no**'} |" for r in rows]]
-    )
+    cells = ([r["floor"], f"{r['value']:.4f}", "yes" if r["met"] else "**no**"] for r in rows)
+    return markdown(["floor", "shipped default", "met"], "lrl", cells)
 
 
 def cold_slot_table(cold: dict[str, list[dict]]) -> str:
     """The shipped default on seed 0's test splits with each cold slot, per protocol (the plot's figures)."""
-    head = "| cold slot | protocol | P1 NDCG@10 | P2 HR@10 | cold HR@10 |\n|---:|---|---:|---:|---:|"
-    rows = [
-        f"| {slot:g} | {protocol} | {runs[i]['p1']['ndcg@10']:.4f} | {runs[i]['p2']['hr@10']:.4f} | "
-        f"{runs[i]['cold']['hr@10']:.4f} |"
+    rows = (
+        [
+            f"{slot:g}",
+            protocol,
+            *(f"{runs[i][part][x]:.4f}" for part, x in (("p1", "ndcg@10"), ("p2", "hr@10"), ("cold", "hr@10"))),
+        ]
         for i, slot in enumerate(COLD_SLOTS)
         for protocol, runs in cold.items()
-    ]
-    return "\n".join([head, *rows])
+    )
+    return markdown(["cold slot", "protocol", "P1 NDCG@10", "P2 HR@10", "cold HR@10"], "rlrrr", rows)
 
 
 def trials_table(trials: list[dict[str, Any]]) -> str:
     """Every tuning trial on the validation splits, in the order :func:`tune` ran them (a cold-slot
     trial shows the items protocol's figures and the cold hit rate under each protocol)."""
-    head = (
-        "| phase | CF model | evidence shrink | cold boost | cold slot | P1 NDCG@10 | P2 HR@10 | cold HR@10 "
-        "| objective |\n|---|---|---:|---:|---:|---:|---:|---:|---:|"
-    )
     rows = []
     for t in trials:
         cf, h = t["cf"], t.get("hybrid")
@@ -443,17 +438,11 @@ def trials_table(trials: list[dict[str, Any]]) -> str:
         runs = list(t["by_protocol"].values()) if "by_protocol" in t else [t["metrics"]]
         m, cold = runs[0], "/".join(f"{r['cold']['hr@10']:.4f}" for r in runs)  # runs[0]: the items protocol
         phase = "CF alone" if h is None else ("cold slot" if len(runs) > 1 else "hybrid")
-        knobs = (
-            ["-", "-", "-"]
-            if h is None
-            else [f"{h['evidence_shrink']:g}", f"{h['cold_boost']:g}", f"{h['cold_slot']:g}"]
-        )
+        knobs = ["-"] * 3 if h is None else [f"{h[k]:g}" for k in ("evidence_shrink", "cold_boost", "cold_slot")]
         score = f"{t['objective']:.3f}" if t["objective"] >= 0 else "rejected (cold below the floor)"
-        rows.append(
-            f"| {phase} | {model} | {' | '.join(knobs)} | {m['p1']['ndcg@10']:.4f} | {m['p2']['hr@10']:.4f} | "
-            f"{cold} | {score} |"
-        )
-    return "\n".join([head, *rows])
+        rows.append([phase, model, *knobs, f"{m['p1']['ndcg@10']:.4f}", f"{m['p2']['hr@10']:.4f}", cold, score])
+    columns = ["phase", "CF model", "evidence shrink", "cold boost", "cold slot", "P1 NDCG@10", "P2 HR@10"]
+    return markdown([*columns, "cold HR@10", "objective"], "llrrrrrrr", rows)
 
 
 def main(argv: list[str] | None = None) -> int:
