@@ -131,6 +131,24 @@ def test_a_thumbs_down_is_recorded_and_pushes_the_song_and_songs_like_it_down(ui
     assert (front._name[track], front._artist[track]) == (gone_title, gone_artist)
 
 
+def test_thumbs_down_on_two_songs_in_a_row_counts_both(ui_page, ui_stack):
+    """A second 👎 sent before the list from the first one is back still names its song (the
+    buttons are in the table, not handlers of a list the first 👎 replaced)."""
+    pick_typed_song(ui_page, ui_stack)
+    ui_page.recommend()
+    expect(ui_page.result_rows).to_have_count(10)
+    first, second = ui_page.result_songs()[:2]
+    ui_page.result_rows.evaluate_all(  # both clicked before either is answered
+        "rows => rows.slice(0, 2).forEach(r => r.querySelector('button[data-signal=dislike]').click())"
+    )
+    expect(ui_page.message).to_contain_text(f"Less like '{second.rpartition(SEP)[0]}'")
+    logged = [e for e in read_events(ui_stack.events) if e["type"] == "feedback" and e["signal"] == "dislike"]
+    front = ui_stack.service.front
+    tracks = [front.track_index(e["track_id"]) for e in logged[-2:]]
+    assert [f"{front._name[t]}{SEP}{front._artist[t]}" for t in tracks] == [first, second]
+    assert not {first, second} & set(ui_page.result_songs())
+
+
 def test_playing_a_preview_is_recorded(ui_page, ui_stack):
     pick_typed_song(ui_page, ui_stack)
     ui_page.recommend()

@@ -104,6 +104,8 @@ def test_table_escapes_and_labels():
     )
     assert "<b>x</b>" not in table and "&lt;b&gt;" in table and "a&amp;b" in table
     assert 'aria-label="preview of' in table and "<caption>" in table and 'data-track=""' in table
+    assert 'data-signal="dislike" aria-label="Less like &lt;b&gt;x&lt;/b&gt;"' in table
+    assert "<em>less like this</em>" in table
     assert split_choice("Song — Band", "ignored") == ("Song", "Band")
     assert split_choice(" Song ", " Band ") == ("Song", "Band")
 

@@ -319,7 +319,7 @@ class SeguePage:
 
     def rating_button(self, row: int, signal: str) -> Locator:
         """The thumbs-up (``"like"``) or thumbs-down (``"dislike"``) button of result ``row`` (1-based)."""
-        return self.page.locator(f"#segue-{signal}-{row}")
+        return self.result_rows.nth(row - 1).locator(f'button[data-signal="{signal}"]')
 
     def slider(self, label: str) -> Locator:
         """The range input of the slider whose label starts with ``label``."""

@@ -99,6 +99,13 @@ def recommend_view(
     return View("", None, answer_lines(answer.body), results_table(recs), shown)
 
 
+SIGNALS = {  # what the page says after each kind of rating
+    "like": "Thanks: you liked {name}.",
+    "dislike": "Less like {name}: it is gone, and songs like it come lower, for this session.",
+    "play": "Playing {name}.",
+}
+
+
 def feedback_note(api: Api, shown: dict, track_id: str, signal: str) -> str:
     """Send one rating of a shown song; the sentence the page shows about it."""
     rec = next((r for r in shown.get("recs", []) if r["track_id"] == track_id), None)
@@ -110,30 +117,38 @@ def feedback_note(api: Api, shown: dict, track_id: str, signal: str) -> str:
     if answer.status != 200:
         return f"Your rating was not recorded (HTTP {answer.status})."
     name = f"'{rec['song']}' by {rec['artist']}"
-    return {
-        "like": f"Thanks: you liked {name}.",
-        "dislike": f"Less like {name}: it is gone, and songs like it come lower, for this session.",
-        "play": f"Playing {name}.",
-    }[signal]
+    return SIGNALS[signal].format(name=name)
 
 
-PLAY_JS = """
-() => document.addEventListener('play', (e) => {
-  const track = e.target && e.target.dataset ? e.target.dataset.track : null;
-  const box = document.querySelector('#segue-played textarea, #segue-played input');
-  const send = document.querySelector('#segue-played-send');
-  if (!track || !box || !send || !e.target.closest('#segue-results')) return;
-  box.value = track;
-  box.dispatchEvent(new Event('input', {bubbles: true}));
-  setTimeout(() => send.click(), 50);
-}, true)
+PAGE_JS = """
+() => {
+  let queue = Promise.resolve();  // one rating at a time: each is in the box when its send is clicked
+  const send = (signal, track) => {
+    const box = document.querySelector('#segue-rated textarea, #segue-rated input');
+    const button = document.querySelector('#segue-rated-send');
+    if (!track || !box || !button) return;
+    queue = queue.then(() => new Promise((done) => {
+      box.value = signal + ' ' + track;
+      box.dispatchEvent(new Event('input', {bubbles: true}));
+      setTimeout(() => { button.click(); done(); }, 50);
+    }));
+  };
+  document.addEventListener('play', (e) => {
+    const t = e.target;
+    if (t && t.dataset && t.closest && t.closest('#segue-results')) send('play', t.dataset.track);
+  }, true);
+  document.addEventListener('click', (e) => {
+    const b = e.target && e.target.closest ? e.target.closest('#segue-results button.segue-rate') : null;
+    if (b) send(b.dataset.signal, b.dataset.track);
+  });
+}
 """
 
 
 def launch_options() -> dict:
-    """What ``launch()`` needs besides the address: the script that reports the recommendations'
-    preview plays (the Segue tab's previews are not a response feedback can refer to)."""
-    return {"js": PLAY_JS}
+    """What ``launch()`` needs besides the address: the script that sends the results' ratings
+    and preview plays (buttons and players inside the results' HTML) to the page's feedback event."""
+    return {"js": PAGE_JS}
 
 
 def recommend_tab(api: Api) -> None:
@@ -156,8 +171,8 @@ def recommend_tab(api: Api) -> None:
     results = gr.HTML(elem_id="segue-results")
     shown = gr.State({})
     listener = gr.State(lambda: f"ui-{uuid.uuid4().hex[:12]}")  # this page's listener, when no user id is typed
-    played = gr.Textbox(visible="hidden", elem_id="segue-played", label="played preview")
-    played_send = gr.Button("played", visible="hidden", elem_id="segue-played-send")
+    rated = gr.Textbox(visible="hidden", elem_id="segue-rated", label="rated song")  # "<signal> <track_id>"
+    rated_send = gr.Button("rated", visible="hidden", elem_id="segue-rated-send")
 
     def recommend(song_v, artist_v, user_v, w1_v, w2_v, diversity_v, k_v, session, *filter_values):
         """A song query names this session's listener (for feedback and its dislikes)."""
@@ -175,49 +190,21 @@ def recommend_tab(api: Api) -> None:
         slider.release(recommend, inputs, outputs, show_progress="hidden")
     genres.submit(recommend, inputs, outputs)
     suggestions.select(lambda picked: (picked, ""), suggestions, [song, artist]).then(recommend, inputs, outputs)
-    played_send.click(
-        lambda current, track: feedback_note(api, current, track, "play"),
-        [shown, played],
-        message,
-        show_progress="hidden",
-    )
 
-    @gr.render(inputs=shown)
-    def rate(current: dict):
-        recs = current.get("recs") if current else None
-        if not recs:
-            return
-        with gr.Column(elem_id="segue-feedback"):
-            gr.Markdown(
-                "**Rate these songs** — 👎 means *less like this*: it drops the song and pushes similar "
-                "ones down for this session."
-            )
-            for i, rec in enumerate(recs, 1):
-                with gr.Row(equal_height=True):
-                    gr.Markdown(f"{i}. {html.escape(rec['song'])} — {html.escape(rec['artist'])}")
-                    like = gr.Button(
-                        "👍 Like", size="sm", min_width=80, elem_id=f"segue-like-{i}", elem_classes="segue-like"
-                    )
-                    dislike = gr.Button(
-                        "👎 Less like this",
-                        size="sm",
-                        min_width=80,
-                        elem_id=f"segue-dislike-{i}",
-                        elem_classes="segue-dislike",
-                    )
-                like.click(
-                    lambda cur, t=rec["track_id"]: feedback_note(api, cur, t, "like"),
-                    shown,
-                    message,
-                    show_progress="hidden",
-                )
+    def rate(current: dict, signal_track: str, *values):
+        """A 👍, 👎 or preview play of a shown song: recorded; a 👎 also asks for the list again
+        (the session's dislikes now push that song and songs like it down)."""
+        signal, _, track = (signal_track or "").partition(" ")
+        if signal not in SIGNALS:
+            return (gr.skip(),) * len(outputs)
+        note = feedback_note(api, current, track, signal)
+        if signal != "dislike":
+            return (note, *(gr.skip(),) * (len(outputs) - 1))
+        fresh = recommend(*values)
+        return (fresh[0] or note, *fresh[1:])
 
-                def disliked(cur, *values, t=rec["track_id"]):
-                    note = feedback_note(api, cur, t, "dislike")
-                    fresh = recommend(*values)
-                    return (note if not fresh[0] else fresh[0], *fresh[1:])
-
-                dislike.click(disliked, [shown, *inputs], outputs)
+    # "multiple": a rating sent while the one before is still running is queued, not dropped
+    rated_send.click(rate, [shown, rated, *inputs], outputs, show_progress="hidden", trigger_mode="multiple")
 
 
 def build(api: Api) -> gr.Blocks:

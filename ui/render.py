@@ -61,8 +61,22 @@ def score_bar(r: dict) -> tuple[str, str]:
     return drawn, words
 
 
+def rate_buttons(r: dict) -> str:
+    """The result's 👍 and 👎 buttons; ``data-track`` and ``data-signal`` tell the page's script
+    (``ui/app.py``, ``PAGE_JS``) what to send. Plain HTML in the table, not Gradio buttons, so a
+    click never names an event handler of a list that has since been replaced."""
+    track, song = html.escape(r.get("track_id", "")), html.escape(r["song"])
+    return (
+        f'<button type="button" class="segue-rate" data-track="{track}" data-signal="like" '
+        f'aria-label="Like {song}">👍</button> '
+        f'<button type="button" class="segue-rate" data-track="{track}" data-signal="dislike" '
+        f'aria-label="Less like {song}">👎</button>'
+    )
+
+
 def results_table(recs: list[dict]) -> str:
-    """The recommendations: score with its CB and CF parts, the reason, a preview where there is one."""
+    """The recommendations: score with its CB and CF parts, the reason, a preview where there is
+    one, and the buttons that rate the song."""
     if not recs:
         return "<p>No songs to recommend for this query.</p>"
     rows = []
@@ -76,7 +90,11 @@ def results_table(recs: list[dict]) -> str:
                 f"{r.get('score', 0):.3f}{drawn}<small>{parts}</small>",
                 html.escape(r.get("because", "")),
                 preview(r),
+                rate_buttons(r),
             ]
         )
-    headers = ["#", "Song", "Artist", "Score (CB blue, CF orange)", "Why", "Preview"]
-    return table("Recommended songs", headers, rows, "segue-results")
+    headers = ["#", "Song", "Artist", "Score (CB blue, CF orange)", "Why", "Preview", "Rate"]
+    return table("Recommended songs", headers, rows, "segue-results") + (
+        "<p><strong>Rate these songs</strong>: 👎 means <em>less like this</em>: it drops the song and "
+        "pushes similar ones down for this session.</p>"
+    )
