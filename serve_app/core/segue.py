@@ -7,8 +7,11 @@ path of ``L`` songs has a target on the straight line between the two songs' con
 (either graph) of the song before it, or one of the few catalog songs nearest that target.
 A candidate is kept only if it is not in the path yet, passes the filters, does not make a run
 of more than ``max_run`` songs by one artist, and is closer to ``to`` than the song before it
-(progress). Each beam path scores the sum of its step similarities plus ``pull`` times each
-song's closeness to its target; the final step into ``to`` counts like any other.
+(progress). Each beam path scores the sum of its steps' utilities (steeply concave in their
+similarity) plus ``pull`` times each song's closeness to its target. A segue grows two halves,
+one from ``from`` and one back from ``to``, and bridges them with the song for the middle
+position that makes the best whole path, now also judged by its weakest step
+(``bottleneck``): the steps into ``to`` and out of ``from`` count like any other.
 
 A step's similarity is the blended score one of its two songs would give the other as a
 recommendation, the better of the two directions, divided by the weights' sum:
@@ -23,6 +26,7 @@ first song itself: each next song close to the one before it, the whole list nea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,7 +39,7 @@ Spaces = dict[str, tuple[float, np.ndarray]]  # space name -> (weight, (n,) cosi
 # a step a listener accepts: about a typical neighbour-list entry (the median step into a song's
 # CF neighbours, the lower quartile into its content neighbours, on the demo data and at 30K songs)
 MIN_STEP = 0.2
-JOIN_PENALTY = 10.0  # a joined path that repeats a song or an artist too often, or turns back
+JOIN_PENALTY = 100.0  # a bridged path that repeats a song or an artist too often, or turns back
 
 
 @dataclass(frozen=True)
@@ -64,11 +68,15 @@ class PathConfig:
 
     beam: int = 12
     pull: float = 1.5
-    fanout: int = 40  # a beam end's first neighbours on each side considered
+    fanout: int = 60  # a beam end's first neighbours on each side considered
     line_candidates: int = 12  # catalog songs nearest each target added to the graph neighbours
     corridor: int = 300  # songs nearest each end (and their midpoint) the line targets are looked for among
     shortlist: int = 8  # candidates measured exactly per beam path, of those ranked on the graphs' values
     join_beam: int = 48  # partial paths each half keeps where the two halves meet
+    bridge_fanout: int = 40  # the first neighbours on each side of every half's end the bridge is looked for among
+    bridge: int = 48  # songs for the middle position measured against every partial path of both halves
+    bottleneck: float = 100.0  # weight of a whole path's weakest step when the halves are bridged
+    beam_bottleneck: float = 3.0  # weight of a partial path's weakest step when a beam keeps its best
 
 
 @dataclass
@@ -226,19 +234,21 @@ class PathFinder:
                 forward = search.grow(forward, t, True, last=False) or forward
             best = int(np.argmax(forward.score))
             tracks, kept = forward.paths[best], True
-        else:
+        elif length == 2:
             assert s_end is not None
-            middle = (length - 1) // 2  # positions 1..middle grow from the start, the rest from the end
-            for t in range(1, middle + 1):
-                forward = search.grow(forward, t, True, last=t == middle) or forward
-            i, j, backward, clash = search.join(forward, search.backward(end, middle))
-            if clash:  # every pair of halves shared a song (or an artist run): the end's half again, around the start's
+            tracks, kept = np.array([start, end], np.int64), bool(s_end[start] < s_end[end])
+        else:
+            middle = length // 2  # positions before it grow from the start, those after from the end
+            for t in range(1, middle):
+                forward = search.grow(forward, t, True, last=t == middle - 1) or forward
+            i, song, j, backward, clash, kept = search.bridge(forward, search.backward(end, middle), middle)
+            if clash:  # every bridge repeated a song (or an artist run): the end's half again, around the start's
                 search.ok[forward.paths[i]] = False
                 forward = forward.take(i)
-                i, j, backward, clash = search.join(forward, search.backward(end, middle))
-            tracks = np.concatenate([forward.paths[i], backward.paths[j][::-1]])
-            kept = bool(forward.kept[i] and backward.kept[j] and not clash)
-            kept &= bool(s_end[forward.paths[i, -1]] < s_end[backward.paths[j, -1]])
+                i, song, j, backward, clash, kept = search.bridge(forward, search.backward(end, middle), middle)
+            between = np.array([] if song is None else [song], np.int64)
+            tracks = np.concatenate([forward.paths[i], between, backward.paths[j][::-1]])
+            kept &= not clash
         return self._path(tracks, kept, s_end, length, w1, w2)
 
     def _path(
@@ -276,19 +286,19 @@ class PathFinder:
         return corridor[ok[corridor]]
 
     def _candidates(
-        self, last: np.ndarray, target: np.ndarray, ok: np.ndarray, corridor: np.ndarray
+        self, last: np.ndarray, line: np.ndarray, ok: np.ndarray, fanout: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(candidate tracks, beam row, cb, cf)``: each beam end's neighbours on both sides (with
-        the similarity its list holds, 0 for the other side) and the ``corridor`` songs nearest the
-        target (0 for both), among ``ok`` songs; a song may come more than once per beam row."""
-        line = corridor[top_indices(target[corridor], self.config.line_candidates)]
+        the similarity its list holds, 0 for the other side) and the ``line`` songs, those nearest
+        the position's target (0 for both), among ``ok`` songs; a song may come more than once per
+        beam row. ``fanout``: the first entries of each list taken."""
         cand, owner, cb, cf = [], [], [], []
         content_nn, cf_nn = self._lists
         for m, is_cb in ((content_nn, True), (cf_nn, False), (None, False)):
             if m is None:
                 c, o, v = np.tile(line, last.size), np.repeat(np.arange(last.size), line.size), np.zeros(0)
             else:
-                pos, o = row_entries(m, last, self.config.fanout)
+                pos, o = row_entries(m, last, fanout)
                 c, v = m.indices[pos].astype(np.int64), m.data[pos].astype(np.float64)
             zero = np.zeros(c.size)
             cand.append(c)
@@ -308,52 +318,64 @@ class _Ends:
     first: Spaces
     last: Spaces | None
 
-    @property
+    @cached_property
     def start(self) -> np.ndarray:
         return _mean(self.first)
 
-    @property
+    @cached_property
     def end(self) -> np.ndarray | None:
         return None if self.last is None else _mean(self.last)
 
-    def target(self, t: int, length: int) -> np.ndarray:
-        """``(n,)`` closeness of every song to position ``t``'s target: in each of the last song's
-        spaces the cosine with the point ``t/(L-1)`` of the way along the line between the two
-        songs (the last song's own where the first has no place), weighted as the last song's
+    def target(self, t: int, length: int, songs: np.ndarray) -> np.ndarray:
+        """``(len(songs),)`` closeness of ``songs`` to position ``t``'s target: in each of the last
+        song's spaces the cosine with the point ``t/(L-1)`` of the way along the line between the
+        two songs (the last song's own where the first has no place), weighted as the last song's
         are; for a continuation, closeness to the first song."""
         if self.last is None:
-            return self.start
+            return self.start[songs]
         a = t / (length - 1)
         lines: Spaces = {}
         for name, (w, s_end) in self.last.items():
             if name not in self.first:
-                lines[name] = (w, s_end)
+                lines[name] = (w, s_end[songs])
                 continue
             s_start = self.first[name][1]
-            cos_ends = float(s_end[int(np.argmax(s_start))])  # s_start peaks at the first song itself
-            norm = np.sqrt(max((1 - a) ** 2 + a**2 + 2 * a * (1 - a) * cos_ends, 1e-12))
-            lines[name] = (w, ((1 - a) * s_start + a * s_end) / norm)
+            norm = np.sqrt(max((1 - a) ** 2 + a**2 + 2 * a * (1 - a) * self._cos_ends[name], 1e-12))
+            lines[name] = (w, ((1 - a) * s_start[songs] + a * s_end[songs]) / norm)
         return _mean(lines)
+
+    @cached_property
+    def _cos_ends(self) -> dict[str, float]:
+        """The two songs' cosine in each space both have a place in (``first`` peaks at the first song)."""
+        assert self.last is not None
+        return {
+            name: float(s_end[int(np.argmax(self.first[name][1]))])
+            for name, (_, s_end) in self.last.items()
+            if name in self.first
+        }
 
 
 @dataclass(frozen=True)
 class _Beam:
     """Partial paths grown from one end: ``paths`` ``(B, t)`` int64 in the order grown (from the
     start for a forward beam, from the end for a backward one), their ``score`` ``(B,)``, the
-    artist ``run`` at the growing end and whether each ``kept`` progress so far."""
+    artist ``run`` at the growing end, whether each ``kept`` progress so far and its weakest
+    step's similarity ``low`` (1.0 before any step)."""
 
     paths: np.ndarray
     score: np.ndarray
     run: np.ndarray
     kept: np.ndarray
+    low: np.ndarray
 
     @classmethod
     def of(cls, track: int) -> _Beam:
-        return cls(np.array([[track]], np.int64), np.zeros(1), np.ones(1, np.int64), np.ones(1, bool))
+        return cls(np.array([[track]], np.int64), np.zeros(1), np.ones(1, np.int64), np.ones(1, bool), np.ones(1))
 
     def take(self, i: int) -> _Beam:
         """The beam of path ``i`` alone."""
-        return _Beam(self.paths[i : i + 1], self.score[i : i + 1], self.run[i : i + 1], self.kept[i : i + 1])
+        one = slice(i, i + 1)
+        return _Beam(self.paths[one], self.score[one], self.run[one], self.kept[one], self.low[one])
 
 
 @dataclass
@@ -369,15 +391,19 @@ class _Search:
     w2: float
     max_run: int
 
+    def line(self, t: int) -> np.ndarray:
+        """The ``line_candidates`` corridor songs nearest position ``t``'s target (int64)."""
+        near = self.ends.target(t, self.length, self.corridor)
+        return self.corridor[top_indices(near, self.finder.config.line_candidates)]
+
     def grow(self, beam: _Beam, t: int, forward: bool, last: bool) -> _Beam | None:
         """The beam one song longer with songs for position ``t`` (None when no song can follow):
         before the growing end for a backward beam. ``last``: the growth before the two halves
         meet, which keeps a wider beam to join from."""
         f, cfg = self.finder, self.finder.config
-        target = self.ends.target(t, self.length)
         s_end = self.ends.end
         head = beam.paths[:, -1]
-        cand, owner, known_cb, known_cf = f._candidates(head, target, self.ok, self.corridor)
+        cand, owner, known_cb, known_cf = f._candidates(head, self.line(t), self.ok, cfg.fanout)
         at = head[owner]
         same = f.artists[cand] == f.artists[at]
         keep = ~(beam.paths[owner] == cand[:, None]).any(axis=1) & (~same | (beam.run[owner] < self.max_run))
@@ -386,19 +412,22 @@ class _Search:
             progress = s_end[cand] > s_end[at] if forward else s_end[cand] < s_end[at]
         if (keep & progress).any():  # a step away from the last song only when no other is left
             keep &= progress
-        src, dst = (at, cand) if forward else (cand, at)
+        if not keep.any():
+            return None
+        cand, owner, known_cb, known_cf, at, same, progress = (
+            x[keep] for x in (cand, owner, known_cb, known_cf, at, same, progress)
+        )
+        target = self.ends.target(t, self.length, cand)
         # rank on what the growing end's lists hold (a lower bound), then measure the best exactly
-        rough = beam.score[owner] + _utility(f.blend(at, known_cb, known_cf, self.w1, self.w2))
-        rough = np.where(keep, rough + cfg.pull * target[cand], -np.inf)
+        rough = beam.score[owner] + _utility(f.blend(at, known_cb, known_cf, self.w1, self.w2)) + cfg.pull * target
         width = cfg.join_beam if last and s_end is not None else cfg.beam
         pick = top_indices(rough, width * cfg.shortlist)
-        pick = pick[keep[pick]]
-        if pick.size == 0:
-            return None
-        cand, owner, src, dst, same, progress = (x[pick] for x in (cand, owner, src, dst, same, progress))
+        cand, owner, at, same, progress, target = (x[pick] for x in (cand, owner, at, same, progress, target))
+        src, dst = (at, cand) if forward else (cand, at)
         sim = f.measure(src, dst, self.w1, self.w2)[0]
-        total = beam.score[owner] + _utility(sim) + cfg.pull * target[cand]
-        order = np.lexsort((cand, -total))
+        total = beam.score[owner] + _utility(sim) + cfg.pull * target
+        low = np.minimum(beam.low[owner], sim)
+        order = np.lexsort((cand, -(total + cfg.beam_bottleneck * low)))  # ranked by score and weakest step
         ranked = cand[order]
         by_song = np.argsort(ranked, kind="stable")
         first = np.ones(order.size, bool)  # the best way to each song only
@@ -409,6 +438,7 @@ class _Search:
             total[best],
             np.where(same[best], beam.run[owner[best]] + 1, 1),
             beam.kept[owner[best]] & progress[best],
+            low[best],
         )
 
     def backward(self, end: int, middle: int) -> _Beam:
@@ -418,26 +448,81 @@ class _Search:
             beam = self.grow(beam, t, False, last=t == middle + 1) or beam
         return beam
 
-    def join(self, forward: _Beam, backward: _Beam) -> tuple[int, int, _Beam, bool]:
-        """The best pair ``(i, j)`` of a forward and a backward partial path, scored with the
-        step between them (and ``backward``); ``clash``: even the best pair repeats a song or
-        makes too long an artist run."""
-        f = self.finder
+    def bridge(self, forward: _Beam, backward: _Beam, t: int) -> tuple[int, int | None, int, _Beam, bool, bool]:
+        """The best song for position ``t`` between a forward and a backward partial path, and the
+        pair it joins: ``(i, song, j, backward, clash, kept)``. Candidates are both halves' ends'
+        neighbours and the line's nearest songs; the ``bridge`` best, ranked on what the lists
+        hold, are measured exactly against every end of both halves. A whole path scores its
+        step utilities and pull plus ``bottleneck`` times its weakest step: the bridge is where
+        the two halves' weak steps meet. A song is never used twice; ``clash``: even the best
+        makes the halves share a song or too long an artist run; ``kept``: every step got closer
+        to the last song; ``song`` None: no song is left for the middle (:meth:`meet`)."""
+        f, cfg = self.finder, self.finder.config
         s_end = self.ends.end
         assert s_end is not None
-        tail, head = forward.paths[:, -1], backward.paths[:, -1]
-        rows, cols = np.repeat(tail, head.size), np.tile(head, tail.size)
-        cb = f._dots(tail, head).clip(min=0).ravel()
-        sim = f.measure(rows, cols, self.w1, self.w2, cb)[0].reshape(tail.size, head.size)
-        fp, bp = forward.paths, backward.paths
-        repeats = (fp[:, None, :, None] == bp[None, :, None, :]).any(axis=(2, 3))
-        same = f.artists[tail][:, None] == f.artists[head][None, :]
-        too_long = same & (forward.run[:, None] + backward.run[None, :] > self.max_run)
-        progress = s_end[tail][:, None] < s_end[head][None, :]
-        total = forward.score[:, None] + backward.score[None, :] + _utility(sim)
-        total = total - JOIN_PENALTY * (repeats | too_long) - JOIN_PENALTY * ~progress / 2
+        tails, heads = forward.paths[:, -1], backward.paths[:, -1]
+        # rough: each song's best way from a forward end and to a backward end, as the lists hold them
+        songs, rough, line = [], [], self.line(t)
+        for beam, ends in ((forward, tails), (backward, heads)):
+            cand, owner, known_cb, known_cf = f._candidates(ends, line, self.ok, cfg.bridge_fanout)
+            songs.append(cand)
+            rough.append(beam.score[owner] + _utility(f.blend(ends[owner], known_cb, known_cf, self.w1, self.w2)))
+        pool, where = np.unique(np.concatenate(songs), return_inverse=True)
+        half = np.empty((2, pool.size))
+        for side, (beam, at, r) in enumerate(zip((forward, backward), np.split(where, [songs[0].size]), rough)):
+            half[side] = beam.score.max() + _utility(np.zeros(1))[0]  # not in that side's lists: a jump
+            np.maximum.at(half[side], at, r)
+        target = self.ends.target(t, self.length, pool)
+        best = top_indices(half.sum(axis=0) + cfg.pull * target, cfg.bridge)
+        mid, target = pool[best], target[best]
+        fp, bp, artists = forward.paths, backward.paths, f.artists
+        shared = (fp[:, None, :, None] == bp[None, :, None, :]).any(axis=(2, 3))  # the halves repeat each other
+        if mid.size == 0:
+            return self.meet(forward, backward, shared)
+        nf, nm, nb = tails.size, mid.size, heads.size
+        cb_into, cb_out = f._dots(tails, mid).clip(min=0).ravel(), f._dots(mid, heads).clip(min=0).ravel()
+        into = f.measure(np.repeat(tails, nm), np.tile(mid, nf), self.w1, self.w2, cb_into)[0].reshape(nf, nm)
+        out = f.measure(np.repeat(mid, nb), np.tile(heads, nm), self.w1, self.w2, cb_out)[0].reshape(nm, nb)
+        # each side of the bridge song k: the path up to it (i, k) and the path from it (k, j), each
+        # with its score, weakest step and broken rules (repeats, artist runs, progress)
+        run = np.where(artists[tails][:, None] == artists[mid][None, :], forward.run[:, None] + 1, 1)
+        ahead_in = (s_end[tails][:, None] < s_end[mid][None, :]) & forward.kept[:, None]
+        ahead_out = (s_end[mid][:, None] < s_end[heads][None, :]) & backward.kept[None, :]
+        side_in = forward.score[:, None] + _utility(into) + cfg.pull * target[None, :]
+        side_in -= JOIN_PENALTY * (run > self.max_run) + JOIN_PENALTY / 2 * ~ahead_in
+        side_out = _utility(out) + backward.score[None, :] - JOIN_PENALTY / 2 * ~ahead_out
+        side_in[(fp[:, None, :] == mid[None, :, None]).any(axis=2)] = -np.inf  # never a song twice
+        side_out[(bp[None, :, :] == mid[:, None, None]).any(axis=2)] = -np.inf
+        low_in, low_out = np.minimum(forward.low[:, None], into), np.minimum(out, backward.low[None, :])
+        # whole paths (i, k, j): both sides, the weakest step of all, the halves repeating each other
+        # or an artist running on through the bridge song
+        total = np.minimum(low_in[:, :, None], low_out[None, :, :])
+        total *= cfg.bottleneck
+        total += side_in[:, :, None]
+        total += side_out[None, :, :]
+        total -= (JOIN_PENALTY * shared)[:, None, :]
+        same_out = artists[mid][:, None] == artists[heads][None, :]
+        if same_out.any():
+            total -= JOIN_PENALTY * (
+                same_out[None, :, :] & (run[:, :, None] + backward.run[None, None, :] > self.max_run)
+            )
+        i, k, j = np.unravel_index(int(np.argmax(total)), total.shape)
+        if not np.isfinite(total[i, k, j]):  # every song left repeats one of the halves'
+            return self.meet(forward, backward, shared)
+        clash = bool(
+            run[i, k] > self.max_run or shared[i, j] or (same_out[k, j] and run[i, k] + backward.run[j] > self.max_run)
+        )
+        return int(i), int(mid[k]), int(j), backward, clash, bool(ahead_in[i, k] and ahead_out[k, j])
+
+    def meet(self, forward: _Beam, backward: _Beam, shared: np.ndarray) -> tuple[int, None, int, _Beam, bool, bool]:
+        """No song is left to stand between the halves: the best pair of them meets directly (a
+        shorter path), as :meth:`bridge` answers; ``shared`` ``(F, B)``: the pair repeats a song."""
+        s_end = self.ends.end
+        assert s_end is not None
+        total = forward.score[:, None] + backward.score[None, :] - JOIN_PENALTY * shared
         i, j = np.unravel_index(int(np.argmax(total)), total.shape)
-        return int(i), int(j), backward, bool(repeats[i, j] or too_long[i, j])
+        kept = bool(forward.kept[i] and backward.kept[j] and s_end[forward.paths[i, -1]] < s_end[backward.paths[j, -1]])
+        return int(i), None, int(j), backward, bool(shared[i, j]), kept
 
 
 def progress_share(toward: np.ndarray) -> float:
