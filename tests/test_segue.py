@@ -3,6 +3,9 @@ rules every path keeps, partial answers with a reason, and the API's errors."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -72,6 +75,28 @@ def test_reported_steps_are_the_steps_measured_between_the_songs(rec, paths, pai
         assert closeness[b] == pytest.approx(1.0) and closeness.max() == pytest.approx(1.0)
 
 
+def test_mending_lifts_the_weakest_step_and_keeps_every_rule(paths, pairs):
+    """The pass after the search only swaps songs around the weakest step when that lifts it:
+    against the same search without it, no path's weakest step is lower, some are higher, and
+    the mended paths still keep progress, filters, artist runs and no repeats."""
+    unmended = dataclasses.replace(paths, config=dataclasses.replace(paths.config, mends=0))
+    allowed = np.ones(paths.n, bool)
+    allowed[::7] = False  # a filter: every seventh song out
+    lifted = 0
+    for a, b in pairs:
+        allowed_ab = allowed.copy()
+        allowed_ab[[a, b]] = True
+        mended, plain = paths.find(a, 12, 0.3, 0.7, b, allowed_ab), unmended.find(a, 12, 0.3, 0.7, b, allowed_ab)
+        assert mended.similarity.min() >= plain.similarity.min() - 1e-12
+        lifted += mended.similarity.min() > plain.similarity.min() + 1e-9
+        path = mended.tracks
+        assert len(set(path.tolist())) == 12 and allowed_ab[path].all()
+        assert longest_artist_run(paths.artists[path]) <= 2
+        if plain.complete:
+            assert mended.complete and (np.diff(mended.toward) > 0).all()
+    assert lifted >= 1
+
+
 def test_closeness_blends_content_and_listener_space_where_the_song_has_a_place(bundle, paths):
     """Content cosine for a song without listeners, both spaces weighted w1:w2 for one with."""
     content = lambda t: paths.vectors @ paths.vectors[t].toarray().ravel()  # noqa: E731
@@ -95,6 +120,20 @@ def test_segues_move_toward_the_end_in_close_steps(rec, paths, pairs):
     assert np.mean(progress) >= 0.9
     assert np.mean(mean_step) >= 2 * MIN_STEP
     assert np.mean(complete) >= 0.7
+
+
+def test_a_segue_that_turns_back_names_the_step(rec, pairs):
+    named = 0
+    for a, b in pairs:
+        result = rec.run(Query("segue", seeds=(a,), to=b, k=12))
+        found = re.search(r"step (\d+) turns back", result.note or "")
+        if found:
+            step = int(found.group(1))  # the step into song ``step`` (0-based) gets no closer
+            toward = [i.toward for i in result.items]
+            assert not result.complete and toward[step] <= toward[step - 1]
+            assert all(x < y for x, y in zip(toward[: step - 1], toward[1:step]))  # the first that does
+            named += 1
+    assert named >= 1
 
 
 def test_an_artist_cap_of_one_never_repeats_an_artist_back_to_back(rec, pairs):

@@ -77,6 +77,8 @@ class PathConfig:
     bridge: int = 48  # songs for the middle position measured against every partial path of both halves
     bottleneck: float = 100.0  # weight of a whole path's weakest step when the halves are bridged
     beam_bottleneck: float = 3.0  # weight of a partial path's weakest step when a beam keeps its best
+    mends: int = 2  # rounds of replacing the songs around a found segue's weakest step
+    end_choices: int = 4  # songs next to an end tried when the weakest step is into or out of it
 
 
 @dataclass
@@ -249,7 +251,117 @@ class PathFinder:
             between = np.array([] if song is None else [song], np.int64)
             tracks = np.concatenate([forward.paths[i], between, backward.paths[j][::-1]])
             kept &= not clash
+            if not clash and tracks.size >= 3:
+                assert s_end is not None
+                tracks = self._mend(tracks, s_end, search.ok, w1, w2, max_run)
         return self._path(tracks, kept, s_end, length, w1, w2)
+
+    # ------------------------------------------------------------------ mending the weakest step
+    def _mend(
+        self, tracks: np.ndarray, s_end: np.ndarray, ok: np.ndarray, w1: float, w2: float, max_run: int
+    ) -> np.ndarray:
+        """``tracks`` with the songs around its weakest step replaced while that lifts the path's
+        weakest step (``mends`` rounds): one song next to the step, or, when the step is into or
+        out of an end, the two songs next to that end. Every rule still holds (``ok`` songs, no
+        repeats, artist runs, each song closer to the last)."""
+        for _ in range(self.config.mends):
+            sim = self.measure(tracks[:-1], tracks[1:], w1, w2)[0]
+            k, last = int(np.argmin(sim)), tracks.size - 1
+            best, better = float(sim[k]), []  # the weakest step reached, and its (position, song) changes
+            for p in (k, k + 1):
+                if 1 <= p < last:
+                    low, song = self._best_swap(tracks, sim, p, s_end, ok, w1, w2, max_run)
+                    if low > best:
+                        best, better = low, [(p, song)]
+            if k in (0, last - 1) and tracks.size >= 5:
+                low, pair = self._best_end_pair(tracks, k == 0, float(sim[k]), s_end, ok, w1, w2, max_run)
+                if low > best:
+                    best, better = low, pair
+            if not better:
+                break
+            tracks = tracks.copy()
+            for p, song in better:
+                tracks[p] = song
+        return tracks
+
+    def _best_swap(
+        self,
+        tracks: np.ndarray,
+        sim: np.ndarray,
+        p: int,
+        s_end: np.ndarray,
+        ok: np.ndarray,
+        w1: float,
+        w2: float,
+        max_run: int,
+    ) -> tuple[float, int]:
+        """The song for position ``p`` (among its two neighbours' lists) that makes the path's
+        weakest step highest, and that step's similarity (-inf when no song fits); ``sim``: the
+        path's steps."""
+        before, after = tracks[p - 1], tracks[p + 1]
+        c = self._neighbours(np.array([before, after]))
+        c = c[self._fits(c, tracks, p, ok, max_run) & (s_end[c] > s_end[before]) & (s_end[c] < s_end[after])]
+        if c.size == 0:
+            return -np.inf, -1
+        into = self.measure(np.full(c.size, before), c, w1, w2)[0]
+        out = self.measure(c, np.full(c.size, after), w1, w2)[0]
+        rest = np.delete(sim, [p - 1, p])
+        low = np.minimum(np.minimum(into, out), rest.min() if rest.size else 1.0)
+        i = int(np.argmax(low))
+        return float(low[i]), int(c[i])
+
+    def _best_end_pair(
+        self,
+        tracks: np.ndarray,
+        first: bool,
+        weakest: float,
+        s_end: np.ndarray,
+        ok: np.ndarray,
+        w1: float,
+        w2: float,
+        max_run: int,
+    ) -> tuple[float, list[tuple[int, int]]]:
+        """The two songs next to the first (``first``) or the last song, when the step into or out
+        of it is the weakest: the ``end_choices`` songs of the end's lists with the best step to it,
+        each with the best song after it (:meth:`_best_swap`); ``(weakest step, [(position,
+        song), (position, song)])``, or ``(-inf, [])``."""
+        end, near, far = (0, 1, 2) if first else (tracks.size - 1, tracks.size - 2, tracks.size - 3)
+        c = self._neighbours(np.array([tracks[end]]))
+        ahead = s_end[c] > s_end[tracks[end]] if first else s_end[c] < s_end[tracks[end]]
+        c = c[self._fits(c, tracks, near, ok, max_run) & ahead]
+        if c.size == 0:
+            return -np.inf, []
+        steps = self.measure(np.full(c.size, tracks[end]), c, w1, w2)[0]
+        best: tuple[float, list[tuple[int, int]]] = (-np.inf, [])
+        for i in top_indices(steps, self.config.end_choices):
+            if steps[i] <= weakest:
+                break
+            trial = tracks.copy()
+            trial[near] = c[i]
+            low, song = self._best_swap(
+                trial, self.measure(trial[:-1], trial[1:], w1, w2)[0], far, s_end, ok, w1, w2, max_run
+            )
+            if low > best[0]:
+                best = (low, [(near, int(c[i])), (far, song)])
+        return best
+
+    def _neighbours(self, songs: np.ndarray) -> np.ndarray:
+        """The first ``fanout`` entries of both lists of ``songs``, once each (int64)."""
+        found = [m.indices[row_entries(m, songs, self.config.fanout)[0]] for m in self._lists]
+        return np.unique(np.concatenate(found)).astype(np.int64)
+
+    def _fits(self, c: np.ndarray, tracks: np.ndarray, p: int, ok: np.ndarray, max_run: int) -> np.ndarray:
+        """Which songs ``c`` may take position ``p`` of ``tracks``: allowed, not already in the path,
+        and not making a run of more than ``max_run`` songs by one artist."""
+        run = np.ones(c.size, np.int64)
+        for direction in (-1, 1):
+            same = np.ones(c.size, bool)
+            for q in range(p + direction, p + direction * (max_run + 1), direction):
+                if not 0 <= q < tracks.size:
+                    break
+                same &= self.artists[tracks[q]] == self.artists[c]
+                run += same
+        return ok[c] & ~np.isin(c, tracks) & (run <= max_run)
 
     def _path(
         self, tracks: np.ndarray, kept: bool, s_end: np.ndarray | None, length: int, w1: float, w2: float
@@ -271,7 +383,15 @@ class PathFinder:
         elif s_end is None:
             complete, reason = True, "each song close to the one before it"
         elif not kept:
-            complete, reason = False, "no path of this length got closer to the last song at every step"
+            assert toward is not None
+            backs = np.flatnonzero(np.diff(toward) <= 0)  # the steps that do not get closer
+            broken = (
+                f"got closer to the last song at every step: step {backs[0] + 1} turns back "
+                f"(closeness {toward[backs[0]]:.2f} -> {toward[backs[0] + 1]:.2f})"
+                if backs.size
+                else "kept every artist run within the limit"
+            )
+            complete, reason = False, f"no path of {length} songs {broken}; another length may find one"
         else:
             complete, reason = True, "each song close to the one before it and closer to the last song"
         return Path(tracks, similarity, cb, cf, part_cb, part_cf, toward, complete, reason)
