@@ -79,7 +79,7 @@ def test_mending_lifts_the_weakest_step_and_keeps_every_rule(paths, pairs):
     """The pass after the search only swaps songs around the weakest step when that lifts it:
     against the same search without it, no path's weakest step is lower, some are higher, and
     the mended paths still keep progress, filters, artist runs and no repeats."""
-    unmended = dataclasses.replace(paths, config=dataclasses.replace(paths.config, mends=0))
+    unmended = dataclasses.replace(paths, config=dataclasses.replace(paths.config, mend_fanout=0))
     allowed = np.ones(paths.n, bool)
     allowed[::7] = False  # a filter: every seventh song out
     lifted = 0

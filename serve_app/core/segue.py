@@ -26,7 +26,7 @@ first song itself: each next song close to the one before it, the whole list nea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, reduce
 
 import numpy as np
 import scipy.sparse as sp
@@ -72,13 +72,12 @@ class PathConfig:
     line_candidates: int = 12  # catalog songs nearest each target added to the graph neighbours
     corridor: int = 300  # songs nearest each end (and their midpoint) the line targets are looked for among
     shortlist: int = 8  # candidates measured exactly per beam path, of those ranked on the graphs' values
-    join_beam: int = 48  # partial paths each half keeps where the two halves meet
+    join_beam: int = 40  # partial paths each half keeps where the two halves meet
     bridge_fanout: int = 40  # the first neighbours on each side of every half's end the bridge is looked for among
-    bridge: int = 48  # songs for the middle position measured against every partial path of both halves
+    bridge: int = 40  # songs for the middle position measured against every partial path of both halves
     bottleneck: float = 100.0  # weight of a whole path's weakest step when the halves are bridged
     beam_bottleneck: float = 3.0  # weight of a partial path's weakest step when a beam keeps its best
-    mends: int = 2  # rounds of replacing the songs around a found segue's weakest step
-    end_choices: int = 4  # songs next to an end tried when the weakest step is into or out of it
+    mend_fanout: int = 60  # the first neighbours on each side a song mending the weakest step is looked for among
 
 
 @dataclass
@@ -199,11 +198,14 @@ class PathFinder:
         parts, the content cosine (given as ``cb`` when known) and the collaborative similarity that
         direction's list holds."""
         cb = self._cb(prev, nxt) if cb is None else cb
-        cf_ab, cf_ba = self._cf(prev, nxt), self._cf(nxt, prev)
-        ab, ba = self.parts(prev, cb, cf_ab, w1, w2), self.parts(nxt, cb, cf_ba, w1, w2)
-        back = ba[0] + ba[1] > ab[0] + ab[1]
-        part_cb, part_cf = np.where(back, ba[0], ab[0]), np.where(back, ba[1], ab[1])
-        return part_cb + part_cf, cb, np.where(back, cf_ba, cf_ab), part_cb, part_cf
+        n = len(prev)
+        both = np.concatenate([prev, nxt])  # each direction at once: prev recommending nxt, then back
+        cf = self._cf(both, np.concatenate([nxt, prev]))
+        parts_cb, parts_cf = self.parts(both, np.concatenate([cb, cb]), cf, w1, w2)
+        back = parts_cb[n:] + parts_cf[n:] > parts_cb[:n] + parts_cf[:n]
+        pick = np.arange(n) + n * back
+        part_cb, part_cf = parts_cb[pick], parts_cf[pick]
+        return part_cb + part_cf, cb, cf[pick], part_cb, part_cf
 
     def steps(self, tracks: np.ndarray, w1: float, w2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(similarity, cb, cf)`` of each step of a path ``tracks`` (any songs, in order)."""
@@ -260,94 +262,35 @@ class PathFinder:
     def _mend(
         self, tracks: np.ndarray, s_end: np.ndarray, ok: np.ndarray, w1: float, w2: float, max_run: int
     ) -> np.ndarray:
-        """``tracks`` with the songs around its weakest step replaced while that lifts the path's
-        weakest step (``mends`` rounds): one song next to the step, or, when the step is into or
-        out of an end, the two songs next to that end. Every rule still holds (``ok`` songs, no
-        repeats, artist runs, each song closer to the last)."""
-        for _ in range(self.config.mends):
-            sim = self.measure(tracks[:-1], tracks[1:], w1, w2)[0]
-            k, last = int(np.argmin(sim)), tracks.size - 1
-            best, better = float(sim[k]), []  # the weakest step reached, and its (position, song) changes
-            for p in (k, k + 1):
-                if 1 <= p < last:
-                    low, song = self._best_swap(tracks, sim, p, s_end, ok, w1, w2, max_run)
-                    if low > best:
-                        best, better = low, [(p, song)]
-            if k in (0, last - 1) and tracks.size >= 5:
-                low, pair = self._best_end_pair(tracks, k == 0, float(sim[k]), s_end, ok, w1, w2, max_run)
-                if low > best:
-                    best, better = low, pair
-            if not better:
-                break
-            tracks = tracks.copy()
-            for p, song in better:
-                tracks[p] = song
-        return tracks
-
-    def _best_swap(
-        self,
-        tracks: np.ndarray,
-        sim: np.ndarray,
-        p: int,
-        s_end: np.ndarray,
-        ok: np.ndarray,
-        w1: float,
-        w2: float,
-        max_run: int,
-    ) -> tuple[float, int]:
-        """The song for position ``p`` (among its two neighbours' lists) that makes the path's
-        weakest step highest, and that step's similarity (-inf when no song fits); ``sim``: the
-        path's steps."""
-        before, after = tracks[p - 1], tracks[p + 1]
-        c = self._neighbours(np.array([before, after]))
-        c = c[self._fits(c, tracks, p, ok, max_run) & (s_end[c] > s_end[before]) & (s_end[c] < s_end[after])]
-        if c.size == 0:
-            return -np.inf, -1
-        into = self.measure(np.full(c.size, before), c, w1, w2)[0]
-        out = self.measure(c, np.full(c.size, after), w1, w2)[0]
-        rest = np.delete(sim, [p - 1, p])
-        low = np.minimum(np.minimum(into, out), rest.min() if rest.size else 1.0)
-        i = int(np.argmax(low))
-        return float(low[i]), int(c[i])
-
-    def _best_end_pair(
-        self,
-        tracks: np.ndarray,
-        first: bool,
-        weakest: float,
-        s_end: np.ndarray,
-        ok: np.ndarray,
-        w1: float,
-        w2: float,
-        max_run: int,
-    ) -> tuple[float, list[tuple[int, int]]]:
-        """The two songs next to the first (``first``) or the last song, when the step into or out
-        of it is the weakest: the ``end_choices`` songs of the end's lists with the best step to it,
-        each with the best song after it (:meth:`_best_swap`); ``(weakest step, [(position,
-        song), (position, song)])``, or ``(-inf, [])``."""
-        end, near, far = (0, 1, 2) if first else (tracks.size - 1, tracks.size - 2, tracks.size - 3)
-        c = self._neighbours(np.array([tracks[end]]))
-        ahead = s_end[c] > s_end[tracks[end]] if first else s_end[c] < s_end[tracks[end]]
-        c = c[self._fits(c, tracks, near, ok, max_run) & ahead]
-        if c.size == 0:
-            return -np.inf, []
-        steps = self.measure(np.full(c.size, tracks[end]), c, w1, w2)[0]
-        best: tuple[float, list[tuple[int, int]]] = (-np.inf, [])
-        for i in top_indices(steps, self.config.end_choices):
-            if steps[i] <= weakest:
-                break
-            trial = tracks.copy()
-            trial[near] = c[i]
-            low, song = self._best_swap(
-                trial, self.measure(trial[:-1], trial[1:], w1, w2)[0], far, s_end, ok, w1, w2, max_run
-            )
-            if low > best[0]:
-                best = (low, [(near, int(c[i])), (far, song)])
-        return best
+        """``tracks`` with the song on one side of its weakest step replaced by the song from its
+        two neighbours' lists that lifts the path's weakest step most, if one does and keeps every
+        rule (``ok`` songs, no repeats, artist runs, each song closer to the last)."""
+        sim = self.measure(tracks[:-1], tracks[1:], w1, w2)[0]
+        k = int(np.argmin(sim))
+        at, songs, rest = [], [], []
+        for p in (k, k + 1):  # the song before the step or the one after it; never an end
+            if 1 <= p < tracks.size - 1:
+                before, after = tracks[p - 1], tracks[p + 1]
+                c = self._neighbours(np.array([before, after]))
+                c = c[self._fits(c, tracks, p, ok, max_run) & (s_end[c] > s_end[before]) & (s_end[c] < s_end[after])]
+                at.append(np.full(c.size, p))
+                songs.append(c)
+                rest.append(np.full(c.size, np.delete(sim, [p - 1, p]).min(initial=1.0)))
+        if not songs or not sum(c.size for c in songs):
+            return tracks
+        place, c, others = np.concatenate(at), np.concatenate(songs), np.concatenate(rest)
+        steps = self.measure(np.concatenate([tracks[place - 1], c]), np.concatenate([c, tracks[place + 1]]), w1, w2)[0]
+        low = np.minimum(np.minimum(steps[: c.size], steps[c.size :]), others)
+        best = int(np.argmax(low))
+        if low[best] <= sim[k]:
+            return tracks
+        mended = tracks.copy()
+        mended[place[best]] = c[best]
+        return mended
 
     def _neighbours(self, songs: np.ndarray) -> np.ndarray:
-        """The first ``fanout`` entries of both lists of ``songs``, once each (int64)."""
-        found = [m.indices[row_entries(m, songs, self.config.fanout)[0]] for m in self._lists]
+        """The first ``mend_fanout`` entries of both lists of ``songs``, once each (int64)."""
+        found = [m.indices[row_entries(m, songs, self.config.mend_fanout)[0]] for m in self._lists]
         return np.unique(np.concatenate(found)).astype(np.int64)
 
     def _fits(self, c: np.ndarray, tracks: np.ndarray, p: int, ok: np.ndarray, max_run: int) -> np.ndarray:
@@ -399,9 +342,9 @@ class PathFinder:
     def _corridor(self, ends: _Ends, ok: np.ndarray) -> np.ndarray:
         """The allowed songs the line targets are looked for among (int64): those nearest either end
         or their midpoint, so that each position does not scan the whole catalog."""
-        size = self.config.corridor
+        cut = self.n - min(self.config.corridor, self.n)  # argpartition: in no order, for a set
         near = [ends.start] if ends.end is None else [ends.start, ends.end, ends.start + ends.end]
-        found = [top_indices(np.where(ok, s, -np.inf), size) for s in near]
+        found = [np.argpartition(np.where(ok, s, -np.inf), cut)[cut:] for s in near]
         corridor = np.unique(np.concatenate(found))
         return corridor[ok[corridor]]
 
@@ -661,4 +604,4 @@ def _utility(similarity: np.ndarray) -> np.ndarray:
 def _mean(spaces: Spaces) -> np.ndarray:
     """The weighted mean of per-space closeness arrays."""
     total = sum(w for w, _ in spaces.values())
-    return np.sum([w * x for w, x in spaces.values()], axis=0) / total
+    return reduce(np.add, [w / total * x for w, x in spaces.values()])
