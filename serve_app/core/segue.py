@@ -265,14 +265,17 @@ class PathFinder:
         """``tracks`` with the song on one side of its weakest step replaced by the song from its
         two neighbours' lists that lifts the path's weakest step most, if one does and keeps every
         rule (``ok`` songs, no repeats, artist runs, each song closer to the last)."""
+        cfg = self.config
         sim = self.measure(tracks[:-1], tracks[1:], w1, w2)[0]
         k = int(np.argmin(sim))
         at, songs, rest = [], [], []
         for p in (k, k + 1):  # the song before the step or the one after it; never an end
             if 1 <= p < tracks.size - 1:
                 before, after = tracks[p - 1], tracks[p + 1]
-                c = self._neighbours(np.array([before, after]))
-                c = c[self._fits(c, tracks, p, ok, max_run) & (s_end[c] > s_end[before]) & (s_end[c] < s_end[after])]
+                c = np.unique(
+                    self._candidates(np.array([before, after]), np.zeros(0, np.int64), ok, cfg.mend_fanout)[0]
+                )
+                c = c[self._fits(c, tracks, p, max_run) & (s_end[c] > s_end[before]) & (s_end[c] < s_end[after])]
                 at.append(np.full(c.size, p))
                 songs.append(c)
                 rest.append(np.full(c.size, np.delete(sim, [p - 1, p]).min(initial=1.0)))
@@ -288,14 +291,9 @@ class PathFinder:
         mended[place[best]] = c[best]
         return mended
 
-    def _neighbours(self, songs: np.ndarray) -> np.ndarray:
-        """The first ``mend_fanout`` entries of both lists of ``songs``, once each (int64)."""
-        found = [m.indices[row_entries(m, songs, self.config.mend_fanout)[0]] for m in self._lists]
-        return np.unique(np.concatenate(found)).astype(np.int64)
-
-    def _fits(self, c: np.ndarray, tracks: np.ndarray, p: int, ok: np.ndarray, max_run: int) -> np.ndarray:
-        """Which songs ``c`` may take position ``p`` of ``tracks``: allowed, not already in the path,
-        and not making a run of more than ``max_run`` songs by one artist."""
+    def _fits(self, c: np.ndarray, tracks: np.ndarray, p: int, max_run: int) -> np.ndarray:
+        """Which songs ``c`` may take position ``p`` of ``tracks``: not already in the path, and not
+        making a run of more than ``max_run`` songs by one artist."""
         run = np.ones(c.size, np.int64)
         for direction in (-1, 1):
             same = np.ones(c.size, bool)
@@ -304,7 +302,7 @@ class PathFinder:
                     break
                 same &= self.artists[tracks[q]] == self.artists[c]
                 run += same
-        return ok[c] & ~np.isin(c, tracks) & (run <= max_run)
+        return ~np.isin(c, tracks) & (run <= max_run)
 
     def _path(
         self, tracks: np.ndarray, kept: bool, s_end: np.ndarray | None, length: int, w1: float, w2: float
