@@ -48,6 +48,10 @@ W1_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 DIVERSITY_GRID = (0.0, 0.2, 0.4, 0.6, 0.8)
 ARTIST_CAPS = (0, 1, 2, 3, 5)  # 0: no cap
 COLD_SLOTS = (1.0, 0.8, 0.7, 0.6, 0.5)  # 1: a new song is listed on merit only
+# how much of the walk's popularity discount a song-seeded list gives back: up to all of it (the CF
+# model's beta), never more (past it a song's list would lean to the most played songs harder than
+# the plain walk does)
+SONG_LIFTS = (0.0, 0.1, 0.2, 0.3)
 # the cold floor must hold on every test seed: the slot is tuned for it with this margin on validation
 SLOT_MARGIN = 1.2
 ROBUST_METHODS = ("popularity", "cb", "cf-rp3beta", DEFAULT_NAME)
@@ -93,7 +97,7 @@ def measure(ctx: Context, rec_user: ev.RecommendUser, rec_item: ev.RecommendItem
     cold = ev.evaluate_cold(ctx.split, rec_user, max_users=ctx.max_users)
     return {
         "p1": {k: p1[k] for k in ("recall@10", "ndcg@10", "hr@10", "coverage@10", "ild@10", "artist_share@10")},
-        "p2": {k: p2[k] for k in ("hr@10", "recall@10", "artist_share@10")},
+        "p2": {k: p2[k] for k in ("hr@10", "recall@10", "coverage@10", "artist_share@10")},
         "cold": {"hr@10": cold["hr@10"]},
     }
 
@@ -119,6 +123,13 @@ def run_method(
     return measure(ctx, *hybrid_callbacks(ctx.recommender(cf, hybrid), w1, w2, diversity))
 
 
+def song_lists(ctx: Context, cf: CFConfig, hybrid: HybridConfig) -> dict[str, dict[str, float]]:
+    """P2 alone (the song-seeded lists) at the default weights: what the song lift changes."""
+    _, rec_item = hybrid_callbacks(ctx.recommender(cf, hybrid), hybrid.w1, hybrid.w2)
+    p2 = ev.evaluate_p2(ctx.split, rec_item, max_users=ctx.max_users)
+    return {"p2": {k: p2[k] for k in ("hr@10", "recall@10", "coverage@10")}}
+
+
 def objective(m: dict[str, dict[str, float]], cold_floor: float = 0.0) -> float:
     """What tuning maximises: the smaller of P1 NDCG@10 and P2 HR@10, each relative to its
     target (both protocols matter; neither may be bought with the other), among settings
@@ -131,8 +142,10 @@ def tune(val: dict[str, Context], quick: bool) -> tuple[CFConfig, HybridConfig, 
     """Pick the CF model (CF alone), then the evidence shrink and cold boost (the default
     weights), each by :func:`objective` on the items protocol's validation split, then the cold
     slot by the worse of the two protocols' validation objectives (cold songs must reach lists
-    under both, with ``SLOT_MARGIN`` above the floor)."""
+    under both, with ``SLOT_MARGIN`` above the floor), then the song lift by P2 HR@10 (it
+    touches song-seeded lists only)."""
     ctx = val["items"]
+    unlifted = dataclasses.replace(HybridConfig(), song_lift=0.0)  # the song lift is tuned last
     trials = []
     best_cf, best_score = None, -1.0
     grid = [CFConfig(w, "cosine") for w in WEIGHTINGS] + [
@@ -140,15 +153,15 @@ def tune(val: dict[str, Context], quick: bool) -> tuple[CFConfig, HybridConfig, 
         for a, b in itertools.product(ALPHAS[1:2] if quick else ALPHAS, BETAS[1:3] if quick else BETAS)
     ]
     for cf in grid:
-        m = run_method(ctx, cf, HybridConfig(), 0.0, 1.0)
+        m = run_method(ctx, cf, unlifted, 0.0, 1.0)
         trials.append({"cf": dataclasses.asdict(cf), "w1": 0.0, "metrics": m, "objective": objective(m)})
         log(f"tune cf {cf.weighting}/{cf.similarity} a={cf.alpha} b={cf.beta}: objective {objective(m):.4f}")
         if objective(m) > best_score:
             best_cf, best_score = cf, objective(m)
     assert best_cf is not None
-    best_h, best_score = HybridConfig(), -1.0
+    best_h, best_score = unlifted, -1.0
     for shrink, boost in itertools.product(SHRINKS[1:3] if quick else SHRINKS, BOOSTS[1:3] if quick else BOOSTS):
-        h = dataclasses.replace(HybridConfig(), evidence_shrink=shrink, cold_boost=boost, cold_slot=1.0)
+        h = dataclasses.replace(unlifted, evidence_shrink=shrink, cold_boost=boost, cold_slot=1.0)
         m = run_method(ctx, best_cf, h, h.w1, h.w2)
         score = objective(m, COLD_FLOOR)
         trials.append(
@@ -168,6 +181,17 @@ def tune(val: dict[str, Context], quick: bool) -> tuple[CFConfig, HybridConfig, 
         log(
             f"tune cold slot {slot}: objective {score:.4f} (cold {[round(m['cold']['hr@10'], 4) for m in ms.values()]})"
         )
+        if score > best_score:
+            best_h, best_score = h, score
+    best_score = -1.0
+    for lift in [x for x in SONG_LIFTS if x <= best_cf.beta + 1e-9] if best_cf.similarity == "rp3beta" else [0.0]:
+        h = dataclasses.replace(best_h, song_lift=lift)
+        m = song_lists(ctx, best_cf, h)  # listeners' lists do not use the lift: only P2 can move
+        score = m["p2"]["hr@10"] / TARGETS["p2_hr"]
+        trials.append(
+            {"cf": dataclasses.asdict(best_cf), "hybrid": dataclasses.asdict(h), "metrics": m, "objective": score}
+        )
+        log(f"tune song lift {lift}: P2 hr {m['p2']['hr@10']:.4f}, coverage {m['p2']['coverage@10']:.4f}")
         if score > best_score:
             best_h, best_score = h, score
     return best_cf, best_h, trials
@@ -305,6 +329,20 @@ def cold_tradeoff(val_free: dict[str, Context]) -> dict[str, list[dict]]:
     return {p: [default_method(cold_slot=slot)(ctx) for slot in COLD_SLOTS] for p, ctx in val_free.items()}
 
 
+def song_lift_tradeoff(ctx: Context) -> list[dict]:
+    """Song lists (P2) of the shipped default on a test split with each lift in SONG_LIFTS."""
+    return [song_lists(ctx, CFConfig(), dataclasses.replace(HybridConfig(), song_lift=lift)) for lift in SONG_LIFTS]
+
+
+def song_lift_table(runs: list[dict]) -> str:
+    """P2 HR@10 and coverage@10 per song lift (the table of the report's song-lift section)."""
+    cells = (
+        [f"{lift:g}", *(f"{m['p2'][x]:.4f}" for x in ("hr@10", "recall@10", "coverage@10"))]
+        for lift, m in zip(SONG_LIFTS, runs, strict=True)
+    )
+    return markdown(["song lift", "P2 HR@10", "P2 Recall@10", "P2 coverage@10"], "rrrr", cells)
+
+
 def _line_plot(path: Path, xs: list[float], series: dict[str, list[float]], xlabel: str) -> None:
     """One PNG with a line per series."""
     import matplotlib
@@ -428,7 +466,8 @@ def cold_slot_table(cold: dict[str, list[dict]]) -> str:
 
 def trials_table(trials: list[dict[str, Any]]) -> str:
     """Every tuning trial on the validation splits, in the order :func:`tune` ran them (a cold-slot
-    trial shows the items protocol's figures and the cold hit rate under each protocol)."""
+    trial shows the items protocol's figures and the cold hit rate under each protocol; a song-lift
+    trial only P2, the one thing it moves)."""
     rows = []
     for t in trials:
         cf, h = t["cf"], t.get("hybrid")
@@ -436,13 +475,22 @@ def trials_table(trials: list[dict[str, Any]]) -> str:
         if cf["similarity"] == "rp3beta":
             model += f" α={cf['alpha']:g} β={cf['beta']:g}"
         runs = list(t["by_protocol"].values()) if "by_protocol" in t else [t["metrics"]]
-        m, cold = runs[0], "/".join(f"{r['cold']['hr@10']:.4f}" for r in runs)  # runs[0]: the items protocol
-        phase = "CF alone" if h is None else ("cold slot" if len(runs) > 1 else "hybrid")
-        knobs = ["-"] * 3 if h is None else [f"{h[k]:g}" for k in ("evidence_shrink", "cold_boost", "cold_slot")]
+        m = runs[0]  # the items protocol
+        lists = "p1" in m
+        cold = "/".join(f"{r['cold']['hr@10']:.4f}" for r in runs) if lists else "-"
+        phase = "CF alone" if h is None else ("cold slot" if len(runs) > 1 else "hybrid" if lists else "song lift")
+        knobs = (
+            ["-"] * 4
+            if h is None
+            else [f"{h[k]:g}" for k in ("evidence_shrink", "cold_boost", "cold_slot", "song_lift")]
+        )
+        p1 = f"{m['p1']['ndcg@10']:.4f}" if lists else "-"
+        p2 = [f"{m['p2'][x]:.4f}" if x in m["p2"] else "-" for x in ("hr@10", "coverage@10")]
         score = f"{t['objective']:.3f}" if t["objective"] >= 0 else "rejected (cold below the floor)"
-        rows.append([phase, model, *knobs, f"{m['p1']['ndcg@10']:.4f}", f"{m['p2']['hr@10']:.4f}", cold, score])
-    columns = ["phase", "CF model", "evidence shrink", "cold boost", "cold slot", "P1 NDCG@10", "P2 HR@10"]
-    return markdown([*columns, "cold HR@10", "objective"], "llrrrrrrr", rows)
+        rows.append([phase, model, *knobs, p1, *p2, cold, score])
+    columns = ["phase", "CF model", "evidence shrink", "cold boost", "cold slot", "song lift", "P1 NDCG@10"]
+    columns += ["P2 HR@10", "P2 coverage@10", "cold HR@10", "objective"]
+    return markdown(columns, "ll" + "r" * 9, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     test = {p: Context(b, content_nn, s, args.max_users) for p, s in tests.items()}
     methods = evaluate_all(test["items"], tuned_cf, tuned_h, args.artist_caps)
     cold = cold_tradeoff(test)
+    lifts = song_lift_tradeoff(test["items"])
     measured = dict(REFERENCE)
     if args.artist_caps:
         caps = {f"default-artist-cap={c}": default_method(artist_cap=c) for c in ARTIST_CAPS}
@@ -490,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         "robust": summary,
         "floors": checked,
         "cold_slots": {"slots": list(COLD_SLOTS), "by_protocol": cold},
+        "song_lifts": {"lifts": list(SONG_LIFTS), "items": lifts},
         "tuning_trials": trials,
         "segues": segues,
         "seconds": round(time.monotonic() - t0, 1),
@@ -512,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
             *[f"![{p}]({p})" for p in pngs],
             "## The cold slot on seed 0",
             cold_slot_table(cold),
+            "## Song lists: the song lift on seed 0",
+            song_lift_table(lifts),
             "## Tuning trials (validation splits of seed 0)",
             trials_table(trials),
             segue_quality.report(name, segues),

@@ -419,7 +419,7 @@ def evaluate_p2(
     seed is the user's most-played training item (ties: lowest index) and
     ``recommend_item(seed, k)`` returns k items without the seed (enforced). Other training
     items of the user are not excluded (the song-to-song API case) and are not relevant;
-    relevant = the user's warm held-out items. Returns ``hr@k, recall@k, ndcg@k, users`` (and
+    relevant = the user's warm held-out items. Returns ``hr@k, recall@k, ndcg@k, coverage@k, users`` (and
     ``artist_share@k`` when ``item_artists`` is given).
     """
     users = s.test_users()
@@ -435,6 +435,7 @@ def evaluate_p2(
         f"hr@{k}": _mean(_hit_rows(hit, n_rel)),
         f"recall@{k}": _mean(_recall_rows(hit, n_rel)),
         f"ndcg@{k}": _mean(_ndcg_rows(hit, n_rel)),
+        f"coverage@{k}": catalog_coverage(recs, n_items),
         "users": int(users.size),
     }
     if item_artists is not None:

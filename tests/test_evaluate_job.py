@@ -86,24 +86,28 @@ def test_shipped_default_is_far_above_popularity_on_every_seed(hetrec_robust):
 
 
 def test_shipped_default_keeps_its_ranking_quality_on_every_seed(hetrec_robust):
-    """The figures the default reached before the cold slot (docs/QUALITY.md), on every seed."""
+    """P1 as before the cold slot, P2 as since the song lift (docs/QUALITY.md), on every seed."""
     for by_method in hetrec_robust.values():
         default = by_method[evaluate.DEFAULT_NAME]
-        assert default["P1 NDCG@10"]["worst"] >= 0.23 and default["P2 HR@10"]["worst"] >= 0.49
+        assert default["P1 NDCG@10"]["worst"] >= 0.23 and default["P2 HR@10"]["worst"] >= 0.52
         assert default["P1 HR@10"]["worst"] >= 0.80  # the seed's "80 % Rec@K" (docs/QUALITY.md)
+
+
+def test_shipped_default_meets_the_song_list_floor_on_the_mean_over_seeds(hetrec_robust):
+    """P2 HR@10 >= 0.53 on the mean over the items protocol's 5 seeds (since the song lift)."""
+    (row,) = [r for r in evaluate.floors(hetrec_robust) if r["floor"].startswith("P2")]
+    assert row["met"], row
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="not reached: P1 NDCG@10 0.2369 and P2 HR@10 0.5170 on the mean over 5 seeds (docs/QUALITY.md, "
-    "'Against the floors'); a strict xfail, so the run fails the day the floors are met",
+    reason="not reached: P1 NDCG@10 0.2369 on the mean over 5 seeds (docs/QUALITY.md, 'Against the floors'); "
+    "a strict xfail, so the run fails the day the floor is met",
 )
-def test_shipped_default_meets_the_ranking_floors_on_the_mean_over_seeds(hetrec_robust):
-    """P1 NDCG@10 >= 0.25 and P2 HR@10 >= 0.53 on the mean over the items protocol's 5 seeds."""
-    rows = [r for r in evaluate.floors(hetrec_robust) if not r["floor"].startswith("cold")]
-    assert len(rows) == 2
-    for row in rows:
-        assert row["met"], row
+def test_shipped_default_meets_the_personal_list_floor_on_the_mean_over_seeds(hetrec_robust):
+    """P1 NDCG@10 >= 0.25 on the mean over the items protocol's 5 seeds."""
+    (row,) = [r for r in evaluate.floors(hetrec_robust) if r["floor"].startswith("P1")]
+    assert row["met"], row
 
 
 @pytest.fixture(scope="module")

@@ -71,8 +71,11 @@ class Reference:
     def w2_effective(self, w2: float, evidence: float) -> float:
         return w2 * evidence / (evidence + self.config.evidence_shrink) if evidence > 0 else 0.0
 
-    def ranking(self, seeds, seed_weights, w1: float, w2: float, k: int = K, exclude=()) -> list[int]:
-        """Top-``k`` tracks by ``w1 * norm(CB) + w2 * norm(CF)`` over every non-seed item."""
+    def ranking(
+        self, seeds, seed_weights, w1: float, w2: float, k: int = K, exclude=(), lift: float = 0.0
+    ) -> list[int]:
+        """Top-``k`` tracks by ``w1 * norm(CB) + w2 * norm(CF * max(listeners, 1) ** lift)`` over
+        every non-seed item."""
         seeds = np.asarray(seeds, np.int64)
         w = np.asarray(seed_weights, np.float64)
         w = w / w.sum()
@@ -80,6 +83,7 @@ class Reference:
         cf = w @ self.sim[seeds]
         if w2 > 0:
             cf[self.cold] = self.config.cold_boost * (self.cold_mix @ cf)
+        cf = cf * np.maximum(self.listeners, 1) ** lift
         cand = np.ones(self.n, bool)
         cand[seeds] = False
         cand[np.asarray(exclude, np.int64)] = False
@@ -90,7 +94,9 @@ class Reference:
     def similar(self, seeds, w1: float = 0.3, w2: float = 0.7, k: int = K) -> list[int]:
         seeds = sorted(set(seeds))
         evidence = float(self.listeners[seeds].sum())
-        return self.ranking(seeds, np.ones(len(seeds)), w1, self.w2_effective(w2, evidence), k)
+        return self.ranking(
+            seeds, np.ones(len(seeds)), w1, self.w2_effective(w2, evidence), k, lift=self.config.song_lift
+        )
 
     def for_history(self, tracks, plays, w1: float = 0.3, w2: float = 0.7, k: int = K) -> list[int]:
         by_plays = sorted(range(len(tracks)), key=lambda i: (-plays[i], i))[: self.config.history_limit]
@@ -285,10 +291,12 @@ class TestContentOnly(RecommenderContract):
 class TestCollaborativeOnly(RecommenderContract):
     W1, W2 = CF_ONLY
 
-    def test_ranking_is_the_cf_neighbour_list(self, bundle, rec, popular_seeds):
+    def test_ranking_is_the_cf_neighbour_list(self, bundle, rec, popular_seeds, listeners):
+        """The seed's CF neighbours, weighed by their listeners ** song_lift."""
         for seed in popular_seeds:
             row = bundle.cf_nn[seed]
-            best = row.indices[np.argsort(-row.data, kind="stable")][:K]
+            lifted = row.data * np.maximum(listeners[row.indices], 1) ** rec.config.song_lift
+            best = row.indices[np.argsort(-lifted, kind="stable")][:K]
             assert overlap(tracks(self.query(rec, seed, k=K)), best.tolist()) >= 0.9
 
     def test_because_names_the_listeners(self, rec, popular_seeds):
@@ -312,10 +320,10 @@ class TestHybrid(RecommenderContract):
         """An item whose score comes mostly from CF is explained by its listeners."""
         for seed in popular_seeds:
             result = self.query(rec, seed, k=K)
-            cf_max = bundle.cf_nn[seed].data.max()
             for it in result.items:
-                cf_share = result.weights.w2 * it.cf / cf_max
-                if cf_share > 0.5 * it.score and not it.because.startswith("new here"):
+                assert it.cf_part is not None and it.cb_part is not None
+                assert it.score == pytest.approx(it.cf_part + it.cb_part)
+                if it.cf_part > 0.5 * it.score and not it.because.startswith("new here"):
                     assert it.because.startswith("listeners of"), (seed, it)
 
 
@@ -535,6 +543,27 @@ def test_default_lists_hold_at_most_three_songs_per_artist_and_are_otherwise_the
         assert got == kept[:K]
         shares.append(np.bincount(capped.artists[tracks(default.similar([seed], k=K))]).max() / K)
     assert max(shares) <= 0.3
+
+
+def test_song_lists_lean_to_established_songs_and_listeners_lists_do_not(bundle, rec):
+    """The song lift: a song's list weighs CF scores by listeners ** song_lift (checked against the
+    definition in the reference tests), so its songs have more listeners than without it; a
+    listener's list is the same either way."""
+    unlifted = Recommender.from_bundle(bundle, replace(rec.config, song_lift=0.0))
+    assert rec.config.song_lift == HybridConfig().song_lift > 0
+    listeners = rec.combiner.listeners
+    with_lift, without = [], []
+    for seed in range(0, 1400, 35):
+        with_lift += tracks(rec.similar([seed], k=K))
+        without += tracks(unlifted.similar([seed], k=K))
+    assert with_lift != without and np.median(listeners[with_lift]) > np.median(listeners[without])
+    x = bundle.user_items
+    for user in range(0, x.shape[0], max(1, x.shape[0] // 20)):
+        played, plays = x.indices[x.indptr[user] : x.indptr[user + 1]], x.data[x.indptr[user] : x.indptr[user + 1]]
+        if played.size:
+            assert tracks(rec.for_history(played, plays.astype(np.float64))) == tracks(
+                unlifted.for_history(played, plays.astype(np.float64))
+            )
 
 
 def test_cold_slot_gives_the_last_place_to_the_best_new_song_that_scores_close_enough():

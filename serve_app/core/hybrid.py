@@ -64,6 +64,10 @@ class HybridConfig:
     # a listener's list without a new song (no listeners yet) gives its last place to the best new
     # candidate scoring at least this share of the song it displaces (1: only on merit)
     cold_slot: float = 0.6
+    # a song-seeded list weighs a candidate's CF score by its listeners ** song_lift, giving back (up to
+    # all of) the walk's popularity discount CFConfig.beta, which suits listeners' lists: one song's
+    # listeners go on to the established songs among its neighbours more often (docs/QUALITY.md)
+    song_lift: float = 0.3
     avoid_strength: float = 0.5  # a candidate as like the avoided songs as like the seeds keeps half its score
 
 
@@ -370,10 +374,11 @@ class Combiner:
         cb, cf, *avoided = (
             np.zeros(plan.pool.size, np.float32) if isinstance(x, Unavailable) else x for x in (cb, cf, *avoided)
         )
-        part_cb, part_cf = weights.w1 * norm(cb), weights.w2 * norm(cf)
+        lift = self._lift(plan)
+        part_cb, part_cf = weights.w1 * norm(cb), weights.w2 * norm(cf * lift)
         if avoided:
             part_cb = part_cb - self.config.avoid_strength * weights.w1 * norm(avoided[0])
-            part_cf = part_cf - self.config.avoid_strength * weights.w2 * norm(avoided[1])
+            part_cf = part_cf - self.config.avoid_strength * weights.w2 * norm(avoided[1] * lift)
         y = part_cb + part_cf
         if plan.filtered:  # a widened pool holds songs unrelated to the seeds: never list those
             y = np.where((cb > 0) | (cf > 0), y, -np.inf)
@@ -402,6 +407,13 @@ class Combiner:
             for i in picked
         ]
         return Result(items, weights, plan.kind, _short_note(len(items), k) if plan.filtered else None)
+
+    def _lift(self, plan: Plan) -> np.ndarray | float:
+        """``(len(pool),)`` float32 factor on the pool's CF scores: ``listeners ** song_lift`` (at
+        least 1 listener) for a song-seeded plan, 1 for a listener's history."""
+        if plan.kind == "user" or self.config.song_lift == 0:
+            return 1.0
+        return np.maximum(self.listeners[plan.pool], 1).astype(np.float32) ** np.float32(self.config.song_lift)
 
     def without(self, side: str, weights: Weights, what: str = "") -> Weights:
         """The weights of an answer that had to do without ``side`` (for ``what``: its scores
