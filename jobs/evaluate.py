@@ -50,8 +50,11 @@ ARTIST_CAPS = (0, 1, 2, 3, 5)  # 0: no cap
 COLD_SLOTS = (1.0, 0.8, 0.7, 0.6, 0.5)  # 1: a new song is listed on merit only
 # how much of the walk's popularity discount a song-seeded list gives back: up to all of it (the CF
 # model's beta), never more (past it a song's list would lean to the most played songs harder than
-# the plain walk does)
+# the plain walk does); and up to how many times the seed's listeners count (never unbounded: the
+# catalog's biggest hit would land in most song lists; the report shows the unbounded lift too)
 SONG_LIFTS = (0.0, 0.1, 0.2, 0.3)
+SONG_LIFT_CEILINGS = (1.0, 2.0, 4.0, 8.0)
+SONG_METRICS = ("hr@10", "recall@10", "coverage@10", "top_item_share@10")
 # the cold floor must hold on every test seed: the slot is tuned for it with this margin on validation
 SLOT_MARGIN = 1.2
 ROBUST_METHODS = ("popularity", "cb", "cf-rp3beta", DEFAULT_NAME)
@@ -127,7 +130,7 @@ def song_lists(ctx: Context, cf: CFConfig, hybrid: HybridConfig) -> dict[str, di
     """P2 alone (the song-seeded lists) at the default weights: what the song lift changes."""
     _, rec_item = hybrid_callbacks(ctx.recommender(cf, hybrid), hybrid.w1, hybrid.w2)
     p2 = ev.evaluate_p2(ctx.split, rec_item, max_users=ctx.max_users)
-    return {"p2": {k: p2[k] for k in ("hr@10", "recall@10", "coverage@10")}}
+    return {"p2": {k: p2[k] for k in SONG_METRICS}}
 
 
 def objective(m: dict[str, dict[str, float]], cold_floor: float = 0.0) -> float:
@@ -184,14 +187,16 @@ def tune(val: dict[str, Context], quick: bool) -> tuple[CFConfig, HybridConfig, 
         if score > best_score:
             best_h, best_score = h, score
     best_score = -1.0
-    for lift in [x for x in SONG_LIFTS if x <= best_cf.beta + 1e-9] if best_cf.similarity == "rp3beta" else [0.0]:
-        h = dataclasses.replace(best_h, song_lift=lift)
+    lifts = [x for x in SONG_LIFTS if x <= best_cf.beta + 1e-9] if best_cf.similarity == "rp3beta" else [0.0]
+    settings = [(0.0, HybridConfig().song_lift_ceiling), *itertools.product(lifts[1:], SONG_LIFT_CEILINGS)]
+    for lift, ceiling in settings:
+        h = dataclasses.replace(best_h, song_lift=lift, song_lift_ceiling=ceiling)
         m = song_lists(ctx, best_cf, h)  # listeners' lists do not use the lift: only P2 can move
         score = m["p2"]["hr@10"] / TARGETS["p2_hr"]
         trials.append(
             {"cf": dataclasses.asdict(best_cf), "hybrid": dataclasses.asdict(h), "metrics": m, "objective": score}
         )
-        log(f"tune song lift {lift}: P2 hr {m['p2']['hr@10']:.4f}, coverage {m['p2']['coverage@10']:.4f}")
+        log(f"tune song lift {lift} (ceiling {ceiling:g}): P2 hr {m['p2']['hr@10']:.4f}")
         if score > best_score:
             best_h, best_score = h, score
     return best_cf, best_h, trials
@@ -329,18 +334,32 @@ def cold_tradeoff(val_free: dict[str, Context]) -> dict[str, list[dict]]:
     return {p: [default_method(cold_slot=slot)(ctx) for slot in COLD_SLOTS] for p, ctx in val_free.items()}
 
 
+def song_lift_settings() -> list[tuple[float, float]]:
+    """(lift, ceiling) pairs the report compares: each lift at the shipped ceiling, then the
+    shipped lift with each other ceiling and with none (inf)."""
+    shipped = HybridConfig()
+    ceilings = (*SONG_LIFT_CEILINGS, float("inf"))
+    return [(x, shipped.song_lift_ceiling) for x in SONG_LIFTS] + [
+        (shipped.song_lift, c) for c in ceilings if c != shipped.song_lift_ceiling
+    ]
+
+
 def song_lift_tradeoff(ctx: Context) -> list[dict]:
-    """Song lists (P2) of the shipped default on a test split with each lift in SONG_LIFTS."""
-    return [song_lists(ctx, CFConfig(), dataclasses.replace(HybridConfig(), song_lift=lift)) for lift in SONG_LIFTS]
+    """Song lists (P2) of the shipped default on a test split for each of :func:`song_lift_settings`."""
+    return [
+        song_lists(ctx, CFConfig(), dataclasses.replace(HybridConfig(), song_lift=lift, song_lift_ceiling=ceiling))
+        for lift, ceiling in song_lift_settings()
+    ]
 
 
 def song_lift_table(runs: list[dict]) -> str:
-    """P2 HR@10 and coverage@10 per song lift (the table of the report's song-lift section)."""
+    """P2 HR@10, recall, coverage and the top song's share of lists per (lift, ceiling)."""
     cells = (
-        [f"{lift:g}", *(f"{m['p2'][x]:.4f}" for x in ("hr@10", "recall@10", "coverage@10"))]
-        for lift, m in zip(SONG_LIFTS, runs, strict=True)
+        [f"{lift:g}", f"{ceiling:g}", *(f"{m['p2'][x]:.4f}" for x in SONG_METRICS)]
+        for (lift, ceiling), m in zip(song_lift_settings(), runs, strict=True)
     )
-    return markdown(["song lift", "P2 HR@10", "P2 Recall@10", "P2 coverage@10"], "rrrr", cells)
+    columns = ["song lift", "ceiling (× seed's listeners)", "P2 HR@10", "P2 Recall@10", "P2 coverage@10"]
+    return markdown([*columns, "lists with the top song"], "rrrrrr", cells)
 
 
 def _line_plot(path: Path, xs: list[float], series: dict[str, list[float]], xlabel: str) -> None:
@@ -484,6 +503,8 @@ def trials_table(trials: list[dict[str, Any]]) -> str:
             if h is None
             else [f"{h[k]:g}" for k in ("evidence_shrink", "cold_boost", "cold_slot", "song_lift")]
         )
+        if h is not None and not lists and h["song_lift"] > 0:
+            knobs[3] += f" (≤ {h['song_lift_ceiling']:g}×)"
         p1 = f"{m['p1']['ndcg@10']:.4f}" if lists else "-"
         p2 = [f"{m['p2'][x]:.4f}" if x in m["p2"] else "-" for x in ("hr@10", "coverage@10")]
         score = f"{t['objective']:.3f}" if t["objective"] >= 0 else "rejected (cold below the floor)"
@@ -539,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         "robust": summary,
         "floors": checked,
         "cold_slots": {"slots": list(COLD_SLOTS), "by_protocol": cold},
-        "song_lifts": {"lifts": list(SONG_LIFTS), "items": lifts},
+        "song_lifts": {"settings": song_lift_settings(), "items": lifts},
         "tuning_trials": trials,
         "segues": segues,
         "seconds": round(time.monotonic() - t0, 1),

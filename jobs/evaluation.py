@@ -316,6 +316,17 @@ def intra_list_diversity(recs, item_vectors, k: int | None = None) -> float:
     return _mean(np.asarray(values))
 
 
+def top_item_share(recs, k: int | None = None) -> float:
+    """The share of lists that hold the most often listed item: how much one song (a hit) is
+    everywhere. 0 for no lists."""
+    recs = _as_recs(recs, k)
+    if recs.shape[0] == 0:
+        return 0.0
+    listed = np.unique(np.c_[np.repeat(np.arange(recs.shape[0]), recs.shape[1]), recs.ravel()], axis=0)
+    listed = listed[listed[:, 1] >= 0, 1]
+    return float(np.bincount(listed).max() / recs.shape[0]) if listed.size else 0.0
+
+
 def top_artist_share(recs, artists: np.ndarray, k: int | None = None) -> float:
     """Mean over non-empty lists of the share of the list held by its most frequent artist
     (``artists``: ``(n_items,)`` int artist code per item); 0.1 is a top 10 of ten artists."""
@@ -419,8 +430,8 @@ def evaluate_p2(
     seed is the user's most-played training item (ties: lowest index) and
     ``recommend_item(seed, k)`` returns k items without the seed (enforced). Other training
     items of the user are not excluded (the song-to-song API case) and are not relevant;
-    relevant = the user's warm held-out items. Returns ``hr@k, recall@k, ndcg@k, coverage@k, users`` (and
-    ``artist_share@k`` when ``item_artists`` is given).
+    relevant = the user's warm held-out items. Returns ``hr@k, recall@k, ndcg@k, coverage@k,
+    top_item_share@k, users`` (and ``artist_share@k`` when ``item_artists`` is given).
     """
     users = s.test_users()
     users = users[s.train.getnnz(axis=1)[users] > 0]
@@ -436,6 +447,7 @@ def evaluate_p2(
         f"recall@{k}": _mean(_recall_rows(hit, n_rel)),
         f"ndcg@{k}": _mean(_ndcg_rows(hit, n_rel)),
         f"coverage@{k}": catalog_coverage(recs, n_items),
+        f"top_item_share@{k}": top_item_share(recs),
         "users": int(users.size),
     }
     if item_artists is not None:

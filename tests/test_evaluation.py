@@ -82,6 +82,14 @@ def test_intra_list_diversity():
     assert ev.intra_list_diversity(recs, sp.csr_matrix(dense)) == pytest.approx(expected)
 
 
+def test_top_item_share_is_the_share_of_lists_holding_the_most_listed_item():
+    recs = np.array([[1, 2, 3], [2, 4, 5], [2, 3, -1], [6, 7, 8]])  # item 2 in 3 of 4 lists; -1 is padding
+    assert ev.top_item_share(recs) == pytest.approx(3 / 4)
+    assert ev.top_item_share(recs, k=1) == pytest.approx(2 / 4)  # first places only: 1, 2, 2, 6
+    assert ev.top_item_share([[1, 1, 2], [3]]) == pytest.approx(1 / 2)  # an item twice in a list counts once
+    assert ev.top_item_share(np.zeros((0, 3), np.int64)) == 0.0
+
+
 def test_top_artist_share():
     artists = np.array([0, 0, 0, 1, 2, 3])
     recs = np.array([[0, 1, 2, 3], [3, 4, -1, -1], [-1, -1, -1, -1]])  # the empty list is skipped

@@ -19,6 +19,7 @@ import pytest
 import scipy.sparse as sp
 
 from jobs.catalog import COLUMNS
+from jobs.evaluation import top_item_share
 from serve_app.artifacts import bundle as bundle_io
 from serve_app.core.hybrid import HybridConfig, Query, Recommender, Result, cold_slot
 
@@ -74,8 +75,8 @@ class Reference:
     def ranking(
         self, seeds, seed_weights, w1: float, w2: float, k: int = K, exclude=(), lift: float = 0.0
     ) -> list[int]:
-        """Top-``k`` tracks by ``w1 * norm(CB) + w2 * norm(CF * max(listeners, 1) ** lift)`` over
-        every non-seed item."""
+        """Top-``k`` tracks by ``w1 * norm(CB) + w2 * norm(CF * clip(listeners, 1, c) ** lift)`` over
+        every non-seed item, ``c`` the song lift's ceiling times the most played seed's listeners."""
         seeds = np.asarray(seeds, np.int64)
         w = np.asarray(seed_weights, np.float64)
         w = w / w.sum()
@@ -83,7 +84,8 @@ class Reference:
         cf = w @ self.sim[seeds]
         if w2 > 0:
             cf[self.cold] = self.config.cold_boost * (self.cold_mix @ cf)
-        cf = cf * np.maximum(self.listeners, 1) ** lift
+        ceiling = max(self.config.song_lift_ceiling * self.listeners[seeds].max(), 1.0)
+        cf = cf * np.clip(self.listeners, 1, ceiling) ** lift
         cand = np.ones(self.n, bool)
         cand[seeds] = False
         cand[np.asarray(exclude, np.int64)] = False
@@ -292,10 +294,11 @@ class TestCollaborativeOnly(RecommenderContract):
     W1, W2 = CF_ONLY
 
     def test_ranking_is_the_cf_neighbour_list(self, bundle, rec, popular_seeds, listeners):
-        """The seed's CF neighbours, weighed by their listeners ** song_lift."""
+        """The seed's CF neighbours, weighed by their listeners ** song_lift (up to the ceiling)."""
         for seed in popular_seeds:
             row = bundle.cf_nn[seed]
-            lifted = row.data * np.maximum(listeners[row.indices], 1) ** rec.config.song_lift
+            ceiling = rec.config.song_lift_ceiling * listeners[seed]
+            lifted = row.data * np.clip(listeners[row.indices], 1, ceiling) ** rec.config.song_lift
             best = row.indices[np.argsort(-lifted, kind="stable")][:K]
             assert overlap(tracks(self.query(rec, seed, k=K)), best.tolist()) >= 0.9
 
@@ -564,6 +567,23 @@ def test_song_lists_lean_to_established_songs_and_listeners_lists_do_not(bundle,
             assert tracks(rec.for_history(played, plays.astype(np.float64))) == tracks(
                 unlifted.for_history(played, plays.astype(np.float64))
             )
+
+
+def test_the_song_lifts_ceiling_keeps_one_hit_out_of_most_song_lists(bundle, rec):
+    """Without the ceiling the catalog's biggest hit lands in most song lists (80 % of these);
+    with it, in well under half, and song lists still lean to more listened songs than unlifted."""
+    unbounded = Recommender.from_bundle(bundle, replace(rec.config, song_lift_ceiling=float("inf")))
+    unlifted = Recommender.from_bundle(bundle, replace(rec.config, song_lift=0.0))
+    seeds = range(0, 1400, 7)
+    lists = {
+        name: [tracks(r.similar([s], k=K)) for s in seeds]
+        for name, r in [("default", rec), ("unbounded", unbounded), ("unlifted", unlifted)]
+    }
+    share = {name: top_item_share(lol) for name, lol in lists.items()}
+    assert share["unbounded"] > 0.6 and share["default"] < 0.5 and share["default"] < share["unbounded"] - 0.2
+    listeners = rec.combiner.listeners
+    median = {name: np.median(listeners[np.concatenate(lol)]) for name, lol in lists.items()}
+    assert median["unlifted"] < median["default"] < median["unbounded"]
 
 
 def test_cold_slot_gives_the_last_place_to_the_best_new_song_that_scores_close_enough():

@@ -68,6 +68,9 @@ class HybridConfig:
     # all of) the walk's popularity discount CFConfig.beta, which suits listeners' lists: one song's
     # listeners go on to the established songs among its neighbours more often (docs/QUALITY.md)
     song_lift: float = 0.3
+    # ... counting a candidate's listeners up to this many times the seed's: without a ceiling the
+    # catalog's biggest hit lands in most song lists (83 % of the demo's, docs/QUALITY.md)
+    song_lift_ceiling: float = 4.0
     avoid_strength: float = 0.5  # a candidate as like the avoided songs as like the seeds keeps half its score
 
 
@@ -409,11 +412,13 @@ class Combiner:
         return Result(items, weights, plan.kind, _short_note(len(items), k) if plan.filtered else None)
 
     def _lift(self, plan: Plan) -> np.ndarray | float:
-        """``(len(pool),)`` float32 factor on the pool's CF scores: ``listeners ** song_lift`` (at
-        least 1 listener) for a song-seeded plan, 1 for a listener's history."""
+        """``(len(pool),)`` float32 factor on the pool's CF scores for a song-seeded plan:
+        ``listeners ** song_lift``, the listeners counted from 1 up to ``song_lift_ceiling`` times the
+        (most played) seed's; 1 for a listener's history."""
         if plan.kind == "user" or self.config.song_lift == 0:
             return 1.0
-        return np.maximum(self.listeners[plan.pool], 1).astype(np.float32) ** np.float32(self.config.song_lift)
+        ceiling = max(self.config.song_lift_ceiling * float(self.listeners[plan.seeds].max()), 1.0)
+        return np.clip(self.listeners[plan.pool], 1, ceiling).astype(np.float32) ** np.float32(self.config.song_lift)
 
     def without(self, side: str, weights: Weights, what: str = "") -> Weights:
         """The weights of an answer that had to do without ``side`` (for ``what``: its scores
