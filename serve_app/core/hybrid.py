@@ -69,7 +69,7 @@ class HybridConfig:
     # listeners go on to the established songs among its neighbours more often (docs/QUALITY.md)
     song_lift: float = 0.3
     # ... counting a candidate's listeners up to this many times the seed's: without a ceiling the
-    # catalog's biggest hit lands in most song lists (83 % of the demo's, docs/QUALITY.md)
+    # catalog's biggest hit lands in most song lists (82 % of the demo's, docs/QUALITY.md)
     song_lift_ceiling: float = 4.0
     avoid_strength: float = 0.5  # a candidate as like the avoided songs as like the seeds keeps half its score
 
