@@ -322,8 +322,10 @@ def top_item_share(recs, k: int | None = None) -> float:
     recs = _as_recs(recs, k)
     if recs.shape[0] == 0:
         return 0.0
-    listed = np.unique(np.c_[np.repeat(np.arange(recs.shape[0]), recs.shape[1]), recs.ravel()], axis=0)
-    listed = listed[listed[:, 1] >= 0, 1]
+    ordered = np.sort(recs, axis=1)
+    first = np.ones_like(ordered, dtype=bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]  # an item twice in one list counts once
+    listed = ordered[first & (ordered >= 0)]
     return float(np.bincount(listed).max() / recs.shape[0]) if listed.size else 0.0
 
 
