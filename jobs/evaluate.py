@@ -33,7 +33,7 @@ import scipy.sparse as sp
 
 from jobs import evaluation as ev
 from jobs import segue_quality
-from jobs.indexing import WEIGHTINGS, CFConfig, cf_neighbors, content_neighbors
+from jobs.indexing import WEIGHTINGS, CFConfig, TasteConfig, cf_neighbors, content_neighbors, taste_factors
 from serve_app.artifacts import bundle as bundle_mod
 from serve_app.core.hybrid import HybridConfig, Recommender
 
@@ -52,6 +52,9 @@ COLD_SLOTS = (1.0, 0.8, 0.7, 0.6, 0.5)  # 1: a new song is listed on merit only
 # model's beta), never more (past it a song's list would lean to the most played songs harder than
 # the plain walk does); and up to how many times the seed's listeners count (never unbounded: the
 # catalog's biggest hit would land in most song lists; the report shows the unbounded lift too)
+# the listener-taste model (users' lists only): its rank, and its weight in a listener's CF scores
+TASTE_RANKS = (32, 48, 64)
+TASTE_WEIGHTS = (0.0, 0.2, 0.3, 0.5)
 SONG_LIFTS = (0.0, 0.1, 0.2, 0.3)
 SONG_LIFT_CEILINGS = (1.0, 2.0, 4.0, 8.0)
 SONG_METRICS = ("hr@10", "recall@10", "coverage@10", "top_item_share@10")
@@ -73,22 +76,31 @@ class Context:
     split: ev.Split
     max_users: int | None
     _cf_cache: dict = dataclasses.field(default_factory=dict)
+    _taste_cache: dict = dataclasses.field(default_factory=dict)
 
     @property
     def artists(self) -> np.ndarray:
         """``(n,)`` int artist code per track."""
         return pd.factorize(self.b.catalog["artist"])[0]
 
-    def recommender(self, cf: CFConfig, hybrid: HybridConfig) -> Recommender:
+    def recommender(self, cf: CFConfig, hybrid: HybridConfig, taste: TasteConfig = TasteConfig()) -> Recommender:
         """A recommender that knows only the split's training plays."""
         train = self.split.train
         if cf not in self._cf_cache:
             self._cf_cache[cf] = cf_neighbors(train, cf)
+        if taste not in self._taste_cache:
+            self._taste_cache[taste] = taste_factors(train, taste)
         catalog = self.b.catalog.assign(
             listeners=np.bincount(train.indices, minlength=train.shape[1]), plays=np.asarray(train.sum(axis=0)).ravel()
         )
         return Recommender(
-            catalog, self.b.content, self.content_nn, self._cf_cache[cf], self.b.content_transform, hybrid
+            catalog,
+            self.b.content,
+            self.content_nn,
+            self._cf_cache[cf],
+            self.b.content_transform,
+            hybrid,
+            taste=self._taste_cache[taste],
         )
 
 
@@ -121,9 +133,15 @@ def hybrid_callbacks(
 
 
 def run_method(
-    ctx: Context, cf: CFConfig, hybrid: HybridConfig, w1: float, w2: float, diversity: float = 0.0
+    ctx: Context,
+    cf: CFConfig,
+    hybrid: HybridConfig,
+    w1: float,
+    w2: float,
+    diversity: float = 0.0,
+    taste: TasteConfig = TasteConfig(),
 ) -> dict[str, dict[str, float]]:
-    return measure(ctx, *hybrid_callbacks(ctx.recommender(cf, hybrid), w1, w2, diversity))
+    return measure(ctx, *hybrid_callbacks(ctx.recommender(cf, hybrid, taste), w1, w2, diversity))
 
 
 def song_lists(ctx: Context, cf: CFConfig, hybrid: HybridConfig) -> dict[str, dict[str, float]]:
@@ -141,46 +159,72 @@ def objective(m: dict[str, dict[str, float]], cold_floor: float = 0.0) -> float:
     return margin if m["cold"]["hr@10"] >= cold_floor else margin - 10.0
 
 
-def tune(val: dict[str, Context], quick: bool) -> tuple[CFConfig, HybridConfig, list[dict[str, Any]]]:
-    """Pick the CF model (CF alone), then the evidence shrink and cold boost (the default
-    weights), each by :func:`objective` on the items protocol's validation split, then the cold
-    slot by the worse of the two protocols' validation objectives (cold songs must reach lists
-    under both, with ``SLOT_MARGIN`` above the floor), then the song lift by P2 HR@10 (it
-    touches song-seeded lists only)."""
+def tune(val: dict[str, Context], quick: bool) -> tuple[CFConfig, TasteConfig, HybridConfig, list[dict[str, Any]]]:
+    """Pick the CF model (CF alone, without the taste model), then the taste model's rank and
+    weight, then the evidence shrink and cold boost (the default weights), each by
+    :func:`objective` on the items protocol's validation split, then the cold slot by the worse of
+    the two protocols' validation objectives (cold songs must reach lists under both, with
+    ``SLOT_MARGIN`` above the floor), then the song lift by P2 HR@10 (it touches song-seeded lists
+    only)."""
     ctx = val["items"]
-    unlifted = dataclasses.replace(HybridConfig(), song_lift=0.0)  # the song lift is tuned last
+    # the taste model and the song lift are tuned after the walk they add to
+    plain = dataclasses.replace(HybridConfig(), song_lift=0.0, taste=0.0)
     trials = []
+
+    def trial(phase: str, cf: CFConfig, taste: TasteConfig, h: HybridConfig, m: dict, score: float) -> None:
+        """One trial; ``m`` is the metrics, or for the cold slot the metrics by protocol."""
+        by = {"by_protocol": m} if phase == "cold slot" else {"metrics": m}
+        trials.append(
+            {
+                "phase": phase,
+                "cf": dataclasses.asdict(cf),
+                "taste": dataclasses.asdict(taste),
+                "hybrid": dataclasses.asdict(h),
+                **by,
+                "objective": score,
+            }
+        )
+
     best_cf, best_score = None, -1.0
     grid = [CFConfig(w, "cosine") for w in WEIGHTINGS] + [
         CFConfig("binary", "rp3beta", alpha=a, beta=b)
         for a, b in itertools.product(ALPHAS[1:2] if quick else ALPHAS, BETAS[1:3] if quick else BETAS)
     ]
     for cf in grid:
-        m = run_method(ctx, cf, unlifted, 0.0, 1.0)
-        trials.append({"cf": dataclasses.asdict(cf), "w1": 0.0, "metrics": m, "objective": objective(m)})
+        m = run_method(ctx, cf, plain, 0.0, 1.0)
+        trial("CF alone", cf, TasteConfig(), plain, m, objective(m))
         log(f"tune cf {cf.weighting}/{cf.similarity} a={cf.alpha} b={cf.beta}: objective {objective(m):.4f}")
         if objective(m) > best_score:
             best_cf, best_score = cf, objective(m)
     assert best_cf is not None
-    best_h, best_score = unlifted, -1.0
-    for shrink, boost in itertools.product(SHRINKS[1:3] if quick else SHRINKS, BOOSTS[1:3] if quick else BOOSTS):
-        h = dataclasses.replace(unlifted, evidence_shrink=shrink, cold_boost=boost, cold_slot=1.0)
-        m = run_method(ctx, best_cf, h, h.w1, h.w2)
+    best_taste, best_h, best_score = TasteConfig(), plain, -100.0
+    settings = [(TasteConfig(), 0.0)] + [
+        (dataclasses.replace(TasteConfig(), rank=r), w)
+        for r, w in itertools.product(TASTE_RANKS[1:2] if quick else TASTE_RANKS, TASTE_WEIGHTS[1:])
+    ]
+    for taste, weight in settings:
+        h = dataclasses.replace(plain, taste=weight)
+        m = run_method(ctx, best_cf, h, h.w1, h.w2, taste=taste)
         score = objective(m, COLD_FLOOR)
-        trials.append(
-            {"cf": dataclasses.asdict(best_cf), "hybrid": dataclasses.asdict(h), "metrics": m, "objective": score}
-        )
+        trial("taste", best_cf, taste, h, m, score)
+        log(f"tune taste rank={taste.rank} weight={weight}: objective {score:.4f} (P1 {m['p1']['ndcg@10']:.4f})")
+        if score > best_score:
+            best_taste, best_h, best_score = taste, h, score
+    best_score = -100.0
+    for shrink, boost in itertools.product(SHRINKS[1:3] if quick else SHRINKS, BOOSTS[1:3] if quick else BOOSTS):
+        h = dataclasses.replace(best_h, evidence_shrink=shrink, cold_boost=boost, cold_slot=1.0)
+        m = run_method(ctx, best_cf, h, h.w1, h.w2, taste=best_taste)
+        score = objective(m, COLD_FLOOR)
+        trial("hybrid", best_cf, best_taste, h, m, score)
         log(f"tune hybrid shrink={shrink} boost={boost}: objective {score:.4f} (cold {m['cold']['hr@10']:.4f})")
         if score > best_score:
             best_h, best_score = h, score
     best_score = -100.0
     for slot in COLD_SLOTS[:3] if quick else COLD_SLOTS:
         h = dataclasses.replace(best_h, cold_slot=slot)
-        ms = {p: run_method(c, best_cf, h, h.w1, h.w2) for p, c in val.items()}
+        ms = {p: run_method(c, best_cf, h, h.w1, h.w2, taste=best_taste) for p, c in val.items()}
         score = min(objective(m, COLD_FLOOR * SLOT_MARGIN) for m in ms.values())
-        trials.append(
-            {"cf": dataclasses.asdict(best_cf), "hybrid": dataclasses.asdict(h), "by_protocol": ms, "objective": score}
-        )
+        trial("cold slot", best_cf, best_taste, h, ms, score)
         log(
             f"tune cold slot {slot}: objective {score:.4f} (cold {[round(m['cold']['hr@10'], 4) for m in ms.values()]})"
         )
@@ -188,18 +232,16 @@ def tune(val: dict[str, Context], quick: bool) -> tuple[CFConfig, HybridConfig, 
             best_h, best_score = h, score
     best_score = -1.0
     lifts = [x for x in SONG_LIFTS if x <= best_cf.beta + 1e-9] if best_cf.similarity == "rp3beta" else [0.0]
-    settings = [(0.0, HybridConfig().song_lift_ceiling), *itertools.product(lifts[1:], SONG_LIFT_CEILINGS)]
-    for lift, ceiling in settings:
+    lift_settings = [(0.0, HybridConfig().song_lift_ceiling), *itertools.product(lifts[1:], SONG_LIFT_CEILINGS)]
+    for lift, ceiling in lift_settings:
         h = dataclasses.replace(best_h, song_lift=lift, song_lift_ceiling=ceiling)
         m = song_lists(ctx, best_cf, h)  # listeners' lists do not use the lift: only P2 can move
         score = m["p2"]["hr@10"] / TARGETS["p2_hr"]
-        trials.append(
-            {"cf": dataclasses.asdict(best_cf), "hybrid": dataclasses.asdict(h), "metrics": m, "objective": score}
-        )
+        trial("song lift", best_cf, best_taste, h, m, score)
         log(f"tune song lift {lift} (ceiling {ceiling:g}): P2 hr {m['p2']['hr@10']:.4f}")
         if score > best_score:
             best_h, best_score = h, score
-    return best_cf, best_h, trials
+    return best_cf, best_taste, best_h, trials
 
 
 Method = Callable[[Context], dict[str, dict[str, float]]]
@@ -219,7 +261,9 @@ REFERENCE: dict[str, Method] = {  # the methods measured on every seed and proto
 }
 
 
-def evaluate_all(ctx: Context, tuned_cf: CFConfig, tuned_h: HybridConfig, artist_caps: bool) -> dict[str, Any]:
+def evaluate_all(
+    ctx: Context, tuned_cf: CFConfig, tuned_taste: TasteConfig, tuned_h: HybridConfig, artist_caps: bool
+) -> dict[str, Any]:
     """Every method on one test split (the default with each artist cap when ``artist_caps``)."""
     methods: dict[str, Any] = {}
 
@@ -239,7 +283,10 @@ def evaluate_all(ctx: Context, tuned_cf: CFConfig, tuned_h: HybridConfig, artist
     if tuned_cf != CFConfig():
         add("cf-rp3beta-tuned", lambda: run_method(ctx, tuned_cf, HybridConfig(), 0.0, 1.0))
     for w1 in W1_GRID[1:-1]:
-        add(f"hybrid-w1={w1:g}", lambda w1=w1: run_method(ctx, tuned_cf, tuned_h, w1, 1.0 - w1))
+        add(
+            f"hybrid-w1={w1:g}",
+            lambda w1=w1: run_method(ctx, tuned_cf, tuned_h, w1, 1.0 - w1, taste=tuned_taste),
+        )
     for d in DIVERSITY_GRID[1:]:
         add(f"default-diversity={d:g}", lambda d=d: run_method(ctx, CFConfig(), HybridConfig(), 0.3, 0.7, d))
     for cap in ARTIST_CAPS if artist_caps else ():
@@ -489,7 +536,7 @@ def trials_table(trials: list[dict[str, Any]]) -> str:
     trial only P2, the one thing it moves)."""
     rows = []
     for t in trials:
-        cf, h = t["cf"], t.get("hybrid")
+        cf, h, phase = t["cf"], t["hybrid"], t["phase"]
         model = f"{cf['weighting']} {cf['similarity']}"
         if cf["similarity"] == "rp3beta":
             model += f" α={cf['alpha']:g} β={cf['beta']:g}"
@@ -497,21 +544,21 @@ def trials_table(trials: list[dict[str, Any]]) -> str:
         m = runs[0]  # the items protocol
         lists = "p1" in m
         cold = "/".join(f"{r['cold']['hr@10']:.4f}" for r in runs) if lists else "-"
-        phase = "CF alone" if h is None else ("cold slot" if len(runs) > 1 else "hybrid" if lists else "song lift")
+        taste = f"{h['taste']:g} (rank {t['taste']['rank']})" if h["taste"] > 0 else "0"
         knobs = (
-            ["-"] * 4
-            if h is None
-            else [f"{h[k]:g}" for k in ("evidence_shrink", "cold_boost", "cold_slot", "song_lift")]
+            ["-"] * 5
+            if phase == "CF alone"
+            else [taste, *(f"{h[k]:g}" for k in ("evidence_shrink", "cold_boost", "cold_slot", "song_lift"))]
         )
-        if h is not None and not lists and h["song_lift"] > 0:
-            knobs[3] += f" (≤ {h['song_lift_ceiling']:g}×)"
+        if phase == "song lift" and h["song_lift"] > 0:
+            knobs[4] += f" (≤ {h['song_lift_ceiling']:g}×)"
         p1 = f"{m['p1']['ndcg@10']:.4f}" if lists else "-"
         p2 = [f"{m['p2'][x]:.4f}" if x in m["p2"] else "-" for x in ("hr@10", "coverage@10")]
         score = f"{t['objective']:.3f}" if t["objective"] >= 0 else "rejected (cold below the floor)"
         rows.append([phase, model, *knobs, p1, *p2, cold, score])
-    columns = ["phase", "CF model", "evidence shrink", "cold boost", "cold slot", "song lift", "P1 NDCG@10"]
+    columns = ["phase", "CF model", "taste", "evidence shrink", "cold boost", "cold slot", "song lift", "P1 NDCG@10"]
     columns += ["P2 HR@10", "P2 coverage@10", "cold HR@10", "objective"]
-    return markdown(columns, "ll" + "r" * 9, rows)
+    return markdown(columns, "ll" + "r" * 10, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -531,10 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     content_nn = content_neighbors(b.content)
     tests = {p: ev.split(b.user_items, seed=0, cold=p) for p in ev.COLD_PROTOCOLS}
     val = {p: Context(b, content_nn, ev.validation(s), args.max_users) for p, s in tests.items()}
-    tuned_cf, tuned_h, trials = tune(val, args.quick)
-    log(f"tuned: {tuned_cf}, {tuned_h}; shipped: {CFConfig()}, {HybridConfig()}")
+    tuned_cf, tuned_taste, tuned_h, trials = tune(val, args.quick)
+    log(f"tuned: {tuned_cf}, {tuned_taste}, {tuned_h}; shipped: {CFConfig()}, {TasteConfig()}, {HybridConfig()}")
     test = {p: Context(b, content_nn, s, args.max_users) for p, s in tests.items()}
-    methods = evaluate_all(test["items"], tuned_cf, tuned_h, args.artist_caps)
+    methods = evaluate_all(test["items"], tuned_cf, tuned_taste, tuned_h, args.artist_caps)
     cold = cold_tradeoff(test)
     lifts = song_lift_tradeoff(test["items"])
     measured = dict(REFERENCE)
@@ -553,8 +600,16 @@ def main(argv: list[str] | None = None) -> int:
         "split": tests["items"].params,
         "seeds": args.seeds,
         "max_users": args.max_users,
-        "tuned_on_validation": {"cf": dataclasses.asdict(tuned_cf), "hybrid": dataclasses.asdict(tuned_h)},
-        "shipped": {"cf": dataclasses.asdict(CFConfig()), "hybrid": dataclasses.asdict(HybridConfig())},
+        "tuned_on_validation": {
+            "cf": dataclasses.asdict(tuned_cf),
+            "taste": dataclasses.asdict(tuned_taste),
+            "hybrid": dataclasses.asdict(tuned_h),
+        },
+        "shipped": {
+            "cf": dataclasses.asdict(CFConfig()),
+            "taste": dataclasses.asdict(TasteConfig()),
+            "hybrid": dataclasses.asdict(HybridConfig()),
+        },
         "methods": methods,
         "default": DEFAULT_NAME,
         "robust": summary,
@@ -570,10 +625,10 @@ def main(argv: list[str] | None = None) -> int:
         [
             f"# Evaluation of bundle {b.version}",
             f"Users sampled: {args.max_users or 'all'}; {result['seconds']} s.",
-            f"Tuned on seed 0's validation splits: CF {dataclasses.asdict(tuned_cf)}; hybrid "
-            f"{dataclasses.asdict(tuned_h)}.",
-            f"Shipped default (`{DEFAULT_NAME}`): CF {dataclasses.asdict(CFConfig())}; hybrid "
-            f"{dataclasses.asdict(HybridConfig())}.",
+            f"Tuned on seed 0's validation splits: CF {dataclasses.asdict(tuned_cf)}; taste model "
+            f"{dataclasses.asdict(tuned_taste)}; hybrid {dataclasses.asdict(tuned_h)}.",
+            f"Shipped default (`{DEFAULT_NAME}`): CF {dataclasses.asdict(CFConfig())}; taste model "
+            f"{dataclasses.asdict(TasteConfig())}; hybrid {dataclasses.asdict(HybridConfig())}.",
             "## Across split seeds",
             robust_table(summary, args.seeds),
             per_seed_table(summary),

@@ -21,6 +21,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,8 +29,10 @@ from sklearn.preprocessing import normalize
 from sklearn.utils.extmath import randomized_svd
 
 from serve_app.core.neighbors import keep_top_per_row, row_max
+from serve_app.core.taste import Taste
 
 Block = tuple[np.ndarray, np.ndarray, np.ndarray]  # (row lengths, indices, data)
+T = TypeVar("T")
 MapBlocks = Callable[[Callable[..., Block], "ProductRows", Sequence[tuple[int, int]], int], list[Block]]
 
 
@@ -85,11 +88,16 @@ def top_k_block(sim: ProductRows, start: int, stop: int, k: int) -> Block:
     return np.bincount(r, minlength=m), c.astype(np.int32), v
 
 
-def threaded(fn: Callable[..., Block], sim: ProductRows, ranges: Sequence[tuple[int, int]], k: int) -> list[Block]:
-    """Blocks on one thread per core: numpy's and scipy's kernels release the GIL, and the
-    threads share the operands (separate processes would each need a copy)."""
+def on_threads(fn: Callable[[tuple[int, int]], T], ranges: Sequence[tuple[int, int]]) -> list[T]:
+    """``fn`` of each row range on one thread per core: numpy's and scipy's kernels release the
+    GIL, and the threads share the operands (separate processes would each need a copy)."""
     with ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0))) as pool:
-        return list(pool.map(lambda r: fn(sim, r[0], r[1], k), ranges))
+        return list(pool.map(fn, ranges))
+
+
+def threaded(fn: Callable[..., Block], sim: ProductRows, ranges: Sequence[tuple[int, int]], k: int) -> list[Block]:
+    """Top-k blocks on one thread per core (:func:`on_threads`)."""
+    return on_threads(lambda r: fn(sim, r[0], r[1], k), ranges)
 
 
 def top_k_rows(sim: ProductRows, k: int, block: int = 512, map_blocks: MapBlocks | None = None) -> sp.csr_matrix:
@@ -197,3 +205,42 @@ def cf_factors(cf_nn: sp.csr_matrix, dim: int = 32, seed: int = 0) -> np.ndarray
     dim = max(1, min(dim, sym.shape[0] - 1))
     u, s, _ = randomized_svd(sym, dim, n_iter=4, random_state=seed)
     return normalize((u * np.sqrt(s)).astype(np.float32)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class TasteConfig:
+    """How the listener-taste model is fitted (``serve_app.core.taste``)."""
+
+    songs: int = 4000  # the most-listened songs it models
+    rank: int = 48  # taste directions kept
+    discount: float = 0.3  # each song's co-listening counts scaled by listeners ** -discount
+
+
+def taste_factors(user_items: sp.csr_matrix, config: TasteConfig = TasteConfig(), seed: int = 0) -> Taste:
+    """PureSVD of the binary ``(n_users, n_items)`` history restricted to the ``config.songs``
+    most-listened songs, each column scaled by ``listeners ** -discount`` (so the directions are
+    not all the biggest hits'): the top ``rank`` eigenvectors of that scaled co-listening matrix
+    (``songs x songs``, dense, built in row blocks on one thread per core), which is cheap where
+    an SVD of the history itself is not."""
+    n_users, n_items = user_items.shape
+    listeners = np.bincount(user_items.indices, minlength=n_items)
+    tracks = np.sort(np.argsort(-listeners, kind="stable")[: min(config.songs, int((listeners > 0).sum()))])
+    if tracks.size == 0:  # nobody has played anything: nothing to model
+        empty = np.zeros((0, 0), np.float32)
+        return Taste(tracks.astype(np.int64), empty, empty, n_items)
+    column = np.full(n_items, -1, np.int64)
+    column[tracks] = np.arange(tracks.size)
+    col = column[user_items.indices]
+    kept = col >= 0
+    users = np.repeat(np.arange(n_users), np.diff(user_items.indptr))[kept]
+    x = sp.csr_matrix((np.ones(int(kept.sum()), np.float32), (users, col[kept])), shape=(n_users, tracks.size))
+    sim = ProductRows(x.T.tocsr(), x)
+    step = max(1, -(-tracks.size // 8))
+    gram = np.vstack(
+        on_threads(lambda r: sim.rows(*r), [(a, min(a + step, tracks.size)) for a in range(0, tracks.size, step)])
+    )
+    scale = np.maximum(listeners[tracks], 1).astype(np.float64) ** -config.discount
+    rank = max(1, min(config.rank, tracks.size - 1))
+    vectors, _, _ = randomized_svd(gram * scale[:, None] * scale[None, :], rank, n_iter=4, random_state=seed)
+    left = (vectors * scale[:, None]).astype(np.float32)
+    return Taste(tracks.astype(np.int64), left, vectors.astype(np.float32), n_items)

@@ -38,6 +38,7 @@ from jobs import csvio, feedback_events, indexing
 from jobs.interactions import REQUIRED, Accumulator, TrackLookup, encode, encode_csv_ranges
 from serve_app.artifacts import bundle, storage
 from serve_app.core import features
+from serve_app.core.taste import Taste
 from serve_app.core.users import HASH_NAME, hash_probe
 
 DEFAULT_CHUNK_BYTES = 16 << 20
@@ -113,6 +114,7 @@ def _write_files(
     content_nn,
     cf_nn,
     cf_factors: np.ndarray,
+    taste: Taste,
 ) -> None:
     (root / "content").mkdir(parents=True)
     (root / "collab").mkdir()
@@ -125,6 +127,7 @@ def _write_files(
     bundle.save_npz(root / "collab" / "item_neighbors.npz", **bundle.csr_arrays(cf_nn))
     np.save(root / "collab" / "user_hash.npy", user_keys, allow_pickle=False)
     np.save(root / "collab" / "item_factors.npy", cf_factors, allow_pickle=False)
+    bundle.save_npz(root / bundle.TASTE_FILE, **taste.arrays())
 
 
 def ensure_ray() -> bool:
@@ -150,6 +153,7 @@ def run(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     overwrite: bool = False,
     cf_config: indexing.CFConfig = indexing.CFConfig(),
+    taste_config: indexing.TasteConfig = indexing.TasteConfig(),
     neighbors_k: int = 100,
     events_uri: str | None = None,
 ) -> dict[str, Any]:
@@ -198,11 +202,17 @@ def run(
         content_nn = indexing.content_neighbors(vectors, k=neighbors_k)
         cf_nn = indexing.cf_neighbors(user_items, cf_config)
         factors = indexing.cf_factors(cf_nn, CF_FACTORS)
-        log(f"neighbours: content {content_nn.nnz:,}, collaborative {cf_nn.nnz:,} ({time.monotonic() - t_nn:.1f} s)")
+        taste = indexing.taste_factors(user_items, taste_config)
+        log(
+            f"neighbours: content {content_nn.nnz:,}, collaborative {cf_nn.nnz:,}; taste model "
+            f"{taste.left.shape} ({time.monotonic() - t_nn:.1f} s)"
+        )
 
         staging = bundle.staging_dir(out_uri)
         try:
-            _write_files(staging, songs, aliases, transform, vectors, user_items, user_keys, content_nn, cf_nn, factors)
+            _write_files(
+                staging, songs, aliases, transform, vectors, user_items, user_keys, content_nn, cf_nn, factors, taste
+            )
             manifest = bundle.write_manifest(
                 staging,
                 {
@@ -219,6 +229,7 @@ def run(
                         "content_neighbors": neighbors_k,
                         "cf_factors": CF_FACTORS,
                         "collaborative": dataclasses.asdict(cf_config),
+                        "taste": dataclasses.asdict(taste_config),
                     },
                     "users": {"hash": HASH_NAME, "hash_probe": hash_probe()},
                     "counts": {

@@ -80,6 +80,7 @@ def baseline(catalog: str, interactions: str, out: Path, max_playcount: float = 
     # the same neighbour index as the job (the project's functions: this step is not pandas work)
     content_nn = indexing.content_neighbors(vectors)
     cf_nn = indexing.cf_neighbors(user_items)
+    taste = indexing.taste_factors(user_items)
 
     (out / "content").mkdir(parents=True, exist_ok=True)
     (out / "collab").mkdir(exist_ok=True)
@@ -90,6 +91,7 @@ def baseline(catalog: str, interactions: str, out: Path, max_playcount: float = 
     sp.save_npz(out / "content" / "item_neighbors.npz", content_nn)
     sp.save_npz(out / "collab" / "user_items.npz", user_items)
     sp.save_npz(out / "collab" / "item_neighbors.npz", cf_nn)
+    np.savez_compressed(out / "collab" / "taste.npz", **taste.arrays())
     pd.DataFrame({"user_id": user_ids}).to_parquet(out / "collab" / "users.parquet", index=False)
     return {
         "counts": {

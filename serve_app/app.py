@@ -38,7 +38,7 @@ from serve_app.artifacts.events import EventLog, writer_name
 from serve_app.core import hybrid
 from serve_app.core.collaborative import CollabScorer
 from serve_app.core.content import ContentScorer
-from serve_app.core.sides import Call, CallOn, ContentSide, PoolScorer, SideName
+from serve_app.core.sides import Call, CallOn, CollabSide, ContentSide, SideName
 from serve_app.shell.admin import require_admin_token
 from serve_app.shell.coalesce import Coalescer
 from serve_app.shell.config import DEFAULT_BUDGET_MS, DEPLOYMENTS, SegueConfig, user_config
@@ -110,7 +110,7 @@ def content_scorer(b: Bundle) -> ContentScorer:
 
 def collab_scorer(b: Bundle) -> CollabScorer:
     """The CF side over a bundle loaded with the Collab slot's parts."""
-    return CollabScorer(b.cf_nn, b.content_nn, b.catalog["listeners"].to_numpy())
+    return CollabScorer(b.cf_nn, b.content_nn, b.catalog["listeners"].to_numpy(), taste=b.taste)
 
 
 class Side(Part, Generic[S]):
@@ -136,11 +136,11 @@ class Content(Side[ContentSide]):
 
 
 @serve.deployment(**DEPLOYMENTS["Collab"])
-class Collab(Side[PoolScorer]):
+class Collab(Side[CollabSide]):
     """The collaborative side (CF): pools scored."""
 
     def __init__(self) -> None:
-        super().__init__(BundleSlot(collab_scorer, parts=("cf_nn", "content_nn")))
+        super().__init__(BundleSlot(collab_scorer, parts=("cf_nn", "content_nn", "taste")))
 
 
 @serve.deployment(**DEPLOYMENTS["Combiner"])

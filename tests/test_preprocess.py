@@ -293,6 +293,7 @@ def test_cli_done_when(tmp_path):
         "collab/user_hash.npy",
         "collab/item_neighbors.npz",
         "collab/item_factors.npy",
+        "collab/taste.npz",
     }
     again = run()
     assert again.returncode == 2 and "--overwrite" in again.stderr

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from jobs.catalog import COLUMNS
 from jobs.evaluation import top_item_share
+from jobs.indexing import TasteConfig
 from serve_app.artifacts import bundle as bundle_io
 from serve_app.core.hybrid import HybridConfig, Query, Recommender, Result, cold_slot
 
@@ -40,6 +41,22 @@ def rp3beta_full(user_items: sp.csr_matrix, alpha: float, beta: float) -> np.nda
     return sim
 
 
+def taste_full(user_items: sp.csr_matrix, config: TasteConfig) -> np.ndarray:
+    """Dense ``(n, n)`` taste model ``M`` (a history's scores are ``x @ M``, ``x`` its 0/1 row):
+    ``D V V^T`` on the ``config.songs`` most-listened songs, ``V`` the top ``config.rank``
+    eigenvectors of ``D G D`` (``G`` their co-listening counts, ``D`` listeners ** -discount) by
+    numpy's exact eigensolver."""
+    x = (user_items > 0).astype(np.float64).toarray()
+    listeners = x.sum(axis=0)
+    top = np.sort(np.argsort(-listeners, kind="stable")[: min(config.songs, int((listeners > 0).sum()))])
+    d = listeners[top] ** -config.discount
+    _, vectors = np.linalg.eigh((x[:, top].T @ x[:, top]) * d[:, None] * d[None, :])
+    v = vectors[:, ::-1][:, : config.rank]
+    m = np.zeros((x.shape[1], x.shape[1]))
+    m[np.ix_(top, top)] = d[:, None] * (v @ v.T)
+    return m
+
+
 def _row_l1(m: np.ndarray) -> np.ndarray:
     total = m.sum(axis=1, keepdims=True)
     return np.divide(m, total, out=np.zeros_like(m), where=total > 0)
@@ -57,6 +74,7 @@ class Reference:
         self.config = config
         self.vectors = b.content.toarray().astype(np.float64)
         self.sim = rp3beta_full(b.user_items, ALPHA, BETA)
+        self.taste = taste_full(b.user_items, TasteConfig())
         self.listeners = np.bincount(b.user_items.indices, minlength=b.user_items.shape[1])
         self.n = len(self.listeners)
         # Each cold song's estimate: mean CF of its most content-similar warm songs.
@@ -73,15 +91,21 @@ class Reference:
         return w2 * evidence / (evidence + self.config.evidence_shrink) if evidence > 0 else 0.0
 
     def ranking(
-        self, seeds, seed_weights, w1: float, w2: float, k: int = K, exclude=(), lift: float = 0.0
+        self, seeds, seed_weights, w1: float, w2: float, k: int = K, exclude=(), lift: float = 0.0, taste: float = 0.0
     ) -> list[int]:
         """Top-``k`` tracks by ``w1 * norm(CB) + w2 * norm(CF * clip(listeners, 1, c) ** lift)`` over
-        every non-seed item, ``c`` the song lift's ceiling times the most played seed's listeners."""
+        every non-seed item, ``c`` the song lift's ceiling times the most played seed's listeners;
+        ``CF = (1 - taste) * norm(walk) + taste * norm(max(taste model, 0))`` when ``taste``."""
         seeds = np.asarray(seeds, np.int64)
         w = np.asarray(seed_weights, np.float64)
         w = w / w.sum()
         cb = np.maximum(0.0, self.vectors @ (w @ self.vectors[seeds]))
         cf = w @ self.sim[seeds]
+        if taste > 0:
+            fit = self.taste[seeds].sum(axis=0)
+            fit[seeds] = 0.0
+            fit = np.maximum(fit, 0.0)
+            cf = (1 - taste) * cf / cf.max() + taste * fit / fit.max()
         if w2 > 0:
             cf[self.cold] = self.config.cold_boost * (self.cold_mix @ cf)
         ceiling = max(self.config.song_lift_ceiling * self.listeners[seeds].max(), 1.0)
@@ -103,7 +127,8 @@ class Reference:
     def for_history(self, tracks, plays, w1: float = 0.3, w2: float = 0.7, k: int = K) -> list[int]:
         by_plays = sorted(range(len(tracks)), key=lambda i: (-plays[i], i))[: self.config.history_limit]
         seeds, weights = tracks[by_plays], np.log1p(plays[by_plays].astype(np.float64))
-        return self.ranking(seeds, weights, w1, self.w2_effective(w2, len(tracks)), k, exclude=tracks)
+        w2 = self.w2_effective(w2, len(tracks))
+        return self.ranking(seeds, weights, w1, w2, k, exclude=tracks, taste=self.config.taste)
 
 
 # ---------------------------------------------------------------------------- fixtures / helpers
@@ -618,3 +643,19 @@ def test_default_lists_keep_a_place_for_a_new_song_that_fits(bundle, ref):
         given += 1
         assert got[:-1] == base[:-1] and default.combiner.cold[got[-1]] and not default.combiner.cold[base].any()
     assert given > 0
+
+
+def test_the_taste_model_changes_listeners_lists_only(bundle, rec):
+    """The taste model (``HybridConfig.taste``) enters a listener's CF scores (checked against its
+    definition in the reference tests); song and session lists are the same with it or without."""
+    assert rec.config.taste == HybridConfig().taste > 0 and bundle.taste is not None
+    plain = Recommender.from_bundle(bundle, replace(rec.config, taste=0.0))
+    for seeds in ([0], [3], [40], [5, 90, 700]):
+        assert tracks(rec.similar(seeds, k=K)) == tracks(plain.similar(seeds, k=K))
+    x = bundle.user_items
+    users = [u for u in range(0, x.shape[0], max(1, x.shape[0] // 40)) if x.indptr[u + 1] - x.indptr[u] >= 5]
+    changed = sum(
+        tracks(rec.for_history(*history(bundle, u), k=K)) != tracks(plain.for_history(*history(bundle, u), k=K))
+        for u in users
+    )
+    assert changed >= len(users) // 2, f"{changed} of {len(users)} listeners' lists changed"

@@ -12,7 +12,16 @@ import pytest
 from serve_app.core.collaborative import CollabScorer
 from serve_app.core.content import ContentScorer
 from serve_app.core.hybrid import Query
-from serve_app.core.sides import ContentSide, Diversify, ForAttributes, PoolScorer, Score, run_call
+from serve_app.core.sides import (
+    CollabSide,
+    ContentSide,
+    Diversify,
+    ForAttributes,
+    ListenerScore,
+    PoolScorer,
+    Score,
+    run_call,
+)
 
 
 def protocol_methods(proto: type) -> set[str]:
@@ -20,16 +29,16 @@ def protocol_methods(proto: type) -> set[str]:
     return {
         n
         for cls in proto.__mro__
-        if cls in (PoolScorer, ContentSide)
+        if cls in (PoolScorer, ContentSide, CollabSide)
         for n, v in vars(cls).items()
         if callable(v) and not n.startswith("_")
     }
 
 
-@pytest.mark.parametrize("proto, scorer", [(ContentSide, ContentScorer), (PoolScorer, CollabScorer)])
+@pytest.mark.parametrize("proto, scorer", [(ContentSide, ContentScorer), (CollabSide, CollabScorer)])
 def test_each_scorer_has_its_side_s_methods_with_the_same_parameters(proto: type, scorer: type) -> None:
     methods = protocol_methods(proto)
-    assert methods == ({"score", "for_attributes", "diversify"} if proto is ContentSide else {"score"})
+    assert methods == ({"score", "for_attributes", "diversify"} if proto is ContentSide else {"score", "for_listener"})
     for name in methods:
         want, got = inspect.signature(getattr(proto, name)), inspect.signature(getattr(scorer, name))
         assert list(got.parameters) == list(want.parameters), name
@@ -43,6 +52,8 @@ def test_a_calls_side_routes_it_to_the_scorer_that_has_its_method(rec) -> None:
     calls = [Score(side, plan.seeds, plan.seed_weights, plan.pool) for side in ("content", "collab")]
     cb, cf = (run_call(c, rec.content, rec.collab) for c in calls)
     assert cb.shape == cf.shape == plan.pool.shape and not np.array_equal(cb, cf)
+    plain = run_call(ListenerScore(plan.seeds, plan.seed_weights, plan.pool, 0.0), rec.content, rec.collab)
+    assert ListenerScore.side == "collab" and np.array_equal(plain, cf)  # taste 0: the walk's scores
     assert {ForAttributes.side, Diversify.side} == {"content"}
     found, _ = run_call(ForAttributes({"tags": "rock"}, 5), rec.content, rec.collab)
     assert 0 < len(found) <= 5

@@ -29,10 +29,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from serve_app.artifacts import storage
+from serve_app.core.taste import Taste
 from serve_app.core.users import hash_probe
 
 MANIFEST = "manifest.json"
 POINTER = "LATEST"
+TASTE_FILE = "collab/taste.npz"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "segue-bundles"
 _VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 FORMAT = "segue-bundle"
@@ -222,6 +224,8 @@ class Bundle:
         cf_nn: ``(n_tracks, n_tracks)`` CSR, each track's top collaborative neighbours.
         cf_factors: ``(n_tracks, d)`` float32 unit rows, each track's place by its listeners
             (zero for a track nobody played); None in a bundle written before they were.
+        taste: the listener-taste model over the most-played tracks
+            (:class:`serve_app.core.taste.Taste`); None in a bundle written before it was.
 
     Parts not asked of :func:`load` are None.
     """
@@ -237,6 +241,7 @@ class Bundle:
     content_nn: sp.csr_matrix | None = None
     cf_nn: sp.csr_matrix | None = None
     cf_factors: np.ndarray | None = None
+    taste: Taste | None = None
 
     @property
     def version(self) -> str:
@@ -304,7 +309,7 @@ def _optional_npy(path: Path) -> np.ndarray | None:
     return np.load(path, allow_pickle=False) if path.is_file() else None
 
 
-PARTS = ("content", "content_transform", "user_items", "content_nn", "cf_nn", "cf_factors")
+PARTS = ("content", "content_transform", "user_items", "content_nn", "cf_nn", "cf_factors", "taste")
 
 
 def load(uri: str, cache_dir: Path | None = None, parts: Collection[str] = PARTS) -> Bundle:
@@ -322,6 +327,7 @@ def load(uri: str, cache_dir: Path | None = None, parts: Collection[str] = PARTS
         "content_nn": lambda: csr_from_arrays(load_npz(root / "content" / "item_neighbors.npz")),
         "cf_nn": lambda: csr_from_arrays(load_npz(root / "collab" / "item_neighbors.npz")),
         "cf_factors": lambda: _optional_npy(root / "collab" / "item_factors.npy"),
+        "taste": lambda: load_npz(root / TASTE_FILE) if (root / TASTE_FILE).is_file() else None,
     }
     try:
         catalog = pd.read_parquet(root / "catalog.parquet")
@@ -329,6 +335,8 @@ def load(uri: str, cache_dir: Path | None = None, parts: Collection[str] = PARTS
         loaded = {name: readers[name]() for name in parts}
         if "user_items" in parts:
             loaded["user_hash"] = np.load(root / "collab" / "user_hash.npy", allow_pickle=False)
+        if loaded.get("taste") is not None:
+            loaded["taste"] = Taste.from_arrays(loaded["taste"], len(catalog))
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(getattr(exc, "filename", None) or "bundle", f"unreadable: {exc}") from None
     probe = manifest.get("users", {}).get("hash_probe")

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from serve_app.core.blend import norm
 from serve_app.core.neighbors import rows_dot, top_per_row
 from serve_app.core.neighbors import score as neighbor_scores
+from serve_app.core.taste import Taste
 
 
 @dataclass
@@ -26,6 +28,8 @@ class CollabScorer:
         cf_nn: ``(n, n)`` CSR, each track's top collaborative neighbours.
         content_nn: ``(n, n)`` CSR, each track's top content neighbours.
         listeners: ``(n,)`` listeners per track (0 = cold).
+        taste: the listener-taste model (:mod:`serve_app.core.taste`); None in a bundle
+            written before it was, where a listener's scores are the walk's alone.
     """
 
     cf_nn: sp.csr_matrix
@@ -33,6 +37,7 @@ class CollabScorer:
     listeners: np.ndarray
     cold_boost: float = 0.5
     cold_neighbors: int = 20
+    taste: Taste | None = None
 
     def __post_init__(self) -> None:
         self.cold = np.asarray(self.listeners) == 0
@@ -43,7 +48,19 @@ class CollabScorer:
 
     def score(self, seeds: np.ndarray, seed_weights: np.ndarray, pool: np.ndarray) -> np.ndarray:
         """``(len(pool),)`` float32 CF score of each pool track (the estimate for cold tracks)."""
+        return self._pool(neighbor_scores(self.cf_nn, seeds, seed_weights), pool)
+
+    def for_listener(self, seeds: np.ndarray, seed_weights: np.ndarray, pool: np.ndarray, taste: float) -> np.ndarray:
+        """:meth:`score` for a listener's own history: ``(1 - taste) * norm(walk) + taste *
+        norm(taste model)`` over all songs (the walk alone without a taste model)."""
         cf_all = neighbor_scores(self.cf_nn, seeds, seed_weights)
+        if self.taste is not None and taste > 0:
+            cf_all = (1.0 - taste) * norm(cf_all) + taste * norm(self.taste.scores(seeds))
+        return self._pool(cf_all, pool)
+
+    def _pool(self, cf_all: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """``(len(pool),)`` float32 scores of the pool from ``cf_all`` (every song's), new songs
+        estimated from their content neighbours'."""
         cf = cf_all[pool]
         cold = self.cold[pool]
         if cold.any() and self.cold_boost > 0:

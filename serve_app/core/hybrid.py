@@ -42,7 +42,8 @@ from serve_app.core.content import ContentScorer
 from serve_app.core.filters import FilterIndex, Filters
 from serve_app.core.neighbors import row_entries, top_indices
 from serve_app.core.segue import PathFinder
-from serve_app.core.sides import Call, ContentSide, Diversify, ForAttributes, PoolScorer, Score, run_call
+from serve_app.core.sides import Call, CollabSide, ContentSide, Diversify, ForAttributes, ListenerScore, Score, run_call
+from serve_app.core.taste import Taste
 from serve_app.core.users import user_hash
 
 DEFAULT_W1, DEFAULT_W2 = 0.3, 0.7
@@ -72,6 +73,9 @@ class HybridConfig:
     # catalog's biggest hit lands in most song lists (82 % of the demo's, docs/QUALITY.md)
     song_lift_ceiling: float = 4.0
     avoid_strength: float = 0.5  # a candidate as like the avoided songs as like the seeds keeps half its score
+    # a listener's CF scores: (1 - taste) * the walk's + taste * the listener-taste model's (a low-rank
+    # model of the whole history over the most-played songs, serve_app/core/taste.py; docs/QUALITY.md)
+    taste: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -363,7 +367,12 @@ class Combiner:
         """Score a plan's pool on both sides, blend, rank, diversify, explain."""
         if plan.pool.size == 0:
             return Result([], plan.weights, plan.kind, _short_note(0, k) if plan.filtered else None)
-        calls: list[Call] = [Score(side, plan.seeds, plan.seed_weights, plan.pool) for side in ("content", "collab")]
+        calls: list[Call] = [
+            Score("content", plan.seeds, plan.seed_weights, plan.pool),
+            ListenerScore(plan.seeds, plan.seed_weights, plan.pool, self.config.taste)
+            if plan.kind == "user"
+            else Score("collab", plan.seeds, plan.seed_weights, plan.pool),
+        ]
         if plan.avoid.size:  # how like the avoided songs each candidate is, on both sides
             avoid_w = np.full(plan.avoid.size, 1 / plan.avoid.size, np.float32)
             calls += [Score(side, plan.avoid, avoid_w, plan.pool) for side in ("content", "collab")]
@@ -647,6 +656,8 @@ class Arrays(Protocol):
     def user_hash(self) -> np.ndarray | None: ...
     @property
     def cf_factors(self) -> np.ndarray | None: ...
+    @property
+    def taste(self) -> Taste | None: ...
 
 
 class Recommender:
@@ -670,13 +681,14 @@ class Recommender:
         user_items: sp.csr_matrix | None = None,
         user_hash: np.ndarray | None = None,
         factors: np.ndarray | None = None,
+        taste: Taste | None = None,
     ) -> None:
         config = config or HybridConfig()
         self._vectors = vectors
         self.combiner = Combiner(catalog, content_nn, cf_nn, config, user_items, user_hash, vectors, factors)
         self.content: ContentSide = ContentScorer(vectors, transform, self.combiner.artists, config.mmr_pool)
-        self.collab: PoolScorer = CollabScorer(
-            cf_nn, content_nn, self.combiner.listeners, config.cold_boost, config.cold_neighbors
+        self.collab: CollabSide = CollabScorer(
+            cf_nn, content_nn, self.combiner.listeners, config.cold_boost, config.cold_neighbors, taste
         )
 
     @classmethod
@@ -694,6 +706,7 @@ class Recommender:
             b.user_items,
             b.user_hash,
             b.cf_factors,
+            b.taste,
         )
 
     @property

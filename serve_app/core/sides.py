@@ -31,6 +31,15 @@ class PoolScorer(Protocol):
 
 
 @runtime_checkable
+class CollabSide(PoolScorer, Protocol):
+    """The collaborative (CF) side: also a listener's own scores, with the taste model."""
+
+    def for_listener(self, seeds: np.ndarray, seed_weights: np.ndarray, pool: np.ndarray, taste: float) -> np.ndarray:
+        """:meth:`score` for a listener's history (the seeds), the taste model weighted ``taste``."""
+        ...
+
+
+@runtime_checkable
 class ContentSide(PoolScorer, Protocol):
     """The content (CB) side: also new songs by attributes and the diversity re-ranking."""
 
@@ -60,6 +69,20 @@ class Score:
 
 
 @dataclass(frozen=True)
+class ListenerScore:
+    """Score a pool for a listener's own history (collaborative side)."""
+
+    seeds: np.ndarray
+    seed_weights: np.ndarray
+    pool: np.ndarray
+    taste: float
+    side: ClassVar[SideName] = "collab"
+
+    def run(self, scorer: CollabSide) -> np.ndarray:
+        return scorer.for_listener(self.seeds, self.seed_weights, self.pool, self.taste)
+
+
+@dataclass(frozen=True)
 class ForAttributes:
     """The tracks nearest a song outside the catalog (content side)."""
 
@@ -86,7 +109,7 @@ class Diversify:
         return scorer.diversify(self.tracks, self.y, self.diversity, self.k)
 
 
-Call = Score | ForAttributes | Diversify
+Call = Score | ListenerScore | ForAttributes | Diversify
 """A call a query's step needs from one side (its ``side``)."""
 
 
@@ -96,8 +119,10 @@ class CallOn(Protocol[S_contra]):
     def run(self, scorer: S_contra) -> Any: ...
 
 
-def run_call(call: Call, content: ContentSide, collab: PoolScorer) -> Any:
+def run_call(call: Call, content: ContentSide, collab: CollabSide) -> Any:
     """``call`` answered by the local scorer of its side."""
     if isinstance(call, Score):
         return call.run(content if call.side == "content" else collab)
+    if isinstance(call, ListenerScore):
+        return call.run(collab)
     return call.run(content)
