@@ -53,7 +53,7 @@ COLD_SLOTS = (1.0, 0.8, 0.7, 0.6, 0.5)  # 1: a new song is listed on merit only
 # the plain walk does); and up to how many times the seed's listeners count (never unbounded: the
 # catalog's biggest hit would land in most song lists; the report shows the unbounded lift too)
 # the listener-taste model (users' lists only): its rank, and its weight in a listener's CF scores
-TASTE_RANKS = (32, 48, 64)
+TASTE_RANKS = (32, 48, 64, 96)
 TASTE_WEIGHTS = (0.0, 0.2, 0.3, 0.5)
 SONG_LIFTS = (0.0, 0.1, 0.2, 0.3)
 SONG_LIFT_CEILINGS = (1.0, 2.0, 4.0, 8.0)

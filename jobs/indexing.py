@@ -212,7 +212,7 @@ class TasteConfig:
     """How the listener-taste model is fitted (``serve_app.core.taste``)."""
 
     songs: int = 4000  # the most-listened songs it models
-    rank: int = 48  # taste directions kept
+    rank: int = 64  # taste directions kept
     discount: float = 0.3  # each song's co-listening counts scaled by listeners ** -discount
 
 

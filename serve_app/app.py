@@ -110,7 +110,10 @@ def content_scorer(b: Bundle) -> ContentScorer:
 
 def collab_scorer(b: Bundle) -> CollabScorer:
     """The CF side over a bundle loaded with the Collab slot's parts."""
-    return CollabScorer(b.cf_nn, b.content_nn, b.catalog["listeners"].to_numpy(), taste=b.taste)
+    cfg = hybrid.HybridConfig()  # the cold-song estimate's constants: the combiner's defaults
+    return CollabScorer(
+        b.cf_nn, b.content_nn, b.catalog["listeners"].to_numpy(), cfg.cold_boost, cfg.cold_neighbors, b.taste
+    )
 
 
 class Side(Part, Generic[S]):

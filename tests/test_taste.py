@@ -94,7 +94,7 @@ def test_a_bundle_has_the_model_and_one_written_before_it_loads_without(demo_bun
 
     b = bundle_io.load(str(demo_bundle))
     assert b.taste is not None and b.taste.n_tracks == len(b.catalog)
-    assert b.manifest["params"]["taste"] == {"songs": 4000, "rank": 48, "discount": 0.3}
+    assert b.manifest["params"]["taste"] == {"songs": 4000, "rank": 64, "discount": 0.3}
     old = tmp_path / "old"
     shutil.copytree(demo_bundle, old)
     (old / bundle_io.TASTE_FILE).unlink()

@@ -35,7 +35,7 @@ class CollabScorer:
     cf_nn: sp.csr_matrix
     content_nn: sp.csr_matrix
     listeners: np.ndarray
-    cold_boost: float = 0.5
+    cold_boost: float = 1.0
     cold_neighbors: int = 20
     taste: Taste | None = None
 

@@ -56,7 +56,7 @@ class HybridConfig:
     w1: float = DEFAULT_W1
     w2: float = DEFAULT_W2
     evidence_shrink: float = 5.0  # listeners at which the CF weight is halved
-    cold_boost: float = 0.5  # share of the content-propagated CF estimate a cold song gets
+    cold_boost: float = 1.0  # share of the content-propagated CF estimate a cold song gets
     cold_neighbors: int = 20  # warm content neighbours used for that estimate
     history_limit: int = 50  # most-played songs of a user used as seeds
     mmr_pool: int = 100  # candidates re-ranked for diversity
@@ -64,7 +64,7 @@ class HybridConfig:
     artist_cap: int = 3  # most songs of one artist in a list without diversity (0: no cap)
     # a listener's list without a new song (no listeners yet) gives its last place to the best new
     # candidate scoring at least this share of the song it displaces (1: only on merit)
-    cold_slot: float = 0.6
+    cold_slot: float = 0.8
     # a song-seeded list weighs a candidate's CF score by its listeners ** song_lift, giving back (up to
     # all of) the walk's popularity discount CFConfig.beta, which suits listeners' lists: one song's
     # listeners go on to the established songs among its neighbours more often (docs/QUALITY.md)
