@@ -48,13 +48,13 @@ W1_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 DIVERSITY_GRID = (0.0, 0.2, 0.4, 0.6, 0.8)
 ARTIST_CAPS = (0, 1, 2, 3, 5)  # 0: no cap
 COLD_SLOTS = (1.0, 0.8, 0.7, 0.6, 0.5)  # 1: a new song is listed on merit only
+# the listener-taste model (users' lists only): its rank, and its weight in a listener's CF scores
+TASTE_RANKS = (32, 48, 64, 96)
+TASTE_WEIGHTS = (0.0, 0.2, 0.3)
 # how much of the walk's popularity discount a song-seeded list gives back: up to all of it (the CF
 # model's beta), never more (past it a song's list would lean to the most played songs harder than
 # the plain walk does); and up to how many times the seed's listeners count (never unbounded: the
 # catalog's biggest hit would land in most song lists; the report shows the unbounded lift too)
-# the listener-taste model (users' lists only): its rank, and its weight in a listener's CF scores
-TASTE_RANKS = (32, 48, 64, 96)
-TASTE_WEIGHTS = (0.0, 0.2, 0.3)
 SONG_LIFTS = (0.0, 0.1, 0.2, 0.3)
 SONG_LIFT_CEILINGS = (1.0, 2.0, 4.0, 8.0)
 SONG_METRICS = ("hr@10", "recall@10", "coverage@10", "top_item_share@10")
@@ -200,7 +200,7 @@ def tune(val: dict[str, Context], quick: bool) -> tuple[CFConfig, TasteConfig, H
             best_cf, best_score = cf, objective(m)
     assert best_cf is not None
     best_taste, best_h, best_score = TasteConfig(), plain, -100.0
-    settings = [(TasteConfig(), 0.0)] + [
+    settings = [(TasteConfig(), TASTE_WEIGHTS[0])] + [
         (dataclasses.replace(TasteConfig(), rank=r), w)
         for r, w in itertools.product(TASTE_RANKS[1:2] if quick else TASTE_RANKS, TASTE_WEIGHTS[1:])
     ]
